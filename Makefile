@@ -1,0 +1,39 @@
+# Two commands do all set-up: `make demo` (the main job) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint docs serve-docs bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The pinned torch resolves to the local CPU wheel; unpinned it pulls a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[all]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+	$(PY) -m mkdocs build --strict --quiet --site-dir site
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict --site-dir site
+
+serve-docs: $(STAMP)
+	$(PY) -m mkdocs serve
+
+bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) site demo_output .pytest_cache .hypothesis

@@ -1,0 +1,180 @@
+"""Every input check of tops-prune and its wording, in one place.
+
+Messages name the argument, the requirement and what was given (shape, dtype,
+device), never the data itself.
+"""
+
+from __future__ import annotations
+
+import difflib
+import numbers
+from collections.abc import Iterable
+
+import numpy as np
+
+__all__ = [
+    "InvalidInputError",
+    "check_budget",
+    "check_choice",
+    "check_problem",
+    "check_weight",
+    "describe",
+]
+
+
+class InvalidInputError(ValueError, TypeError):
+    """Bad input to tops-prune.
+
+    A subclass of both :class:`ValueError` and :class:`TypeError`, so either
+    ``except`` clause catches it.
+    """
+
+
+def describe(x: object) -> str:
+    """Describe an array for an error message: shape, dtype and device, never data."""
+    from tops_core._dispatch import adapter_for
+
+    adapter = adapter_for(x)
+    if adapter is not None:
+        return adapter.describe(x)
+    shape = getattr(x, "shape", None)
+    dtype = getattr(x, "dtype", None)
+    if shape is not None and dtype is not None:
+        return f"shape {tuple(shape)}, dtype {dtype}"
+    return f"type {type(x).__name__}"
+
+
+def check_weight(name: str, value: object, *, upper: float | None = None) -> float:
+    """Check a non-negative finite real weight (optionally ``<= upper``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidInputError(f"{name} must be a real number; got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0 or (upper is not None and value > upper):
+        bound = f"0 <= {name} <= {upper}" if upper is not None else f"{name} >= 0"
+        raise InvalidInputError(f"{name} must be finite with {bound}; got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
+    """Check that ``value`` is one of ``choices``; suggest the closest name if not."""
+    choices = list(choices)
+    if isinstance(value, str) and value in choices:
+        return value
+    hint = ""
+    if isinstance(value, str):
+        close = difflib.get_close_matches(value, choices, n=1)
+        if close:
+            hint = f" Did you mean {close[0]!r}?"
+    listed = ", ".join(repr(c) for c in choices)
+    raise InvalidInputError(f"{name} must be one of {listed}; got {value!r}.{hint}")
+
+
+def check_budget(k: object, n: int) -> int:
+    """Check the budget ``k``: an integer (not bool) with ``0 <= k <= n``."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise InvalidInputError(
+            f"k must be an integer with 0 <= k <= N = {n}; got {type(k).__name__} {k!r}"
+        )
+    k = int(k)
+    if k < 0 or k > n:
+        raise InvalidInputError(f"k must satisfy 0 <= k <= N = {n}; got k = {k}")
+    return k
+
+
+def _as_real_array(name: str, x: np.ndarray, given: str) -> np.ndarray:
+    if x.dtype.kind not in "fiu":
+        raise InvalidInputError(
+            f"{name} must hold real numbers (a float or integer dtype); got {given}"
+        )
+    if x.dtype.kind in "iu":
+        x = x.astype(np.float64)
+    if x.size and not np.isfinite(x).all():
+        raise InvalidInputError(f"{name} must be finite (no NaN or inf); got {given} with NaN or inf")
+    return x
+
+
+def _symmetric(sim: np.ndarray) -> bool:
+    tol = 16 * np.finfo(sim.dtype).eps * max(1.0, float(np.abs(sim).max(initial=0.0)))
+    return bool(np.abs(sim - np.swapaxes(sim, -1, -2)).max(initial=0.0) <= tol)
+
+
+def check_problem(
+    scores: object,
+    sim: object,
+    k: object,
+    *,
+    need_symmetric: bool = False,
+    why_symmetric: str = "",
+    scores_given: str | None = None,
+    sim_given: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Validate one selection problem given as NumPy-convertible arrays.
+
+    Parameters
+    ----------
+    scores, sim
+        Relevance ``(N,)`` or ``(B, N)`` and similarity ``(N, N)`` or ``(B, N, N)``.
+    k
+        Budget, ``0 <= k <= N``.
+    need_symmetric
+        Whether the method reads ``sim`` as symmetric.
+    why_symmetric
+        Which method needs symmetry, for the message.
+    scores_given, sim_given
+        Descriptions of the caller's original arrays (framework, device) when
+        they were converted before validation.
+
+    Returns
+    -------
+    scores, sim : numpy.ndarray
+        Float arrays (the input's float dtype, integers widened to float64);
+        never copies of floating inputs, never modified.
+    k : int
+
+    Raises
+    ------
+    InvalidInputError
+        On any violated requirement; the message names the argument, the
+        requirement and what was given.
+    """
+    sg = scores_given or describe(scores)
+    mg = sim_given or describe(sim)
+    try:
+        scores_arr = np.asarray(scores)
+    except Exception as exc:
+        raise InvalidInputError(f"scores must be an array of shape (N,) or (B, N); got {sg}") from exc
+    try:
+        sim_arr = np.asarray(sim)
+    except Exception as exc:
+        raise InvalidInputError(f"sim must be an array of shape (N, N) or (B, N, N); got {mg}") from exc
+    if scores_arr.ndim not in (1, 2):
+        raise InvalidInputError(f"scores must have shape (N,) or (B, N); got {sg}")
+    batched = scores_arr.ndim == 2
+    want = "(B, N, N)" if batched else "(N, N)"
+    if sim_arr.ndim != scores_arr.ndim + 1:
+        raise InvalidInputError(
+            f"sim must have shape {want} to match scores of shape {tuple(scores_arr.shape)}; got {mg}"
+        )
+    n = scores_arr.shape[-1]
+    if n == 0 or (batched and scores_arr.shape[0] == 0):
+        raise InvalidInputError(f"scores must hold at least one token (N >= 1, B >= 1); got {sg}")
+    expected = (*scores_arr.shape, n)
+    if sim_arr.shape != expected:
+        raise InvalidInputError(
+            f"sim must be square and match scores: shape {expected} for scores of shape "
+            f"{tuple(scores_arr.shape)}; got {mg}"
+        )
+    scores_arr = _as_real_array("scores", scores_arr, sg)
+    sim_arr = _as_real_array("sim", sim_arr, mg)
+    if (sim_arr < 0).any():
+        raise InvalidInputError(
+            "sim must be non-negative (coverage and the redundancy penalty are submodular only "
+            f"for s >= 0); got {mg} with negative entries. For cosine similarities in [-1, 1] "
+            "pass (1 + s) / 2 (the TOPS, DivPrune and SCOPE rules are invariant to it) or clamp "
+            "them at 0 yourself; tops-prune never clamps silently"
+        )
+    if need_symmetric and not _symmetric(sim_arr):
+        raise InvalidInputError(
+            f"sim must be symmetric (s[i, j] == s[j, i]) for {why_symmetric}; got {mg} that is not"
+        )
+    return scores_arr, sim_arr, check_budget(k, n)

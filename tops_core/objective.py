@@ -1,0 +1,260 @@
+"""The preservation-set objective: defined once, used by every solver.
+
+For relevance ``r`` (N,), non-negative similarity ``s`` (N, N) and weights
+``a, b, c >= 0``, ``0 <= beta <= 1``::
+
+    f(S) = a * sum_{i in S} r_i
+         + b * sum_j w_j * max_{i in S} s[j, i]
+         - c * sum_{i < j in S} s[i, j]
+
+    w_j = (1 - beta) + beta * r_j / mean(r)
+
+with ``f(empty) = 0``. Solvers never re-derive the formula: they call
+:meth:`Objective.value` (the definition) or the incremental state below, whose
+gain kernel is the only place gains are computed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tops_core._validate import InvalidInputError, check_problem, check_weight
+
+__all__ = ["Objective", "ObjectiveState"]
+
+# Rows of the gain kernel evaluated per block: bounds the float64 temporary to
+# _BLOCK * N values without changing any result (each row is reduced on its own).
+_BLOCK = 256
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The preservation-set objective ``f`` (relevance bonus, weighted coverage, redundancy).
+
+    Parameters
+    ----------
+    relevance : float, default 0.0
+        ``a``, weight of the modular bonus ``sum_{i in S} r_i``. Off by default:
+        on real ViT tokens a bonus balanced against coverage at the first step
+        dominates every later step, and the selection collapses to top-k by
+        attention.
+    coverage : float, default 1.0
+        ``b``, weight of the relevance-weighted coverage
+        ``sum_j w_j max_{i in S} s[j, i]`` (facility location). Monotone
+        submodular for any ``focus``.
+    redundancy : float, default 0.0
+        ``c``, weight of the pairwise penalty ``sum_{i<j in S} s[i, j]``. With
+        ``c > 0`` the objective stays submodular but is no longer monotone, and
+        ``sim`` must be symmetric.
+    focus : float, default 0.5
+        ``beta`` in ``[0, 1]``: coverage row weights
+        ``w_j = (1 - beta) + beta * r_j / mean(r)`` (mean weight 1). ``0`` gives
+        plain coverage, ``1`` weights tokens purely by relevance. Needs
+        ``r >= 0`` when positive; an all-zero ``r`` gives uniform weights.
+
+    Examples
+    --------
+    >>> import numpy as np, tops_core
+    >>> sim = np.array([[1.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    >>> obj = tops_core.Objective(focus=0.0)
+    >>> obj.value(np.ones(3), sim, [0, 2])
+    2.5
+    """
+
+    relevance: float = 0.0
+    coverage: float = 1.0
+    redundancy: float = 0.0
+    focus: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("relevance", "coverage", "redundancy"):
+            object.__setattr__(self, name, check_weight(name, getattr(self, name)))
+        object.__setattr__(self, "focus", check_weight("focus", self.focus, upper=1.0))
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def needs_symmetric(self) -> bool:
+        """Whether ``sim`` must be symmetric (the redundancy penalty reads pairs)."""
+        return self.redundancy > 0
+
+    def is_monotone(self, scores: np.ndarray) -> bool:
+        """Whether ``f`` is monotone on these scores (then greedy is within 1 - 1/e)."""
+        return self.redundancy == 0 and (self.relevance == 0 or bool((scores >= 0).all()))
+
+    def check_scores(self, scores: np.ndarray, given: str) -> None:
+        """Reject scores the objective is undefined for (negative r with focus > 0)."""
+        if self.focus > 0 and (scores < 0).any():
+            raise InvalidInputError(
+                f"scores must be non-negative when focus > 0 (they weight coverage rows); "
+                f"got {given} with negative entries (focus = {self.focus}). Shift or rescale "
+                "the scores, or use focus=0"
+            )
+
+    def row_weights(self, scores: np.ndarray) -> np.ndarray:
+        """Coverage row weights ``w_j = (1 - beta) + beta * r_j / mean(r)``, float64."""
+        r = np.asarray(scores, dtype=np.float64)
+        mean = r.mean() if r.size else 0.0
+        if self.focus == 0 or mean == 0:
+            return np.ones_like(r)
+        return (1.0 - self.focus) + self.focus * (r / mean)
+
+    # ------------------------------------------------------------ definition
+    def value(self, scores, sim, indices) -> float:
+        """Evaluate ``f(S)`` by its definition (the test oracle), in float64.
+
+        Parameters
+        ----------
+        scores : array_like, shape (N,)
+            Relevance ``r``.
+        sim : array_like, shape (N, N)
+            Non-negative similarity ``s``.
+        indices : array_like of int
+            The set ``S`` (distinct token indices, any order).
+
+        Returns
+        -------
+        float
+            ``f(S)``; ``0.0`` for the empty set.
+        """
+        from tops_core._dispatch import to_numpy
+
+        r, s, _ = check_problem(to_numpy(scores), to_numpy(sim), 0,
+                                need_symmetric=self.needs_symmetric,
+                                why_symmetric="the redundancy penalty (redundancy > 0)")
+        if r.ndim != 1:
+            raise InvalidInputError(f"scores must have shape (N,) for value(); got shape {r.shape}")
+        self.check_scores(r, f"shape {r.shape}, dtype {r.dtype}")
+        return self.value_of(r, s, _check_indices(to_numpy(indices), r.shape[0]))
+
+    def value_of(self, scores: np.ndarray, sim: np.ndarray, indices: np.ndarray) -> float:
+        """``f(S)`` on already validated NumPy inputs (no checks): see :meth:`value`."""
+        idx = indices
+        if idx.size == 0:
+            return 0.0
+        r64 = scores.astype(np.float64)
+        terms = []
+        if self.relevance:
+            terms.append(self.relevance * math.fsum(r64[idx]))
+        if self.coverage:
+            best = sim[:, idx].max(axis=1).astype(np.float64)
+            terms.append(self.coverage * math.fsum(self.row_weights(r64) * best))
+        if self.redundancy and idx.size > 1:
+            block = sim[np.ix_(idx, idx)].astype(np.float64)
+            terms.append(-self.redundancy * math.fsum(block[np.triu_indices(idx.size, 1)]))
+        return float(math.fsum(terms))
+
+    def gains(self, scores, sim, indices=()) -> np.ndarray:
+        """Marginal gains ``f(S + {i}) - f(S)`` of every token given the set ``S``.
+
+        Parameters
+        ----------
+        scores : array_like, shape (N,)
+        sim : array_like, shape (N, N)
+        indices : array_like of int, optional
+            The set ``S``; empty by default.
+
+        Returns
+        -------
+        numpy.ndarray, shape (N,), float64
+            Gains; members of ``S`` get ``0``'s coverage gain and their own terms
+            as if re-added, so only non-members are meaningful.
+        """
+        from tops_core._dispatch import to_numpy
+
+        r, s, _ = check_problem(to_numpy(scores), to_numpy(sim), 0,
+                                need_symmetric=self.needs_symmetric,
+                                why_symmetric="the redundancy penalty (redundancy > 0)")
+        self.check_scores(r, f"shape {r.shape}, dtype {r.dtype}")
+        state = self.start(r, s)
+        for i in _check_indices(to_numpy(indices), r.shape[0]):
+            state.add(int(i))
+        return state.gains(np.arange(r.shape[0]))[0]
+
+    def start(self, scores: np.ndarray, sim: np.ndarray) -> ObjectiveState:
+        """Return the incremental state for ``S = {}`` on validated NumPy inputs."""
+        return ObjectiveState(self, scores, sim)
+
+
+def _check_indices(idx: np.ndarray, n: int) -> np.ndarray:
+    idx = np.asarray(idx)
+    if idx.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if idx.ndim != 1 or idx.dtype.kind not in "iu":
+        raise InvalidInputError(
+            f"indices must be a 1-D array of integers; got shape {idx.shape}, dtype {idx.dtype}"
+        )
+    idx = idx.astype(np.int64)
+    if idx.min() < 0 or idx.max() >= n:
+        raise InvalidInputError(f"indices must lie in [0, N) with N = {n}; got values outside it")
+    if np.unique(idx).size != idx.size:
+        raise InvalidInputError("indices must be distinct; got repeated indices")
+    return idx
+
+
+class ObjectiveState:
+    """Incremental state of ``f`` while a set grows: the paper's running max ``m``.
+
+    Tracks ``m_j = max_{i in S} s[j, i]``, the penalty column sums
+    ``p_i = sum_{j in S} s[j, i]``, ``f(S)`` and ``g(S)``, where ``g`` is the
+    monotone submodular part (coverage plus the non-negative part of the
+    relevance bonus) that upper-bounds ``f`` and yields the certificate.
+
+    Gains of a block of candidates are computed row by row with the same
+    reduction whatever the block size, so every solver sees bit-identical gains.
+    """
+
+    def __init__(self, objective: Objective, scores: np.ndarray, sim: np.ndarray) -> None:
+        self.objective = objective
+        self.n = scores.shape[0]
+        self.r = scores.astype(np.float64)
+        self.r_pos = np.maximum(self.r, 0.0)
+        self.w = objective.row_weights(self.r)
+        # Row i of `columns` is column i of sim: the coverage token i gives every j.
+        # A C-contiguous copy keeps each row's reduction identical for any block size.
+        self.columns = np.ascontiguousarray(sim.T) if objective.coverage else None
+        self.sim = sim
+        self.m = np.zeros(self.n, dtype=np.float64)
+        self.penalty = np.zeros(self.n, dtype=np.float64)
+        self.value = 0.0
+        self.upper_value = 0.0
+
+    def gains(self, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gains of ``f`` and of its monotone part ``g`` for ``candidates``.
+
+        Parameters
+        ----------
+        candidates : numpy.ndarray of int
+            Token indices.
+
+        Returns
+        -------
+        f_gain, g_gain : numpy.ndarray, float64
+            ``f(S + {i}) - f(S)`` and ``g(S + {i}) - g(S)``.
+        """
+        obj = self.objective
+        cov = np.zeros(candidates.shape[0], dtype=np.float64)
+        if obj.coverage:
+            for start in range(0, candidates.shape[0], _BLOCK):
+                block = candidates[start:start + _BLOCK]
+                excess = np.maximum(self.columns[block] - self.m, 0.0)
+                cov[start:start + _BLOCK] = (excess * self.w).sum(axis=1)
+        f_gain = obj.relevance * self.r[candidates] + obj.coverage * cov
+        g_gain = obj.relevance * self.r_pos[candidates] + obj.coverage * cov
+        if obj.redundancy:
+            f_gain = f_gain - obj.redundancy * self.penalty[candidates]
+        return f_gain, g_gain
+
+    def add(self, i: int, f_gain: float | None = None, g_gain: float | None = None) -> None:
+        """Add token ``i`` to ``S`` (gains are recomputed when not given)."""
+        if f_gain is None or g_gain is None:
+            f, g = self.gains(np.array([i]))
+            f_gain, g_gain = float(f[0]), float(g[0])
+        self.value += f_gain
+        self.upper_value += g_gain
+        if self.objective.coverage:
+            np.maximum(self.m, self.columns[i], out=self.m)
+        if self.objective.redundancy:
+            self.penalty += self.sim[i]

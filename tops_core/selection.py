@@ -1,0 +1,62 @@
+"""The answer every selector returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Selection"]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A selected set of tokens with its certificate.
+
+    Attributes
+    ----------
+    indices : array, shape (k,) or (B, k)
+        Selected token indices, ascending (original token order), int64, in the
+        caller's framework and on the caller's device.
+    order : array, shape (k,) or (B, k)
+        The same indices in pick order. For the greedy family ``order[:m]`` is
+        the answer for budget ``m``; for ``exact`` it equals ``indices``.
+    gains : array, shape (k,) or (B, k)
+        ``f(S_t + order[t]) - f(S_t)`` along ``order`` under the objective that
+        was optimised (for a rule: under the reference objective that
+        evaluates it).
+    value : float or numpy.ndarray of shape (B,)
+        ``f(indices)`` in float64, by the objective's definition.
+    upper_bound : float or numpy.ndarray of shape (B,)
+        A proven ceiling on ``max_{|T| = k} f(T)``: the online bound
+        ``g(S_t) + sum of the k largest gains of g`` minimised over steps
+        (``g`` = ``f`` for monotone objectives), or HiGHS's dual bound for
+        ``exact``. ``value / upper_bound`` certifies the answer.
+    method : str
+        What ran, e.g. ``"lazy"``, ``"exact"``, ``"tops_rule"``; a suffix
+        ``"+host"`` says a framework's input went through a host copy.
+    optimal : bool or numpy.ndarray of shape (B,)
+        Whether the answer is proven optimal (exact solve, or a certificate that
+        closes).
+    """
+
+    indices: Any
+    order: Any
+    gains: Any
+    value: Any
+    upper_bound: Any
+    method: str
+    optimal: Any
+
+    @property
+    def ratio(self) -> Any:
+        """``value / upper_bound``: a lower bound on the fraction of the optimum reached.
+
+        ``1.0`` when ``upper_bound`` is ``0`` (then the optimum is ``0`` as well).
+        """
+        import numpy as np
+
+        value = np.asarray(self.value, dtype=np.float64)
+        bound = np.asarray(self.upper_bound, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.where(bound > 0, value / np.where(bound > 0, bound, 1.0), 1.0)
+        return float(out) if out.ndim == 0 else out

@@ -1,0 +1,127 @@
+"""Exact solution as a mixed-integer linear program (scipy's HiGHS)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tops_core._validate import InvalidInputError, check_weight
+from tops_core.objective import Objective
+from tops_core.solvers._result import SolverResult
+
+__all__ = ["Exact", "MAX_EXACT_N"]
+
+#: Largest N that ``exact`` accepts by default (see the solver page for timings).
+MAX_EXACT_N = 64
+
+
+@dataclass(frozen=True)
+class Exact:
+    """Exact maximisation of the objective by MILP (``scipy.optimize.milp``, HiGHS).
+
+    Variables: ``y_i`` (token kept), ``x_ji`` (token ``j`` represented by kept
+    ``i``; only where ``w_j s[j, i] > 0``), ``z_ij`` (both kept; only for the
+    penalty). Constraints ``sum y = k``, ``sum_i x_ji <= 1``, ``x_ji <= y_i``,
+    ``z_ij >= y_i + y_j - 1``. When the time limit stops HiGHS before it proves
+    optimality, the best set found is returned with HiGHS's dual bound as the
+    certificate and ``optimal=False``.
+
+    Parameters
+    ----------
+    time_limit : float, default 10.0
+        Seconds given to HiGHS.
+    max_n : int, default MAX_EXACT_N
+        Size guard: larger problems are refused (the MILP has ``O(N^2)``
+        variables).
+    """
+
+    time_limit: float = 10.0
+    max_n: int = MAX_EXACT_N
+    name = "exact"
+
+    def __post_init__(self) -> None:
+        check_weight("time_limit", self.time_limit)
+        if isinstance(self.max_n, bool) or not isinstance(self.max_n, (int, np.integer)) or self.max_n < 1:
+            raise InvalidInputError(f"max_n must be a positive integer; got {self.max_n!r}")
+
+    def run(self, objective: Objective, scores: np.ndarray, sim: np.ndarray, k: int) -> SolverResult:
+        """Solve to optimality (or the time limit); see :class:`SolverResult`."""
+        n = scores.shape[0]
+        if n > self.max_n:
+            raise InvalidInputError(
+                f"method='exact' solves a MILP with O(N^2) variables and accepts N <= max_n = "
+                f"{self.max_n}; got N = {n}. Use 'lazy' (certified by its upper bound) or raise "
+                "max_n with tops_core.Exact(max_n=...)"
+            )
+        if k == 0:
+            return SolverResult(np.zeros(0, np.int64), np.zeros(0), 0.0, True)
+        try:
+            from scipy.optimize import Bounds, LinearConstraint, milp
+            from scipy.sparse import coo_array
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "method='exact' needs SciPy: pip install 'tops-prune[exact]'"
+            ) from exc
+
+        r = scores.astype(np.float64)
+        s = sim.astype(np.float64)
+        w = objective.row_weights(r)
+        a, b, c = objective.relevance, objective.coverage, objective.redundancy
+
+        cost = [-a * r]
+        rows, cols, vals, lo, hi = [], [], [], [], []
+        n_rows = 0
+
+        def add_row(var_idx, coef, lower, upper):
+            nonlocal n_rows
+            rows.extend([n_rows] * len(var_idx))
+            cols.extend(var_idx)
+            vals.extend(coef)
+            lo.append(lower)
+            hi.append(upper)
+            n_rows += 1
+
+        add_row(list(range(n)), [1.0] * n, k, k)
+        n_vars = n
+        if b > 0:
+            jj, ii = np.nonzero((w[:, None] * s) > 0)
+            x_var = n_vars + np.arange(jj.size)
+            n_vars += jj.size
+            cost.append(-b * w[jj] * s[jj, ii])
+            for j in range(n):
+                sel = np.flatnonzero(jj == j)
+                if sel.size:
+                    add_row(x_var[sel].tolist(), [1.0] * sel.size, -np.inf, 1.0)
+            for t in range(jj.size):
+                add_row([int(x_var[t]), int(ii[t])], [1.0, -1.0], -np.inf, 0.0)
+        if c > 0:
+            pi, pj = np.triu_indices(n, 1)
+            keep = s[pi, pj] > 0
+            pi, pj = pi[keep], pj[keep]
+            z_var = n_vars + np.arange(pi.size)
+            n_vars += pi.size
+            cost.append(c * s[pi, pj])
+            for t in range(pi.size):
+                add_row([int(z_var[t]), int(pi[t]), int(pj[t])], [1.0, -1.0, -1.0], -1.0, np.inf)
+
+        matrix = coo_array((vals, (rows, cols)), shape=(n_rows, n_vars)).tocsr()
+        integrality = np.zeros(n_vars)
+        integrality[:n] = 1
+        res = milp(
+            np.concatenate(cost),
+            constraints=LinearConstraint(matrix, lo, hi),
+            integrality=integrality,
+            bounds=Bounds(0.0, 1.0),
+            options={"time_limit": float(self.time_limit), "disp": False, "mip_rel_gap": 0.0},
+        )
+        if res.x is None:
+            raise RuntimeError(
+                f"HiGHS found no feasible set within time_limit = {self.time_limit} s "
+                f"(status {res.status}: {res.message}); raise time_limit"
+            )
+        chosen = np.flatnonzero(res.x[:n] > 0.5).astype(np.int64)
+        optimal = res.status == 0
+        dual = getattr(res, "mip_dual_bound", None)
+        bound = float(-res.fun) if optimal or dual is None or not np.isfinite(dual) else float(-dual)
+        return SolverResult(chosen, np.zeros(0), bound, bool(optimal))
