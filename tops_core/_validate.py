@@ -170,7 +170,7 @@ def check_problem(
         raise InvalidInputError(
             "sim must be non-negative (coverage and the redundancy penalty are submodular only "
             f"for s >= 0); got {mg} with negative entries. For cosine similarities in [-1, 1] "
-            "pass (1 + s) / 2 (the TOPS, DivPrune and SCOPE rules are invariant to it) or clamp "
+            "pass (1 + s) / 2 (the TOPS and DivPrune rules are invariant to it) or clamp "
             "them at 0 yourself; tops-prune never clamps silently"
         )
     if need_symmetric and not _symmetric(sim_arr):

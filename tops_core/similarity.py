@@ -19,8 +19,8 @@ def cosine(features, *, shift: bool = True) -> np.ndarray:
         the host).
     shift : bool, default True
         Return ``(1 + cos) / 2`` in ``[0, 1]``, the non-negative form
-        :func:`tops_core.select` requires (the TOPS, DivPrune and SCOPE rules
-        are unchanged by it). ``False`` returns the raw cosine in ``[-1, 1]``.
+        :func:`tops_core.select` requires (the TOPS and DivPrune rules are
+        unchanged by it; SCOPE and DPP are not). ``False`` returns the raw cosine in ``[-1, 1]``.
 
     Returns
     -------
