@@ -130,6 +130,11 @@ class Pruning:
         self._methods.append((module, name))
 
     def _enable(self):
+        if getattr(self.inner, "_tops_pruning", None) is not None:
+            raise InvalidInputError(
+                "TOPS pruning is already enabled on this model; disable the active session first"
+            )
+        self.inner._tops_pruning = self
         self._patch(self.inner, self._wrap_inner)
         self._patch_method(self.inner, "get_image_features", self._wrap_image_features)
         self._patch(self.lm, self._wrap_lm)
@@ -150,6 +155,8 @@ class Pruning:
             delattr(module, name)
         for hook in self._hooks:
             hook.remove()
+        if getattr(self.inner, "_tops_pruning", None) is self:
+            del self.inner._tops_pruning
         self._patched, self._methods, self._hooks = [], [], []
         self._seq = self._pending = self._encoded = None
         if self.family.mrope:
@@ -268,7 +275,8 @@ class Pruning:
         # an explicit all-ones mask keeps gathered positions from reading as packed sequences
         kwargs["attention_mask"] = (mask.gather(1, columns) if mask is not None
                                     else torch.ones(b, new_len, dtype=torch.long, device=dev))
-        kwargs["position_ids"] = self._stage1_positions(kwargs.get("position_ids"), columns, b, length, dev)
+        kwargs["position_ids"] = self._stage1_positions(kwargs.get("position_ids"), columns, b, length,
+                                                        kwargs["attention_mask"], dev)
         new_visual = visual.gather(1, columns)
         self._seq = _Sequence(
             full_len=length, pruned_len=new_len, columns=columns, valid=kwargs["attention_mask"].bool(),
@@ -316,10 +324,16 @@ class Pruning:
             rel = torch.ones(b, n, device=feats.device)
         return rel.float(), crop, newline
 
-    def _stage1_positions(self, given, columns, b, length, dev):
-        new_len = columns.shape[1]
+    def _stage1_positions(self, given, columns, b, length, new_mask, dev):
+        """Positions of the kept columns.
+
+        ``contiguous`` renumbers as the unpruned model would number a sequence of
+        the pruned length: ``None`` stays ``None`` (the LLM counts from 0), given
+        positions (``generate()`` counts real tokens, padding at 0) are recounted
+        over the pruned mask. ``original`` gathers the given (or default) positions.
+        """
         if self.positions == "contiguous":
-            return torch.arange(new_len, device=dev)[None].expand(b, -1)
+            return None if given is None else _renumber(new_mask)
         if given is None:
             given = torch.arange(length, device=dev)[None].expand(b, -1)
         if given.ndim == 2:
@@ -349,10 +363,16 @@ class Pruning:
                     f"({seq.full_len} + {extra} generated + {q} new) or the pruned one ({past} + {q}); "
                     f"got shape {tuple(mask.shape)}"
                 )
-        if kwargs.get("position_ids") is None and not self.family.mrope:
-            dev = seq.columns.device
-            shift = seq.full_len - seq.pruned_len if self.positions == "original" else 0
-            kwargs["position_ids"] = (torch.arange(past, past + q, device=dev) + shift)[None]
+        # generate() keeps position_ids in the full prompt's coordinates; pruning removed
+        # full_len - pruned_len real tokens before every generated one.
+        removed = seq.full_len - seq.pruned_len
+        given = kwargs.get("position_ids")
+        if not self.family.mrope:
+            if given is None and self.positions == "original":
+                steps = torch.arange(past, past + q, device=seq.columns.device)
+                kwargs["position_ids"] = (steps + removed)[None]
+            elif given is not None and self.positions == "contiguous":
+                kwargs["position_ids"] = given - removed
         return kwargs
 
     # ------------------------------------------------------------------ selection
@@ -446,7 +466,7 @@ class Pruning:
         override = {"attention_mask": _gather_mask(kwargs.get("attention_mask"), columns, rows=True)}
         position_ids = kwargs.get("position_ids")
         if self.positions == "contiguous":
-            new_ids = torch.arange(columns.shape[1], device=dev)[None].expand(b, -1)
+            new_ids = _renumber(seq.valid)
             override["position_embeddings"] = self.lm.rotary_emb(hidden, new_ids)
             if position_ids is not None:
                 override["position_ids"] = new_ids
@@ -476,6 +496,11 @@ class Pruning:
             out["position_ids"] = ids
         seq.step[stage] = out
         return out
+
+
+def _renumber(valid):
+    """Contiguous positions over the real tokens of each row (padding at 0), as ``generate()`` counts."""
+    return (valid.long().cumsum(-1) - 1).clamp(min=0).masked_fill(valid == 0, 0)
 
 
 def _gather_mask(mask, columns, rows):
