@@ -198,3 +198,45 @@ def test_budget_depends_on_n_only():
     assert Budget(ratio=0.001).tokens(576) == 1
     paper = Schedule.paper(128)
     assert paper.stage1.keep == 256 and [(layer, b.keep) for layer, b in paper.stage2] == [(12, 64), (24, 32)]
+
+
+@torch.no_grad()
+def test_stage2_decoding_continues_from_the_per_layer_pruned_cache(model, inputs):
+    """Original positions: the plain model, decoding from the pruned cache, gives generate's logits."""
+    steps = 3
+    schedule = Schedule(stage1=8, stage2=((1, 4), (3, 2)))
+    with enable(model, schedule, positions="original"):
+        seq, logits = greedy(model, inputs, steps)
+        out = model(**inputs, use_cache=True)
+    cache, length = out.past_key_values, inputs["input_ids"].shape[1]
+    assert [cache.layers[i].keys.shape[2] for i in range(4)] == [length - N + 8, length - N + 4,
+                                                                 length - N + 4, length - N + 2]
+    torch.testing.assert_close(out.logits[:, -1], logits[0], rtol=1e-5, atol=1e-5)
+    token = out.logits[:, -1].argmax(-1)
+    for t in range(1, steps):
+        out = model(input_ids=token[:, None], past_key_values=cache, use_cache=True,
+                    position_ids=torch.tensor([[length + t - 1]]))
+        torch.testing.assert_close(out.logits[:, -1], logits[t], rtol=1e-5, atol=1e-5)
+        token = out.logits[:, -1].argmax(-1)
+        assert token.item() == seq[0, length + t].item()
+
+
+@pytest.mark.parametrize("positions", ["contiguous", "original"])
+@torch.no_grad()
+def test_left_padding_does_not_change_a_rows_pruned_generation(model, positions):
+    torch.manual_seed(4)
+    pixels = torch.randn(2, 3, 16, 16)
+    row = [1, 5, *[IMAGE] * N, 7, 8, 9]
+    other = [1, 5, 6, 4, *[IMAGE] * N, 9, 8, 3]
+    padded = {"input_ids": torch.tensor([[0, 0, *row], other]), "pixel_values": pixels,
+              "attention_mask": torch.tensor([[0, 0, *[1] * len(row)], [1] * len(other)])}
+    alone = {"input_ids": torch.tensor([row]), "pixel_values": pixels[:1]}
+    schedule = Schedule(stage1=8, stage2=((1, 4), (3, 2)))
+    with enable(model, schedule, positions=positions) as session:
+        seq, logits = greedy(model, padded, 3)
+        kept_padded = [r.kept[0].tolist() for r in session.history]
+        seq_alone, logits_alone = greedy(model, alone, 3)
+        kept_alone = [r.kept[0].tolist() for r in session.history]
+    assert kept_padded == kept_alone
+    assert seq[0, 2:].tolist() == seq_alone[0].tolist()
+    torch.testing.assert_close(logits[:, 0], logits_alone[:, 0], rtol=1e-4, atol=1e-4)
