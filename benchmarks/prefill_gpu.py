@@ -17,6 +17,12 @@ writes ``benchmarks/results/prefill_gpu.json`` and the Markdown table
 ``benchmarks/results/prefill_gpu.md`` generated from it. ``--tiny`` runs the
 same code on a tiny random model on the CPU (a smoke test; it writes
 ``prefill_gpu_tiny.*`` and its figures mean nothing).
+
+The selection runs wherever ``tops_core.select`` runs it: through a host copy
+until the native PyTorch solver lands (``selection method`` ends in
+``+host``). On the host the paper's rule costs O(K N^2): about 8 s for
+K = 160 at N = 2928 on one CPU core, so a full run then takes several
+minutes; ``--budgets 320`` and ``--objective objective`` (lazy greedy) shorten it.
 """
 
 from __future__ import annotations
@@ -221,8 +227,8 @@ def main(argv=None) -> dict:
     device = args.device or ("cpu" if args.tiny else "cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("no CUDA device: run on a GPU machine, or use --tiny for the CPU smoke run")
-    warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 2)
-    reps = args.reps if args.reps is not None else (1 if args.tiny else 5)
+    warmup = args.warmup if args.warmup is not None else 1
+    reps = args.reps if args.reps is not None else (1 if args.tiny else 3)
     result = run("tiny" if args.tiny else "llava-next-7b", device, warmup, reps, args.objective, args.budgets)
     name = "prefill_gpu_tiny" if args.tiny else "prefill_gpu"
     args.out.mkdir(parents=True, exist_ok=True)
