@@ -116,6 +116,7 @@ class MLXPruning:
     def _enable(self):
         if getattr(self.model, "_tops_pruning", None) is not None:
             raise InvalidInputError("TOPS pruning is already enabled on this model; disable it first")
+        layer = self._cls_layer() if self.kind == "llava" and self.relevance in ("auto", "cls") else None
         self.model._tops_pruning = self
         original = self.model.get_input_embeddings
         self.model.get_input_embeddings = self._wrap_embeddings(original)
@@ -130,9 +131,7 @@ class MLXPruning:
 
         lm = self.model.language_model
         self._restore.append((lm, _swap_call(lm, language_call)))
-        if self.kind == "llava" and self.relevance in ("auto", "cls"):
-            layer = self._cls_layer()
-
+        if layer is not None:
             def recording_call(module, x, *args, **kwargs):
                 session._cls = cls_attention(module, x)
                 return super(type(module), module).__call__(x, *args, **kwargs)

@@ -20,7 +20,7 @@ from tops_core._validate import InvalidInputError, check_choice
 
 from .budget import Schedule, split_budget
 from .families import cls_layer, family_of, next_layout
-from .scores import RATERS, cosine_similarity, instruction_relevance, rater_relevance
+from .scores import RATERS, cls_attention, cosine_similarity, instruction_relevance, rater_relevance
 
 __all__ = ["Pruning", "StageRecord"]
 
@@ -134,12 +134,12 @@ class Pruning:
             raise InvalidInputError(
                 "TOPS pruning is already enabled on this model; disable the active session first"
             )
+        layer = cls_layer(self.inner) if self.relevance == "cls" else None  # may raise: before patching
         self.inner._tops_pruning = self
         self._patch(self.inner, self._wrap_inner)
         self._patch_method(self.inner, "get_image_features", self._wrap_image_features)
         self._patch(self.lm, self._wrap_lm)
-        if self.relevance == "cls":
-            layer = cls_layer(self.inner)
+        if layer is not None:
             self._hooks.append(layer.register_forward_pre_hook(self._capture_cls, with_kwargs=True))
         if self.schedule.stage2:
             first = self.schedule.stage2[0][0]
@@ -174,7 +174,6 @@ class Pruning:
     def _capture_cls(self, layer, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
         with torch.no_grad():
-            from .scores import cls_attention
             self._cls_rows.append(cls_attention(layer, hidden))
 
     def _wrap_image_features(self, original):
