@@ -240,3 +240,29 @@ def test_left_padding_does_not_change_a_rows_pruned_generation(model, positions)
     assert kept_padded == kept_alone
     assert seq[0, 2:].tolist() == seq_alone[0].tolist()
     torch.testing.assert_close(logits[:, 0], logits_alone[:, 0], rtol=1e-4, atol=1e-4)
+
+
+@torch.no_grad()
+def test_contiguous_positions_are_renumbered_after_every_stage(model, inputs):
+    """Each layer group sees 0..L_s - 1 in prefill and L_s + t while decoding."""
+    lm = model.model.language_model
+    seen = {0: [], 1: [], 3: []}
+
+    def recorder(index):
+        def hook(module, args, kwargs):
+            seen[index].append(kwargs["position_embeddings"][0][0])  # cos of row 0
+        return hook
+
+    hooks = [lm.layers[i].self_attn.register_forward_pre_hook(recorder(i), with_kwargs=True) for i in seen]
+    try:
+        with enable(model, Schedule(stage1=8, stage2=((1, 4), (3, 2)))):
+            model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    length = inputs["input_ids"].shape[1] - N + 8
+    for index, removed in ((0, 0), (1, 4), (3, 6)):
+        kept = length - removed
+        expected = [torch.arange(kept)] + [torch.tensor([kept + t]) for t in range(2)]
+        for cos, ids in zip(seen[index], expected, strict=True):
+            torch.testing.assert_close(cos, lm.rotary_emb(cos, ids[None])[0][0])
