@@ -266,3 +266,18 @@ def test_contiguous_positions_are_renumbered_after_every_stage(model, inputs):
         expected = [torch.arange(kept)] + [torch.tensor([kept + t]) for t in range(2)]
         for cos, ids in zip(seen[index], expected, strict=True):
             torch.testing.assert_close(cos, lm.rotary_emb(cos, ids[None])[0][0])
+
+
+@torch.no_grad()
+def test_beam_search_and_several_sequences_reuse_the_encoded_image(model, inputs):
+    schedule = Schedule(stage1=8, stage2=((1, 4), (3, 2)))
+    with enable(model, schedule) as session:
+        single = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+        kept = session.history[0].kept
+        beams = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, num_beams=2, do_sample=False)
+        assert session.history[0].kept.shape[0] == 2
+        assert torch.equal(session.history[0].kept, kept.expand(2, -1))
+        several = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                                 num_beams=2, num_return_sequences=2)
+    assert beams.shape == single.shape
+    assert several.shape == (2, single.shape[1])

@@ -302,21 +302,12 @@ class Pruning:
                 raise InvalidInputError("LLaVA-NeXT pruning needs image_sizes; got None")
             rel, crop, newline = next_layout(self.inner, cls_rows if self.relevance == "cls" else None,
                                              pending["image_sizes"], pending["strategy"])
-            if rel.shape[0] != b * n:
-                raise InvalidInputError(
-                    f"packed LLaVA-NeXT layout has {rel.shape[0]} tokens but the batch holds {b * n} "
-                    "image tokens; pass one image_sizes row per image"
-                )
-            rel, crop, newline = rel.view(b, n), crop.view(b, n), newline.view(b, n)
+            layout = "the packed LLaVA-NeXT layout"
+            rel, crop, newline = (_per_row(x, b, n, layout) for x in (rel, crop, newline))
         elif self.relevance == "cls":
             if pending["strategy"] == "default":
                 cls_rows = cls_rows[:, 1:]
-            rel = cls_rows.reshape(-1)
-            if rel.shape[0] != b * n:
-                raise InvalidInputError(
-                    f"CLS relevance covers {rel.shape[0]} tokens but the batch holds {b * n} image tokens"
-                )
-            rel = rel.view(b, n)
+            rel = _per_row(cls_rows.reshape(-1), b, n, "the CLS relevance")
         if self.relevance == "instruction":
             rel = instruction_relevance(feats, embeds, valid & ~visual)
         elif self.relevance == "uniform":
@@ -495,6 +486,24 @@ class Pruning:
             out["position_ids"] = ids
         seq.step[stage] = out
         return out
+
+
+def _per_row(values, b, n, what):
+    """Per-token values of the encoded images as (b, n) rows.
+
+    ``generate()`` encodes each image once and repeats its features for beams
+    and ``num_return_sequences`` (``repeat_interleave`` on the batch), so rows
+    encoded once are repeated the same way.
+    """
+    total = values.shape[0]
+    if total == b * n:
+        return values.view(b, n)
+    if total % n == 0 and b % (total // n) == 0:
+        return values.view(total // n, n).repeat_interleave(b // (total // n), dim=0)
+    raise InvalidInputError(
+        f"{what} covers {total} tokens but the batch holds {b} rows of {n} image tokens; pass one "
+        "image per row (and one image_sizes row per image)"
+    )
 
 
 def _renumber(valid):
