@@ -55,8 +55,10 @@ def test_keeping_every_token_gives_the_unpruned_logits_exactly(model, inputs):
         assert torch.equal(logits, ref_logits)
 
 
+@pytest.mark.parametrize("objective", [tops_core.TOPSRule(), tops_core.Objective()],
+                         ids=["rule", "objective"])
 @torch.no_grad()
-def test_stage1_keeps_the_tokens_the_selector_chose(model, inputs):
+def test_stage1_keeps_the_tokens_the_selector_chose(model, inputs, objective):
     k = 6
     model.model.vision_tower.set_attn_implementation("eager")
     try:
@@ -65,19 +67,19 @@ def test_stage1_keeps_the_tokens_the_selector_chose(model, inputs):
         model.model.vision_tower.set_attn_implementation("sdpa")
     cls = vision.attentions[-2].mean(dim=1)[0, 0, 1:]  # penultimate layer, CLS row, patches
     features = model.model.get_image_features(inputs["pixel_values"]).pooler_output[0]
-    expected = tops_core.select(cls.numpy(), tops_core.cosine(features.numpy()), k,
-                                objective=tops_core.TOPSRule())
+    expected = tops_core.select(cls.numpy(), tops_core.cosine(features.numpy()), k, objective=objective)
     seen = {}
     def keep_input(module, args):
         seen["hidden"] = args[0]
 
     hook = model.model.language_model.layers[0].register_forward_pre_hook(keep_input)
     try:
-        with enable(model, keep=k) as session:
+        with enable(model, keep=k, objective=objective) as session:
             model(**inputs)
     finally:
         hook.remove()
     record = session.history[0]
+    assert record.selection.method.startswith(expected.method)
     assert record.kept[0].tolist() == expected.indices.tolist()
     torch.testing.assert_close(record.relevance[0], cls, rtol=1e-5, atol=1e-6)
     hidden = seen["hidden"][0]

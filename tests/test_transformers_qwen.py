@@ -128,3 +128,34 @@ def test_mrope_needs_original_positions(model):
         enable(model, keep=4)
     with pytest.raises(InvalidInputError, match="relevance='cls' needs a vision encoder with a CLS token"):
         enable(model, keep=4, positions="original", relevance="cls")
+
+
+@torch.no_grad()
+def test_left_padding_keeps_each_rows_positions_and_rope_deltas(model, inputs):
+    ids = inputs["input_ids"][0].tolist()
+    other = [9, 10, 11, 3, 4, START, *[IMAGE] * N, END, 5, 6, 7]
+    batch = torch.tensor([[0, 0, *ids], other])
+    padded = {"input_ids": batch, "mm_token_type_ids": (batch == IMAGE).int(),
+              "attention_mask": torch.tensor([[0, 0, *[1] * len(ids)], [1] * len(other)]),
+              "pixel_values": torch.cat([inputs["pixel_values"]] * 2),
+              "image_grid_thw": torch.tensor([[1, 8, 8], [1, 8, 8]])}
+    schedule = Schedule(stage1=6, stage2=((1, 3),))
+    with enable(model, schedule, positions="original") as session:
+        out = model.generate(**padded, max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                             output_logits=True, return_dict_in_generate=True)
+        deltas = model.model.rope_deltas.clone()
+        columns = session.history[0].columns
+        alone = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                               output_logits=True, return_dict_in_generate=True)
+        delta_alone = model.model.rope_deltas.clone()
+    full, _ = model.model.get_rope_index(padded["input_ids"], padded["mm_token_type_ids"],
+                                         image_grid_thw=padded["image_grid_thw"],
+                                         attention_mask=padded["attention_mask"])
+    valid = padded["attention_mask"].gather(1, columns).bool()
+    for row in range(2):
+        kept = full[:, row, columns[row]][:, valid[row]]
+        assert deltas[row].item() == int(kept.max()) + 1 - int(valid[row].sum())
+    assert deltas[0].item() == delta_alone[0].item()
+    assert out.sequences[0, 2:].tolist() == alone.sequences[0].tolist()
+    torch.testing.assert_close(torch.stack(out.logits)[:, 0], torch.stack(alone.logits)[:, 0],
+                               rtol=1e-4, atol=1e-4)
