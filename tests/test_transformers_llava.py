@@ -283,3 +283,13 @@ def test_beam_search_and_several_sequences_reuse_the_encoded_image(model, inputs
                                  num_beams=2, num_return_sequences=2)
     assert beams.shape == single.shape
     assert several.shape == (2, single.shape[1])
+
+
+@torch.no_grad()
+def test_generate_without_cache_and_chunked_prefill(model, inputs):
+    with enable(model, Schedule(stage1=8, stage2=((1, 4),))) as session:
+        seq = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, use_cache=False)
+        assert seq.shape[1] == inputs["input_ids"].shape[1] + 3
+        assert [r.kept.shape[1] for r in session.history] == [8, 4]  # every step re-prunes the prompt
+        with pytest.raises(InvalidInputError, match="chunked prefill, prefill_chunk_size, is not supported"):
+            model.generate(**inputs, max_new_tokens=2, do_sample=False, prefill_chunk_size=8)

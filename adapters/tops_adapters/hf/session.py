@@ -189,7 +189,8 @@ class Pruning:
             strategy = bound.get("vision_feature_select_strategy") or getattr(
                 self.inner.config, "vision_feature_select_strategy", "default")
             self._encoded = {"cls": torch.cat(self._cls_rows) if self._cls_rows else None,
-                             "image_sizes": bound.get("image_sizes"), "strategy": strategy}
+                             "image_sizes": bound.get("image_sizes"), "strategy": strategy,
+                             "rows": _rows(out)}
             self._cls_rows = []
             return out
         return get_image_features
@@ -206,6 +207,13 @@ class Pruning:
             if ids is None:
                 raise InvalidInputError(
                     "TOPS pruning finds the image tokens by input_ids; got inputs_embeds without input_ids"
+                )
+            image = encoded.get("image")
+            if image is not None and self._encoded is not None and _rows(image) < self._encoded["rows"]:
+                raise InvalidInputError(
+                    "TOPS pruning needs every image token of the prompt in one forward; got "
+                    f"{_rows(image)} of the {self._encoded['rows']} encoded image features "
+                    "(chunked prefill, prefill_chunk_size, is not supported)"
                 )
             self._pending = {"input_ids": ids}
             return original(*args, **kwargs)
@@ -287,9 +295,11 @@ class Pruning:
 
     def _stage1_relevance(self, pending, feats, embeds, visual, valid, b, n):
         crop = newline = None
-        encoded, self._encoded = self._encoded, None
+        # the latest encoding of this model's images (generate() encodes once and reuses the
+        # features for every forward when use_cache=False)
+        encoded = self._encoded
         if encoded is None:
-            encoded = {"cls": None, "image_sizes": None, "strategy": "default"}
+            encoded = {"cls": None, "image_sizes": None, "strategy": "default", "rows": None}
         pending = {**pending, **encoded}
         cls_rows = encoded["cls"]
         if self.relevance == "cls" and cls_rows is None:
@@ -486,6 +496,14 @@ class Pruning:
             out["position_ids"] = ids
         seq.step[stage] = out
         return out
+
+
+def _rows(encoded) -> int:
+    """Image-feature rows in an encoder output (``pooler_output``: a list per image or a tensor)."""
+    features = encoded.pooler_output
+    if isinstance(features, (list, tuple)):
+        return sum(f.shape[0] for f in features)
+    return features.reshape(-1, features.shape[-1]).shape[0]
 
 
 def _per_row(values, b, n, what):
