@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass, field
 
 import torch
 
@@ -20,7 +19,9 @@ from tops_core._validate import InvalidInputError, check_choice
 
 from .budget import Schedule, split_budget
 from .families import cls_layer, family_of, next_layout
-from .scores import RATERS, cls_attention, cosine_similarity, instruction_relevance, rater_relevance
+from .scores import RATERS, cls_attention, cosine_similarity, instruction_relevance
+from .sequence import PrunedSequence, StageRecord, encoded_rows, kept_columns, per_row, renumber
+from .stage2 import Stage2Mixin
 
 __all__ = ["Pruning", "StageRecord"]
 
@@ -30,45 +31,7 @@ _CROPS = ("joint", "crop")
 _NEWLINES = ("keep", "select")
 
 
-@dataclass
-class StageRecord:
-    """What one pruning point did (for inspection and tests).
-
-    Attributes
-    ----------
-    layer : int
-        ``0`` for Stage I, else the decoder layer pruned at.
-    visual_positions : (B, N) positions of the candidate visual tokens in the sequence entering the stage.
-    relevance : (B, N) the scores given to the selector.
-    kept : (B, k) indices into the N candidates the selector chose (ascending).
-    columns : (B, L') the columns of the entering sequence that survive.
-    selection : tops_core.Selection or None (None when k == N: nothing to choose).
-    """
-
-    layer: int
-    visual_positions: torch.Tensor
-    relevance: torch.Tensor
-    kept: torch.Tensor
-    columns: torch.Tensor
-    selection: object = None
-
-
-@dataclass
-class _Sequence:
-    """Bookkeeping of the sequence pruned at the last prefill, for decoding."""
-
-    full_len: int
-    pruned_len: int
-    columns: torch.Tensor              # (B, L') kept columns of the full prompt
-    valid: torch.Tensor                # (B, Lcur) non-padding, current stage
-    visual_pos: torch.Tensor           # (B, Ncur) visual positions, current stage
-    cache: object = None
-    stages: list = field(default_factory=list)   # (layer, cum_columns in L' coords)
-    override: dict | None = None       # prefill: kwargs for layers after a Stage II point
-    step: dict = field(default_factory=dict)     # decode: per-stage kwargs of this step
-
-
-class Pruning:
+class Pruning(Stage2Mixin):
     """TOPS pruning switched on in one loaded Hugging Face model.
 
     Create it with :func:`tops_adapters.transformers.enable` (or use it as a
@@ -110,7 +73,7 @@ class Pruning:
         self.history: list[StageRecord] = []
         self._pending = None
         self._cls_rows: list[torch.Tensor] = []
-        self._seq: _Sequence | None = None
+        self._seq: PrunedSequence | None = None
         self._hooks = []
         self._patched = []
         self._methods = []
@@ -190,7 +153,7 @@ class Pruning:
                 self.inner.config, "vision_feature_select_strategy", "default")
             self._encoded = {"cls": torch.cat(self._cls_rows) if self._cls_rows else None,
                              "image_sizes": bound.get("image_sizes"), "strategy": strategy,
-                             "rows": _rows(out)}
+                             "rows": encoded_rows(out)}
             self._cls_rows = []
             return out
         return get_image_features
@@ -209,10 +172,11 @@ class Pruning:
                     "TOPS pruning finds the image tokens by input_ids; got inputs_embeds without input_ids"
                 )
             image = encoded.get("image")
-            if image is not None and self._encoded is not None and _rows(image) < self._encoded["rows"]:
+            rows = encoded_rows(image) if image is not None else None
+            if rows is not None and self._encoded is not None and rows < self._encoded["rows"]:
                 raise InvalidInputError(
                     "TOPS pruning needs every image token of the prompt in one forward; got "
-                    f"{_rows(image)} of the {self._encoded['rows']} encoded image features "
+                    f"{rows} of the {self._encoded['rows']} encoded image features "
                     "(chunked prefill, prefill_chunk_size, is not supported)"
                 )
             self._pending = {"input_ids": ids}
@@ -274,7 +238,7 @@ class Pruning:
         pool = n if candidates is None else int(candidates[0].sum())
         k = self.schedule.stage1.tokens(pool) if self.schedule.stage1 is not None else pool
         kept, selection = self._choose(rel, feats, k, crop if self.crops == "crop" else None, candidates)
-        columns = self._columns(visual, visual_pos, kept)
+        columns = kept_columns(visual, visual_pos, kept)
         self.history = [StageRecord(0, visual_pos, rel, kept, columns, selection)]
         new_len = columns.shape[1]
         kwargs = dict(kwargs)
@@ -285,7 +249,7 @@ class Pruning:
         kwargs["position_ids"] = self._stage1_positions(kwargs.get("position_ids"), columns, b, length,
                                                         kwargs["attention_mask"], dev)
         new_visual = visual.gather(1, columns)
-        self._seq = _Sequence(
+        self._seq = PrunedSequence(
             full_len=length, pruned_len=new_len, columns=columns, valid=kwargs["attention_mask"].bool(),
             visual_pos=new_visual.nonzero()[:, 1].view(b, -1),
         )
@@ -313,11 +277,11 @@ class Pruning:
             rel, crop, newline = next_layout(self.inner, cls_rows if self.relevance == "cls" else None,
                                              pending["image_sizes"], pending["strategy"])
             layout = "the packed LLaVA-NeXT layout"
-            rel, crop, newline = (_per_row(x, b, n, layout) for x in (rel, crop, newline))
+            rel, crop, newline = (per_row(x, b, n, layout) for x in (rel, crop, newline))
         elif self.relevance == "cls":
             if pending["strategy"] == "default":
                 cls_rows = cls_rows[:, 1:]
-            rel = _per_row(cls_rows.reshape(-1), b, n, "the CLS relevance")
+            rel = per_row(cls_rows.reshape(-1), b, n, "the CLS relevance")
         if self.relevance == "instruction":
             rel = instruction_relevance(feats, embeds, valid & ~visual)
         elif self.relevance == "uniform":
@@ -333,7 +297,7 @@ class Pruning:
         over the pruned mask. ``original`` gathers the given (or default) positions.
         """
         if self.positions == "contiguous":
-            return None if given is None else _renumber(new_mask)
+            return None if given is None else renumber(new_mask)
         if given is None:
             given = torch.arange(length, device=dev)[None].expand(b, -1)
         if given.ndim == 2:
@@ -404,148 +368,3 @@ class Pruning:
                 chosen.append(where[torch.as_tensor(sel.indices, device=dev).long()])
             rows.append(torch.cat(chosen).sort().values)
         return torch.stack(rows), (selections or None)
-
-    @staticmethod
-    def _columns(visual, visual_pos, kept):
-        keep = ~visual
-        keep = keep.scatter(1, visual_pos.gather(1, kept), True)
-        return keep.nonzero()[:, 1].view(visual.shape[0], -1)
-
-    # ------------------------------------------------------------------ Stage II
-    def _wrap_layer(self, original, index):
-        budgets = dict(self.schedule.stage2)
-
-        @functools.wraps(original)
-        def forward(hidden, *args, **kwargs):
-            seq = self._seq
-            if seq is None:
-                return original(hidden, *args, **kwargs)
-            cache = kwargs.get("past_key_values")
-            prefill = seq.cache is None  # set after the prefill returns
-            if prefill:
-                if seq.override is not None:
-                    kwargs.update(seq.override)
-                if index in budgets:
-                    with torch.no_grad():
-                        hidden, seq.override = self._stage2(seq, index, budgets[index], hidden, kwargs)
-                    kwargs.update(seq.override)
-                return original(hidden, *args, **kwargs)
-            stage = self._stage_for(seq, index)
-            if stage is not None and cache is not None:
-                kwargs.update(self._decode_overrides(seq, stage, hidden, kwargs))
-            return original(hidden, *args, **kwargs)
-        return forward
-
-    @staticmethod
-    def _stage_for(seq, index):
-        found = None
-        for number, (layer, _) in enumerate(seq.stages):
-            if layer <= index:
-                found = number
-        return found
-
-    def _stage2(self, seq, layer_index, budget, hidden, kwargs):
-        b, length, dim = hidden.shape
-        dev = hidden.device
-        cos, sin = kwargs["position_embeddings"]
-        cos, sin = cos.expand(b, -1, -1), sin.expand(b, -1, -1)
-        visual_pos = seq.visual_pos
-        n = visual_pos.shape[1]
-        layer = self.lm.layers[layer_index]
-        rel = rater_relevance(layer, hidden, cos, sin, visual_pos, seq.valid, self.raters)
-        feats = hidden.gather(1, visual_pos[..., None].expand(-1, -1, dim))
-        kept, selection = self._choose(rel, feats, budget.tokens(n))
-        visual = torch.zeros(b, length, dtype=torch.bool, device=dev).scatter(1, visual_pos, True)
-        columns = self._columns(visual, visual_pos, kept)
-        self.history.append(StageRecord(layer_index, visual_pos, rel, kept, columns, selection))
-        previous = seq.stages[-1][1] if seq.stages else torch.arange(length, device=dev)[None].expand(b, -1)
-        seq.stages.append((layer_index, previous.gather(1, columns)))
-        seq.valid = seq.valid.gather(1, columns)
-        seq.visual_pos = visual.gather(1, columns).nonzero()[:, 1].view(b, -1)
-        hidden = hidden.gather(1, columns[..., None].expand(-1, -1, dim))
-        override = {"attention_mask": _gather_mask(kwargs.get("attention_mask"), columns, rows=True)}
-        position_ids = kwargs.get("position_ids")
-        if self.positions == "contiguous":
-            new_ids = _renumber(seq.valid)
-            override["position_embeddings"] = self.lm.rotary_emb(hidden, new_ids)
-            if position_ids is not None:
-                override["position_ids"] = new_ids
-        else:
-            index = columns[..., None].expand(-1, -1, cos.shape[-1])
-            override["position_embeddings"] = (cos.gather(1, index), sin.gather(1, index))
-            if position_ids is not None:
-                override["position_ids"] = position_ids.expand(b, -1).gather(1, columns)
-        return hidden, override
-
-    def _decode_overrides(self, seq, stage, hidden, kwargs):
-        if stage in seq.step:
-            return seq.step[stage]
-        _, cum = seq.stages[stage]
-        b = cum.shape[0]
-        dev = cum.device
-        out = {}
-        mask = kwargs.get("attention_mask")
-        if mask is not None:
-            total = mask.shape[-1]
-            kv = torch.cat([cum, torch.arange(seq.pruned_len, total, device=dev)[None].expand(b, -1)], dim=1)
-            out["attention_mask"] = _gather_mask(mask, kv, rows=False)
-        if self.positions == "contiguous":
-            shift = seq.pruned_len - cum.shape[1]
-            ids = kwargs["position_ids"].expand(b, -1) - shift
-            out["position_embeddings"] = self.lm.rotary_emb(hidden, ids)
-            out["position_ids"] = ids
-        seq.step[stage] = out
-        return out
-
-
-def _rows(encoded) -> int:
-    """Image-feature rows in an encoder output (``pooler_output``: a list per image or a tensor)."""
-    features = encoded.pooler_output
-    if isinstance(features, (list, tuple)):
-        return sum(f.shape[0] for f in features)
-    return features.reshape(-1, features.shape[-1]).shape[0]
-
-
-def _per_row(values, b, n, what):
-    """Per-token values of the encoded images as (b, n) rows.
-
-    ``generate()`` encodes each image once and repeats its features for beams
-    and ``num_return_sequences`` (``repeat_interleave`` on the batch), so rows
-    encoded once are repeated the same way.
-    """
-    total = values.shape[0]
-    if total == b * n:
-        return values.view(b, n)
-    if total % n == 0 and b % (total // n) == 0:
-        return values.view(total // n, n).repeat_interleave(b // (total // n), dim=0)
-    raise InvalidInputError(
-        f"{what} covers {total} tokens but the batch holds {b} rows of {n} image tokens; pass one "
-        "image per row (and one image_sizes row per image)"
-    )
-
-
-def _renumber(valid):
-    """Contiguous positions over the real tokens of each row (padding at 0), as ``generate()`` counts."""
-    return (valid.long().cumsum(-1) - 1).clamp(min=0).masked_fill(valid == 0, 0)
-
-
-def _gather_mask(mask, columns, rows):
-    """Keep ``columns`` of an attention mask (and the same rows when ``rows``); None stays None."""
-    if mask is None:
-        return None
-    if not isinstance(mask, torch.Tensor):
-        raise InvalidInputError(
-            "Stage II pruning supports tensor attention masks (eager, sdpa, flash); got "
-            f"{type(mask).__name__} (e.g. flex attention's BlockMask)"
-        )
-    if mask.ndim == 2:
-        return mask.gather(1, columns)
-    if mask.ndim != 4:
-        raise InvalidInputError(f"attention mask must be 2-D or 4-D; got shape {tuple(mask.shape)}")
-    b = columns.shape[0]
-    mask = mask.expand(b, -1, -1, -1)
-    cols = columns[:, None, None, :].expand(-1, mask.shape[1], mask.shape[2], -1)
-    mask = mask.gather(3, cols)
-    if rows:
-        mask = mask.gather(2, columns[:, None, :, None].expand(-1, mask.shape[1], -1, mask.shape[3]))
-    return mask
