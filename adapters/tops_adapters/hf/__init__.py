@@ -1,0 +1,1 @@
+"""Hugging Face transformers integration internals; the public surface is ``tops_adapters.transformers``."""

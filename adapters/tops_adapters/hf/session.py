@@ -1,0 +1,370 @@
+"""The pruning session: patches on one loaded model, Stage I and Stage II, decode bookkeeping.
+
+Everything is an instance-level patch (``module.forward`` attributes and
+hooks) that :meth:`Pruning.disable` removes, so turning pruning off restores
+the model exactly. ``generate()`` keeps its own full-length ``input_ids``,
+``attention_mask``, ``position_ids`` and ``mm_token_type_ids``; the session
+maps them onto the pruned sequence at the language model's boundary.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import torch
+
+import tops_core
+from tops_core._validate import InvalidInputError, check_choice
+
+from .budget import Schedule, split_budget
+from .families import cls_layer, family_of, next_layout
+from .scores import RATERS, cls_attention, cosine_similarity, instruction_relevance
+from .sequence import PrunedSequence, StageRecord, encoded_rows, kept_columns, per_row, renumber
+from .stage2 import Stage2Mixin
+
+__all__ = ["Pruning", "StageRecord"]
+
+_RELEVANCE = ("auto", "cls", "instruction", "uniform")
+_POSITIONS = ("contiguous", "original")
+_CROPS = ("joint", "crop")
+_NEWLINES = ("keep", "select")
+
+
+class Pruning(Stage2Mixin):
+    """TOPS pruning switched on in one loaded Hugging Face model.
+
+    Create it with :func:`tops_adapters.transformers.enable` (or use it as a
+    context manager); :meth:`disable` removes every patch.
+    """
+
+    def __init__(self, model, schedule: Schedule, *, objective=None, relevance="auto",
+                 positions="contiguous", raters="all_mean", crops="joint", newlines="keep"):
+        self.family, self.inner = family_of(model)
+        if not isinstance(schedule, Schedule):
+            raise InvalidInputError(f"schedule must be a tops_adapters.transformers.Schedule; got "
+                                    f"{type(schedule).__name__}")
+        check_choice("relevance", relevance, _RELEVANCE)
+        check_choice("positions", positions, _POSITIONS)
+        check_choice("raters", raters, RATERS)
+        check_choice("crops", crops, _CROPS)
+        check_choice("newlines", newlines, _NEWLINES)
+        tops_core.api.resolve(objective)  # validates the objective now, not at the first prefill
+        if relevance == "auto":
+            relevance = "cls" if self.family.has_cls else "instruction"
+        if relevance == "cls" and not self.family.has_cls:
+            raise InvalidInputError(
+                f"relevance='cls' needs a vision encoder with a CLS token; {self.family.name} has none. "
+                "Use 'instruction' or 'uniform'"
+            )
+        if self.family.mrope and positions != "original":
+            raise InvalidInputError(
+                f"{self.family.name} uses 3-D M-RoPE positions computed on the full sequence; they are "
+                f"kept (gathered), so positions must be 'original'; got positions={positions!r}"
+            )
+        self.model = model
+        self.lm = self.inner.language_model
+        self.schedule = schedule
+        schedule.check_depth(len(self.lm.layers))
+        self.objective = tops_core.TOPSRule() if objective is None else objective
+        self.relevance, self.positions, self.raters = relevance, positions, raters
+        self.crops, self.newlines = crops, newlines
+        self.image_token_id = self.inner.config.image_token_id
+        self.history: list[StageRecord] = []
+        self._pending = None
+        self._cls_rows: list[torch.Tensor] = []
+        self._seq: PrunedSequence | None = None
+        self._hooks = []
+        self._patched = []
+        self._methods = []
+        self._encoded = None
+        self.enabled = False
+        self._enable()
+
+    # ------------------------------------------------------------------ patches
+    def _patch(self, module, wrapper):
+        original = module.forward
+        module.forward = wrapper(original)
+        self._patched.append(module)
+
+    def _patch_method(self, module, name, wrapper):
+        original = getattr(module, name)
+        setattr(module, name, wrapper(original))
+        self._methods.append((module, name))
+
+    def _enable(self):
+        if getattr(self.inner, "_tops_pruning", None) is not None:
+            raise InvalidInputError(
+                "TOPS pruning is already enabled on this model; disable the active session first"
+            )
+        layer = cls_layer(self.inner) if self.relevance == "cls" else None  # may raise: before patching
+        self.inner._tops_pruning = self
+        self._patch(self.inner, self._wrap_inner)
+        self._patch_method(self.inner, "get_image_features", self._wrap_image_features)
+        self._patch(self.lm, self._wrap_lm)
+        if layer is not None:
+            self._hooks.append(layer.register_forward_pre_hook(self._capture_cls, with_kwargs=True))
+        if self.schedule.stage2:
+            first = self.schedule.stage2[0][0]
+            for index in range(first, len(self.lm.layers)):
+                self._patch(self.lm.layers[index], lambda orig, i=index: self._wrap_layer(orig, i))
+        self.enabled = True
+
+    def disable(self) -> None:
+        """Remove every patch and hook: the model behaves exactly as before."""
+        for module in self._patched:
+            del module.forward
+        for module, name in self._methods:
+            delattr(module, name)
+        for hook in self._hooks:
+            hook.remove()
+        if getattr(self.inner, "_tops_pruning", None) is self:
+            del self.inner._tops_pruning
+        self._patched, self._methods, self._hooks = [], [], []
+        self._seq = self._pending = self._encoded = None
+        if self.family.mrope:
+            self.inner.rope_deltas = None
+        self.enabled = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.disable()
+        return False
+
+    # ------------------------------------------------------------------ capture
+    def _capture_cls(self, layer, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        with torch.no_grad():
+            self._cls_rows.append(cls_attention(layer, hidden))
+
+    def _wrap_image_features(self, original):
+        # generate() encodes images before the prefill and drops pixel_values / image_sizes from
+        # the forward's arguments, so what Stage I needs is recorded here, at encoding time.
+        signature = inspect.signature(original)
+
+        @functools.wraps(original)
+        def get_image_features(*args, **kwargs):
+            self._cls_rows = []
+            out = original(*args, **kwargs)
+            bound = signature.bind_partial(*args, **kwargs).arguments
+            strategy = bound.get("vision_feature_select_strategy") or getattr(
+                self.inner.config, "vision_feature_select_strategy", "default")
+            self._encoded = {"cls": torch.cat(self._cls_rows) if self._cls_rows else None,
+                             "image_sizes": bound.get("image_sizes"), "strategy": strategy,
+                             "rows": encoded_rows(out)}
+            self._cls_rows = []
+            return out
+        return get_image_features
+
+    def _wrap_inner(self, original):
+        @functools.wraps(original)
+        def forward(*args, **kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            encoded = kwargs.get("mm_encoder_outputs") or {}
+            has_image = kwargs.get("pixel_values") is not None or encoded.get("image") is not None
+            self._pending = None
+            if not has_image:
+                return original(*args, **kwargs)
+            if ids is None:
+                raise InvalidInputError(
+                    "TOPS pruning finds the image tokens by input_ids; got inputs_embeds without input_ids"
+                )
+            image = encoded.get("image")
+            rows = encoded_rows(image) if image is not None else None
+            if rows is not None and self._encoded is not None and rows < self._encoded["rows"]:
+                raise InvalidInputError(
+                    "TOPS pruning needs every image token of the prompt in one forward; got "
+                    f"{rows} of the {self._encoded['rows']} encoded image features "
+                    "(chunked prefill, prefill_chunk_size, is not supported)"
+                )
+            self._pending = {"input_ids": ids}
+            return original(*args, **kwargs)
+        return forward
+
+    # ------------------------------------------------------------------ LM boundary
+    def _wrap_lm(self, original):
+        @functools.wraps(original)
+        def forward(*args, **kwargs):
+            cache = kwargs.get("past_key_values")
+            past = cache.get_seq_length() if cache is not None else 0
+            if self._pending is not None and past == 0 and kwargs.get("inputs_embeds") is not None:
+                pending, self._pending = self._pending, None
+                with torch.no_grad():
+                    kwargs = self._stage1(pending, kwargs)
+                try:
+                    out = original(*args, **kwargs)
+                finally:
+                    if self._seq is not None:
+                        self._seq.override = None
+                if self._seq is not None:
+                    self._seq.cache = getattr(out, "past_key_values", None)
+                return out
+            seq = self._seq
+            if seq is not None and cache is not None and cache is seq.cache and past > 0:
+                kwargs = self._decode_inputs(seq, kwargs, past)
+                seq.step = {}
+                return original(*args, **kwargs)
+            self._seq = None  # an unrelated call: plain behaviour
+            return original(*args, **kwargs)
+        return forward
+
+    def _stage1(self, pending, kwargs):
+        embeds = kwargs["inputs_embeds"]
+        b, length, dim = embeds.shape
+        dev = embeds.device
+        ids = pending["input_ids"].to(dev)
+        mask = kwargs.get("attention_mask")
+        if mask is not None and (not isinstance(mask, torch.Tensor) or mask.ndim != 2):
+            raise InvalidInputError(
+                "TOPS pruning needs a 2-D attention_mask (batch, sequence) or None; got "
+                f"{type(mask).__name__}"
+                + (f" with shape {tuple(mask.shape)}" if hasattr(mask, "shape") else "")
+            )
+        valid = mask.bool() if mask is not None else torch.ones(b, length, dtype=torch.bool, device=dev)
+        visual = ids == self.image_token_id
+        counts = visual.sum(dim=1)
+        if bool((counts != counts[0]).any()):
+            raise InvalidInputError(
+                "every row of the batch must hold the same number of image tokens (the budget is "
+                f"per sequence); got counts {counts.tolist()}"
+            )
+        n = int(counts[0])
+        visual_pos = visual.nonzero()[:, 1].view(b, n)
+        feats = embeds.gather(1, visual_pos[..., None].expand(-1, -1, dim))
+        rel, crop, newline = self._stage1_relevance(pending, feats, embeds, visual, valid, b, n)
+        candidates = ~newline if (newline is not None and self.newlines == "keep") else None
+        pool = n if candidates is None else int(candidates[0].sum())
+        k = self.schedule.stage1.tokens(pool) if self.schedule.stage1 is not None else pool
+        kept, selection = self._choose(rel, feats, k, crop if self.crops == "crop" else None, candidates)
+        columns = kept_columns(visual, visual_pos, kept)
+        self.history = [StageRecord(0, visual_pos, rel, kept, columns, selection)]
+        new_len = columns.shape[1]
+        kwargs = dict(kwargs)
+        kwargs["inputs_embeds"] = embeds.gather(1, columns[..., None].expand(-1, -1, dim))
+        # an explicit all-ones mask keeps gathered positions from reading as packed sequences
+        kwargs["attention_mask"] = (mask.gather(1, columns) if mask is not None
+                                    else torch.ones(b, new_len, dtype=torch.long, device=dev))
+        kwargs["position_ids"] = self._stage1_positions(kwargs.get("position_ids"), columns, b, length,
+                                                        kwargs["attention_mask"], dev)
+        new_visual = visual.gather(1, columns)
+        self._seq = PrunedSequence(
+            full_len=length, pruned_len=new_len, columns=columns, valid=kwargs["attention_mask"].bool(),
+            visual_pos=new_visual.nonzero()[:, 1].view(b, -1),
+        )
+        if self.family.mrope:
+            self._store_rope_deltas(kwargs["position_ids"], kwargs["attention_mask"].bool())
+        return kwargs
+
+    def _stage1_relevance(self, pending, feats, embeds, visual, valid, b, n):
+        crop = newline = None
+        # the latest encoding of this model's images (generate() encodes once and reuses the
+        # features for every forward when use_cache=False)
+        encoded = self._encoded
+        if encoded is None:
+            encoded = {"cls": None, "image_sizes": None, "strategy": "default", "rows": None}
+        pending = {**pending, **encoded}
+        cls_rows = encoded["cls"]
+        if self.relevance == "cls" and cls_rows is None:
+            raise InvalidInputError(
+                "relevance='cls' needs the vision tower to run in this forward (pixel_values); got "
+                "pre-encoded image features. Use relevance='instruction' or 'uniform'"
+            )
+        if self.family.anyres:
+            if pending["image_sizes"] is None:
+                raise InvalidInputError("LLaVA-NeXT pruning needs image_sizes; got None")
+            rel, crop, newline = next_layout(self.inner, cls_rows if self.relevance == "cls" else None,
+                                             pending["image_sizes"], pending["strategy"])
+            layout = "the packed LLaVA-NeXT layout"
+            rel, crop, newline = (per_row(x, b, n, layout) for x in (rel, crop, newline))
+        elif self.relevance == "cls":
+            if pending["strategy"] == "default":
+                cls_rows = cls_rows[:, 1:]
+            rel = per_row(cls_rows.reshape(-1), b, n, "the CLS relevance")
+        if self.relevance == "instruction":
+            rel = instruction_relevance(feats, embeds, valid & ~visual)
+        elif self.relevance == "uniform":
+            rel = torch.ones(b, n, device=feats.device)
+        return rel.float(), crop, newline
+
+    def _stage1_positions(self, given, columns, b, length, new_mask, dev):
+        """Positions of the kept columns.
+
+        ``contiguous`` renumbers as the unpruned model would number a sequence of
+        the pruned length: ``None`` stays ``None`` (the LLM counts from 0), given
+        positions (``generate()`` counts real tokens, padding at 0) are recounted
+        over the pruned mask. ``original`` gathers the given (or default) positions.
+        """
+        if self.positions == "contiguous":
+            return None if given is None else renumber(new_mask)
+        if given is None:
+            given = torch.arange(length, device=dev)[None].expand(b, -1)
+        if given.ndim == 2:
+            return given.expand(b, -1).gather(1, columns)
+        index = columns[None].expand(given.shape[0], -1, -1)
+        return given.expand(-1, b, -1).gather(2, index)
+
+    def _store_rope_deltas(self, positions, valid):
+        """``rope_deltas = max kept position + 1 - kept length`` per row (``get_rope_index``'s definition)."""
+        spatial = positions[-3:]
+        top = spatial.masked_fill(~valid[None], torch.iinfo(spatial.dtype).min).amax(dim=(0, 2))
+        self.inner.rope_deltas = (top + 1 - valid.sum(dim=1))[:, None]
+
+    def _decode_inputs(self, seq, kwargs, past):
+        kwargs = dict(kwargs)
+        embeds = kwargs.get("inputs_embeds")
+        q = embeds.shape[1] if embeds is not None else kwargs["input_ids"].shape[1]
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.ndim == 2:
+            extra = past - seq.pruned_len
+            if mask.shape[1] == seq.full_len + extra + q:
+                prompt = mask.gather(1, seq.columns)
+                kwargs["attention_mask"] = torch.cat([prompt, mask[:, seq.full_len:]], dim=1)
+            elif mask.shape[1] != past + q:
+                raise InvalidInputError(
+                    f"attention_mask while decoding a pruned prompt must cover the full prompt "
+                    f"({seq.full_len} + {extra} generated + {q} new) or the pruned one ({past} + {q}); "
+                    f"got shape {tuple(mask.shape)}"
+                )
+        # generate() keeps position_ids in the full prompt's coordinates; pruning removed
+        # full_len - pruned_len real tokens before every generated one.
+        removed = seq.full_len - seq.pruned_len
+        given = kwargs.get("position_ids")
+        if not self.family.mrope:
+            if given is None and self.positions == "original":
+                steps = torch.arange(past, past + q, device=seq.columns.device)
+                kwargs["position_ids"] = (steps + removed)[None]
+            elif given is not None and self.positions == "contiguous":
+                kwargs["position_ids"] = given - removed
+        return kwargs
+
+    # ------------------------------------------------------------------ selection
+    def _choose(self, rel, feats, k, crop=None, candidates=None):
+        """Indices (B, k') into the N visual tokens to keep, ascending; k' adds always-kept ones."""
+        b, n = rel.shape
+        dev = rel.device
+        if candidates is None and crop is None:
+            if k >= n:
+                return torch.arange(n, device=dev)[None].expand(b, -1), None
+            sel = tops_core.select(rel, cosine_similarity(feats), k, objective=self.objective)
+            return torch.as_tensor(sel.indices, device=dev).long(), sel
+        rows, selections = [], []
+        for row in range(b):
+            pool = torch.ones(n, dtype=torch.bool, device=dev) if candidates is None else candidates[row]
+            fixed = (~pool).nonzero()[:, 0]
+            groups = [pool] if crop is None else [pool & (crop[row] == c) for c in crop[row][pool].unique()]
+            sizes = [int(g.sum()) for g in groups]
+            parts = split_budget(k, sizes)
+            chosen = [fixed]
+            for group, part in zip(groups, parts):
+                where = group.nonzero()[:, 0]
+                if part >= where.shape[0]:
+                    chosen.append(where)
+                    continue
+                sel = tops_core.select(rel[row, where], cosine_similarity(feats[row, where][None])[0], part,
+                                       objective=self.objective)
+                selections.append(sel)
+                chosen.append(where[torch.as_tensor(sel.indices, device=dev).long()])
+            rows.append(torch.cat(chosen).sort().values)
+        return torch.stack(rows), (selections or None)

@@ -1,0 +1,298 @@
+"""TOPS Stage I pruning inside mlx-vlm (LLaVA and Qwen2-VL), the path Apple Silicon users run.
+
+Wraps ``Model.get_input_embeddings``: it returns the pruned ``inputs_embeds``,
+the gathered ``position_ids`` and recomputed ``rope_deltas`` (Qwen2-VL), and
+the language model is handed the pruned ``input_ids`` in step with the
+embeddings (mlx-vlm's generation slices both alike)::
+
+    from tops_adapters.mlx_vlm import enable
+    with enable(model, keep=64):
+        text = mlx_vlm.generate(model, processor, prompt, image)
+
+Pruning runs after mlx-vlm's image-feature cache (``cached_image_features``):
+the cache holds instruction-independent features, the selection is redone for
+every prompt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import mlx.core as mx
+import numpy as np
+
+import tops_core
+from tops_adapters.hf.budget import Budget
+from tops_core._validate import InvalidInputError, check_choice
+
+__all__ = ["enable", "MLXPruning", "MLXStageRecord"]
+
+_FAMILIES = ("llava", "qwen2_vl")
+_RELEVANCE = ("auto", "cls", "instruction", "uniform")
+
+
+@dataclass
+class MLXStageRecord:
+    """What the last prefill's Stage I did (NumPy copies, for inspection and tests).
+
+    Attributes
+    ----------
+    visual_positions : (B, N) positions of the image tokens in the prompt.
+    relevance : (B, N) the scores given to the selector.
+    source : {"cls", "instruction", "uniform"} where the relevance came from.
+    kept : (B, k) indices into the N image tokens, ascending.
+    columns : (B, L') prompt columns that survive.
+    input_ids : (B, L') the pruned ``input_ids``.
+    rope_deltas : (B, 1) or None (Qwen2-VL).
+    """
+
+    visual_positions: np.ndarray
+    relevance: np.ndarray
+    source: str
+    kept: np.ndarray
+    columns: np.ndarray
+    input_ids: np.ndarray
+    rope_deltas: np.ndarray | None = None
+
+
+def cosine_similarity(features: mx.array) -> mx.array:
+    """``(1 + cos) / 2`` of ``(N, d)`` features, float32 (as :func:`tops_core.cosine`)."""
+    x = features.astype(mx.float32)
+    norm = mx.linalg.norm(x, axis=-1, keepdims=True)
+    unit = x / mx.where(norm == 0, 1.0, norm)
+    cos = mx.clip(unit @ unit.T, -1.0, 1.0)
+    return (1 + (cos + cos.T) / 2) / 2
+
+
+def cls_attention(layer, hidden: mx.array) -> mx.array:
+    """CLS -> token attention of an mlx-vlm CLIP encoder layer, mean over heads: ``(C, 1 + P)``."""
+    attn = layer.self_attn
+    normed = layer.layer_norm1(hidden)
+    c, n, _ = normed.shape
+    heads = attn.num_heads
+    q = attn.q_proj(normed[:, :1]).reshape(c, 1, heads, -1).transpose(0, 2, 1, 3)
+    k = attn.k_proj(normed).reshape(c, n, heads, -1).transpose(0, 2, 1, 3)
+    logits = (q.astype(mx.float32) @ k.astype(mx.float32).transpose(0, 1, 3, 2)) * attn.scale
+    return mx.softmax(logits, axis=-1).mean(axis=1)[:, 0]
+
+
+def _swap_call(module, call):
+    """Give one module instance its own ``__call__`` (special methods are looked up on the type)."""
+    original = type(module)
+    module.__class__ = type(f"TOPS{original.__name__}", (original,), {"__call__": call})
+    return original
+
+
+class MLXPruning:
+    """TOPS Stage I switched on in one mlx-vlm model; :meth:`disable` restores it."""
+
+    def __init__(self, model, budget: Budget, *, objective=None, relevance="auto"):
+        kind = getattr(getattr(model, "config", None), "model_type", None)
+        if kind not in _FAMILIES or not hasattr(model, "get_input_embeddings"):
+            raise InvalidInputError(
+                f"model must be an mlx-vlm LLaVA or Qwen2-VL Model (config.model_type in {list(_FAMILIES)}); "
+                f"got {type(model).__name__} with model_type {kind!r}"
+            )
+        check_choice("relevance", relevance, _RELEVANCE)
+        if relevance == "cls" and kind != "llava":
+            raise InvalidInputError(
+                f"relevance='cls' needs a vision encoder with a CLS token; {kind} has none. "
+                "Use 'instruction' or 'uniform'"
+            )
+        tops_core.api.resolve(objective)
+        self.model, self.kind, self.budget = model, kind, budget
+        self.objective = tops_core.TOPSRule() if objective is None else objective
+        self.relevance = relevance
+        self.image_token_id = (model.config.image_token_index if kind == "llava"
+                               else model.config.image_token_id)
+        self.history: list[MLXStageRecord] = []
+        self._cls = None
+        self._ids = None
+        self._restore = []
+        self.enabled = False
+        self._enable()
+
+    def _enable(self):
+        if getattr(self.model, "_tops_pruning", None) is not None:
+            raise InvalidInputError("TOPS pruning is already enabled on this model; disable it first")
+        layer = self._cls_layer() if self.kind == "llava" and self.relevance in ("auto", "cls") else None
+        self.model._tops_pruning = self
+        original = self.model.get_input_embeddings
+        self.model.get_input_embeddings = self._wrap_embeddings(original)
+        session = self
+
+        def language_call(lm, inputs, inputs_embeds=None, *args, **kwargs):
+            ids = session._ids
+            if ids is not None and inputs_embeds is not None and inputs is not None:
+                offset = _cache_offset(kwargs.get("cache", args[1] if len(args) > 1 else None))
+                inputs = ids[:, offset:offset + inputs_embeds.shape[1]]  # pruned ids, in step
+            return super(type(lm), lm).__call__(inputs, inputs_embeds, *args, **kwargs)
+
+        lm = self.model.language_model
+        self._restore.append((lm, _swap_call(lm, language_call)))
+        if layer is not None:
+            def recording_call(module, x, *args, **kwargs):
+                session._cls = cls_attention(module, x)
+                return super(type(module), module).__call__(x, *args, **kwargs)
+
+            self._restore.append((layer, _swap_call(layer, recording_call)))
+        self.enabled = True
+
+    def _cls_layer(self):
+        layers = self.model.vision_tower.vision_model.encoder.layers
+        chosen = self.model.vision_feature_layer
+        chosen = chosen[-1] if isinstance(chosen, (list, tuple)) else chosen
+        index = chosen % (len(layers) + 1)  # into hidden_states (0 = embeddings)
+        if index == 0:
+            raise InvalidInputError(
+                f"relevance='cls' needs vision_feature_layer to name an encoder layer; got {chosen}"
+            )
+        return layers[index - 1]
+
+    def disable(self) -> None:
+        """Remove the wrappers: the model behaves exactly as before."""
+        if "get_input_embeddings" in vars(self.model):
+            del self.model.get_input_embeddings
+        for module, cls in self._restore:
+            module.__class__ = cls
+        self._restore = []
+        if getattr(self.model, "_tops_pruning", None) is self:
+            del self.model._tops_pruning
+        self._ids = None
+        self.enabled = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.disable()
+        return False
+
+    def _wrap_embeddings(self, original):
+        def get_input_embeddings(input_ids=None, pixel_values=None, **kwargs):
+            self._cls = None
+            out = original(input_ids, pixel_values, **kwargs)
+            if pixel_values is None or input_ids is None:
+                self._ids = None
+                return out
+            return self._prune(input_ids, out, kwargs)
+        return get_input_embeddings
+
+    def _prune(self, input_ids, out, kwargs):
+        ids = np.array(input_ids)
+        visual = ids == self.image_token_id
+        counts = visual.sum(axis=1)
+        if (counts != counts[0]).any():
+            raise InvalidInputError(
+                f"every row must hold the same number of image tokens; got counts {counts.tolist()}"
+            )
+        b, n = ids.shape[0], int(counts[0])
+        if n == 0:
+            self._ids = None
+            return out
+        visual_pos = np.stack([np.nonzero(row)[0] for row in visual])
+        embeds = out.inputs_embeds
+        feats = [embeds[row, mx.array(visual_pos[row])] for row in range(b)]
+        relevance, source = self._relevance(feats, embeds, visual, kwargs)
+        k = self.budget.tokens(n)
+        kept = []
+        for row in range(b):
+            if k >= n:
+                kept.append(np.arange(n))
+                continue
+            sel = tops_core.select(relevance[row], cosine_similarity(feats[row]), k, objective=self.objective)
+            kept.append(np.array(sel.indices).astype(np.int64))
+        kept = np.stack(kept)
+        keep = ~visual
+        for row in range(b):
+            keep[row, visual_pos[row, kept[row]]] = True
+        columns = np.stack([np.nonzero(row)[0] for row in keep])
+        cols = mx.array(columns)
+        new_embeds = mx.stack([embeds[row, cols[row]] for row in range(b)])
+        new_ids = np.take_along_axis(ids, columns, axis=1)
+        self._ids = mx.array(new_ids).astype(input_ids.dtype)
+        changes = {"inputs_embeds": new_embeds}
+        deltas = None
+        if out.position_ids is not None:
+            pos = out.position_ids
+            gathered = mx.stack([pos[..., row, :][..., cols[row]] for row in range(b)], axis=-2)
+            changes["position_ids"] = gathered
+            if self.kind == "qwen2_vl":
+                spatial = np.array(gathered if gathered.ndim == 3 else gathered[None])
+                deltas = (spatial.max(axis=(0, 2)) + 1 - columns.shape[1]).reshape(-1, 1)
+                changes["rope_deltas"] = mx.array(deltas)
+        self.history = [MLXStageRecord(visual_pos, np.stack([np.array(r) for r in relevance]), source, kept,
+                                       columns, new_ids, deltas)]
+        return dataclasses.replace(out, **changes)
+
+    def _relevance(self, feats, embeds, visual, kwargs):
+        b = len(feats)
+        mode = self.relevance
+        if mode == "auto":
+            mode = "cls" if (self.kind == "llava" and self._cls is not None) else "instruction"
+        if mode == "cls":
+            if self._cls is None:
+                raise InvalidInputError(
+                    "relevance='cls' needs the vision tower to run in this call; got cached image "
+                    "features. Use relevance='auto' or 'instruction'"
+                )
+            rows = self._cls
+            if self.model.vision_feature_select_strategy == "default":
+                rows = rows[:, 1:]
+            flat = rows.reshape(-1)
+            n = feats[0].shape[0]
+            return [flat[row * n:(row + 1) * n] for row in range(b)], "cls"
+        if mode == "uniform":
+            return [mx.ones((f.shape[0],)) for f in feats], "uniform"
+        out = []
+        for row in range(b):
+            text = embeds[row, mx.array(np.nonzero(~visual[row])[0])].astype(mx.float32)
+            v = feats[row].astype(mx.float32)
+            v = v / mx.maximum(mx.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+            t = text / mx.maximum(mx.linalg.norm(text, axis=-1, keepdims=True), 1e-12)
+            out.append(((1 + mx.clip(v @ t.T, -1.0, 1.0)) / 2).mean(axis=-1))
+        return out, "instruction"
+
+
+def _cache_offset(cache) -> int:
+    if not cache or cache[0] is None:
+        return 0
+    offset = cache[0].offset
+    return int(offset.max().item()) if isinstance(offset, mx.array) else int(offset)
+
+
+def enable(model, *, keep=None, ratio=None, objective=None, relevance="auto") -> MLXPruning:
+    """Turn TOPS Stage I pruning on in an mlx-vlm ``Model``.
+
+    Parameters
+    ----------
+    model : mlx_vlm LLaVA or Qwen2-VL ``Model``
+    keep, ratio : int or float
+        The budget (exactly one): visual tokens to keep, or the fraction of N.
+    objective : tops_core.Objective or rule, optional
+        Default ``tops_core.TOPSRule()`` (the paper); ``tops_core.Objective()``
+        for the certified objective.
+    relevance : {"auto", "cls", "instruction", "uniform"}
+        ``auto``: CLS attention of the penultimate ViT layer for LLaVA when the
+        vision tower runs in the call, the instruction otherwise (Qwen2-VL, or
+        features from mlx-vlm's vision cache — see ``history[-1].source``).
+
+    Returns
+    -------
+    MLXPruning
+        A context manager; ``disable()`` restores the model.
+
+    Notes
+    -----
+    Positions: mlx-vlm's LLaVA language model places RoPE by the cache offset,
+    so the kept tokens are renumbered contiguously (the paper's policy);
+    Qwen2-VL keeps the 3-D M-RoPE positions computed on the full prompt, and
+    ``rope_deltas`` is recomputed so decoding continues at ``max + 1``. Stage II
+    (in-LLM) pruning is not implemented for mlx-vlm.
+    """
+    if (keep is None) == (ratio is None):
+        raise InvalidInputError(
+            f"enable needs exactly one of keep= or ratio=; got keep={keep!r}, ratio={ratio!r}"
+        )
+    return MLXPruning(model, Budget(keep=keep, ratio=ratio), objective=objective, relevance=relevance)

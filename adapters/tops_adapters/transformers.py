@@ -1,0 +1,81 @@
+"""TOPS pruning inside Hugging Face transformers: LLaVA, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL.
+
+One call switches pruning on in a model you already run; ``generate()`` is
+unchanged::
+
+    from tops_adapters.transformers import Schedule, enable
+
+    with enable(model, Schedule.paper(64)):          # Stage I 128, Stage II 32 / 16
+        out = model.generate(**inputs, max_new_tokens=64)
+
+Stage I prunes right after the projector (relevance: the vision encoder's CLS
+attention for CLIP encoders, the instruction for Qwen); Stage II prunes inside
+the LLM at the schedule's layers (relevance: text-rater attention recomputed
+for the rater rows only). The budget ``k`` depends on ``N`` and the schedule
+only, never on the data.
+"""
+
+from __future__ import annotations
+
+from tops_adapters.hf.budget import Budget, Schedule
+from tops_adapters.hf.session import Pruning, StageRecord
+
+__all__ = ["enable", "disable", "Budget", "Schedule", "Pruning", "StageRecord"]
+
+
+def enable(model, schedule=None, *, keep=None, ratio=None, objective=None, relevance="auto",
+           positions="contiguous", raters="all_mean", crops="joint", newlines="keep") -> Pruning:
+    """Turn TOPS pruning on in ``model``; returns the session (also a context manager).
+
+    Parameters
+    ----------
+    model : transformers model
+        ``LlavaForConditionalGeneration``, ``LlavaNextForConditionalGeneration``,
+        ``Qwen2VLForConditionalGeneration`` or ``Qwen2_5_VLForConditionalGeneration``
+        (or their inner ``*Model``).
+    schedule : Schedule, optional
+        Stage I budget and Stage II points, e.g. ``Schedule.paper(T)``. Shortcuts:
+        ``keep=`` tokens or ``ratio=`` give a Stage-I-only schedule. Exactly one
+        of ``schedule``, ``keep`` and ``ratio``.
+    objective : tops_core.Objective or rule, optional
+        What the selector maximises. Default ``tops_core.TOPSRule()``: the
+        paper's rule (normalised relevance + 0.5 diversity + 0.5 coverage), the
+        method this integration reproduces. Pass ``tops_core.Objective()`` for
+        the certified relevance-weighted coverage objective.
+    relevance : {"auto", "cls", "instruction", "uniform"}
+        Stage I scores. ``auto``: CLS attention (LLaVA, LLaVA-NeXT), the
+        instruction (Qwen, whose encoder has no CLS token).
+    positions : {"contiguous", "original"}
+        Position ids after pruning: renumbered from 0 (the paper) or the
+        original ones (FastV-style). Qwen's M-RoPE requires ``"original"``.
+    raters : {"all_mean", "last", "threshold"}
+        Stage II text raters (see :func:`tops_adapters.hf.scores.rater_relevance`).
+    crops : {"joint", "crop"}
+        LLaVA-NeXT: one budget over all anyres crops, or split over crops in
+        proportion to their token counts.
+    newlines : {"keep", "select"}
+        LLaVA-NeXT ``image_newline`` tokens: always kept and not counted in the
+        budget, or ordinary candidates.
+
+    Returns
+    -------
+    Pruning
+        ``.disable()`` (or leaving the ``with`` block) restores the model;
+        ``.history`` holds the last prefill's :class:`StageRecord` s.
+    """
+    given = [x is not None for x in (schedule, keep, ratio)]
+    if sum(given) != 1:
+        from tops_core._validate import InvalidInputError
+        raise InvalidInputError(
+            "enable needs exactly one of schedule=, keep= or ratio=; got "
+            f"schedule={schedule!r}, keep={keep!r}, ratio={ratio!r}"
+        )
+    if schedule is None:
+        schedule = Schedule(stage1=Budget(keep=keep, ratio=ratio))
+    return Pruning(model, schedule, objective=objective, relevance=relevance, positions=positions,
+                   raters=raters, crops=crops, newlines=newlines)
+
+
+def disable(session: Pruning) -> None:
+    """Turn pruning off again (same as ``session.disable()``)."""
+    session.disable()

@@ -1,0 +1,161 @@
+"""TOPS pruning inside tiny random Qwen2-VL and Qwen2.5-VL models (M-RoPE, rope_deltas)."""
+
+import pytest
+import torch
+import transformers
+from tops_adapters.transformers import Schedule, enable
+
+import tops_core
+from tops_core import InvalidInputError
+
+IMAGE, START, END = 120, 122, 123
+N = 16  # an 8 x 8 patch grid merged 2 x 2
+TEXT = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=512,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]})
+TOKENS = dict(image_token_id=IMAGE, video_token_id=121, vision_start_token_id=START, vision_end_token_id=END,
+              bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+
+def tiny(kind):
+    torch.manual_seed(0)
+    if kind == "qwen2_vl":
+        vision = dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, patch_size=2, spatial_merge_size=2,
+                      temporal_patch_size=2)
+        config = transformers.Qwen2VLConfig(vision_config=vision, text_config=TEXT, **TOKENS)
+        return transformers.Qwen2VLForConditionalGeneration(config).eval()
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=2,
+                  spatial_merge_size=2, temporal_patch_size=2, window_size=8, out_hidden_size=32,
+                  fullatt_block_indexes=[1])
+    config = transformers.Qwen2_5_VLConfig(vision_config=vision, text_config=TEXT, **TOKENS)
+    return transformers.Qwen2_5_VLForConditionalGeneration(config).eval()
+
+
+@pytest.fixture(scope="module", params=["qwen2_vl", "qwen2_5_vl"])
+def model(request):
+    return tiny(request.param)
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    torch.manual_seed(1)
+    ids = torch.tensor([[3, 4, START] + [IMAGE] * N + [END, 5, 6, 7, 8]])
+    return {"input_ids": ids, "mm_token_type_ids": (ids == IMAGE).int(),
+            "pixel_values": torch.randn(64, 3 * 2 * 2 * 2), "image_grid_thw": torch.tensor([[1, 8, 8]])}
+
+
+def greedy(model, inputs, steps=4):
+    out = model.generate(**inputs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
+                         output_logits=True, return_dict_in_generate=True)
+    return out.sequences, torch.stack(out.logits)
+
+
+@torch.no_grad()
+def test_keeping_every_token_gives_the_unpruned_logits_exactly(model, inputs):
+    ref = model(**inputs).logits
+    ref_seq, ref_logits = greedy(model, inputs)
+    for schedule in (Schedule(stage1=N), Schedule(stage1=N, stage2=((1, N), (2, 10**6)))):
+        with enable(model, schedule, positions="original"):
+            assert torch.equal(model(**inputs).logits, ref)
+            seq, logits = greedy(model, inputs)
+        assert torch.equal(seq, ref_seq)
+        assert torch.equal(logits, ref_logits)
+
+
+@torch.no_grad()
+def test_instruction_relevance_picks_the_selectors_tokens(model, inputs):
+    k = 5
+    with enable(model, keep=k, positions="original") as session:
+        model(**inputs)
+    encoded = model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
+    features = encoded.pooler_output[0]
+    text = model.model.get_input_embeddings()(inputs["input_ids"][0, inputs["input_ids"][0] != IMAGE])
+    cos = torch.nn.functional.cosine_similarity(features[:, None].float(), text[None].float(), dim=-1)
+    relevance = ((1 + cos) / 2).mean(dim=1)
+    torch.testing.assert_close(session.history[0].relevance[0], relevance, rtol=1e-5, atol=1e-6)
+    expected = tops_core.select(relevance.numpy(), tops_core.cosine(features.numpy()), k,
+                                objective=tops_core.TOPSRule())
+    assert session.history[0].kept[0].tolist() == expected.indices.tolist()
+
+
+@torch.no_grad()
+def test_positions_and_rope_deltas_match_a_direct_computation(model, inputs):
+    steps, k = 4, 6
+    with enable(model, keep=k, positions="original") as session:
+        seq, logits = greedy(model, inputs, steps)
+        deltas = model.model.rope_deltas.clone()
+    columns = session.history[0].columns[0]
+    full, _ = model.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
+                                         image_grid_thw=inputs["image_grid_thw"])
+    kept = full[:, :, columns]
+    assert deltas.tolist() == [[int(kept.max()) + 1 - columns.shape[0]]]
+    # the unpatched model on the pruned sequence with the gathered 3-D positions
+    embeds = model.model.get_input_embeddings()(inputs["input_ids"])
+    embeds[0, 3:3 + N] = model.model.get_image_features(inputs["pixel_values"],
+                                                        inputs["image_grid_thw"]).pooler_output[0]
+    out = model(inputs_embeds=embeds[:, columns], position_ids=kept, use_cache=True)
+    direct, token = [out.logits[:, -1]], out.logits[:, -1].argmax(-1)
+    tokens, cache = [token], out.past_key_values
+    for t in range(steps - 1):
+        p = torch.full((3, 1, 1), int(kept.max()) + 1 + t)
+        out = model(input_ids=token[:, None], past_key_values=cache, position_ids=p, use_cache=True)
+        cache, token = out.past_key_values, out.logits[:, -1].argmax(-1)
+        direct.append(out.logits[:, -1])
+        tokens.append(token)
+    assert seq[0, inputs["input_ids"].shape[1]:].tolist() == torch.cat(tokens).tolist()
+    torch.testing.assert_close(logits[:, 0], torch.stack(direct)[:, 0], rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_stage2_with_mrope_runs_prefill_and_decode(model, inputs):
+    with enable(model, Schedule(stage1=8, stage2=((1, 4), (3, 2))), positions="original") as session:
+        seq = model.generate(**inputs, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    assert seq.shape[1] == inputs["input_ids"].shape[1] + 5
+    assert [r.kept.shape[1] for r in session.history] == [8, 4, 2]
+
+
+@torch.no_grad()
+def test_disable_restores_the_original_model(model, inputs):
+    ref = model(**inputs).logits
+    with enable(model, keep=4, positions="original"):
+        assert model(**inputs).logits.shape[1] == ref.shape[1] - N + 4
+    assert model.model.rope_deltas is None
+    assert torch.equal(model(**inputs).logits, ref)
+
+
+def test_mrope_needs_original_positions(model):
+    with pytest.raises(InvalidInputError, match="positions must be 'original'"):
+        enable(model, keep=4)
+    with pytest.raises(InvalidInputError, match="relevance='cls' needs a vision encoder with a CLS token"):
+        enable(model, keep=4, positions="original", relevance="cls")
+
+
+@torch.no_grad()
+def test_left_padding_keeps_each_rows_positions_and_rope_deltas(model, inputs):
+    ids = inputs["input_ids"][0].tolist()
+    other = [9, 10, 11, 3, 4, START, *[IMAGE] * N, END, 5, 6, 7]
+    batch = torch.tensor([[0, 0, *ids], other])
+    padded = {"input_ids": batch, "mm_token_type_ids": (batch == IMAGE).int(),
+              "attention_mask": torch.tensor([[0, 0, *[1] * len(ids)], [1] * len(other)]),
+              "pixel_values": torch.cat([inputs["pixel_values"]] * 2),
+              "image_grid_thw": torch.tensor([[1, 8, 8], [1, 8, 8]])}
+    schedule = Schedule(stage1=6, stage2=((1, 3),))
+    with enable(model, schedule, positions="original") as session:
+        out = model.generate(**padded, max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                             output_logits=True, return_dict_in_generate=True)
+        deltas = model.model.rope_deltas.clone()
+        columns = session.history[0].columns
+        alone = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                               output_logits=True, return_dict_in_generate=True)
+        delta_alone = model.model.rope_deltas.clone()
+    full, _ = model.model.get_rope_index(padded["input_ids"], padded["mm_token_type_ids"],
+                                         image_grid_thw=padded["image_grid_thw"],
+                                         attention_mask=padded["attention_mask"])
+    valid = padded["attention_mask"].gather(1, columns).bool()
+    for row in range(2):
+        kept = full[:, row, columns[row]][:, valid[row]]
+        assert deltas[row].item() == int(kept.max()) + 1 - int(valid[row].sum())
+    assert deltas[0].item() == delta_alone[0].item()
+    assert out.sequences[0, 2:].tolist() == alone.sequences[0].tolist()
+    torch.testing.assert_close(torch.stack(out.logits)[:, 0], torch.stack(alone.logits)[:, 0],
+                               rtol=1e-4, atol=1e-4)
