@@ -123,9 +123,12 @@ def test_disable_restores_the_original_model(model, inputs):
     assert torch.equal(model(**inputs).logits, ref)
 
 
-def test_mrope_needs_original_positions(model):
+def test_mrope_needs_original_positions(model, inputs):
     with pytest.raises(InvalidInputError, match="positions must be 'original'"):
-        enable(model, keep=4)
+        enable(model, keep=4, positions="contiguous")
+    with enable(model, keep=4) as session:  # "auto" resolves to the original M-RoPE positions
+        assert session.positions == "original"
+        assert model(**inputs).logits.shape[1] > 0
     with pytest.raises(InvalidInputError, match="relevance='cls' needs a vision encoder with a CLS token"):
         enable(model, keep=4, positions="original", relevance="cls")
 

@@ -24,7 +24,7 @@ __all__ = ["enable", "disable", "Budget", "Schedule", "Pruning", "StageRecord"]
 
 
 def enable(model, schedule=None, *, keep=None, ratio=None, objective=None, relevance="auto",
-           positions="contiguous", raters="all_mean", crops="joint", newlines="keep") -> Pruning:
+           positions="auto", raters="all_mean", crops="joint", newlines="keep") -> Pruning:
     """Turn TOPS pruning on in ``model``; returns the session (also a context manager).
 
     Parameters
@@ -45,9 +45,11 @@ def enable(model, schedule=None, *, keep=None, ratio=None, objective=None, relev
     relevance : {"auto", "cls", "instruction", "uniform"}
         Stage I scores. ``auto``: CLS attention (LLaVA, LLaVA-NeXT), the
         instruction (Qwen, whose encoder has no CLS token).
-    positions : {"contiguous", "original"}
+    positions : {"auto", "contiguous", "original"}
         Position ids after pruning: renumbered from 0 (the paper) or the
-        original ones (FastV-style). Qwen's M-RoPE requires ``"original"``.
+        original ones (FastV-style). Qwen's M-RoPE requires ``"original"``;
+        ``"auto"`` (default) picks ``"contiguous"`` for LLaVA / LLaVA-NeXT and
+        ``"original"`` for Qwen2-VL / Qwen2.5-VL.
     raters : {"all_mean", "last", "threshold"}
         Stage II text raters (see :func:`tops_adapters.hf.scores.rater_relevance`).
     crops : {"joint", "crop"}

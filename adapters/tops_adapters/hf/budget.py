@@ -9,7 +9,6 @@ from tops_core._validate import InvalidInputError
 
 __all__ = ["Budget", "Schedule", "split_budget"]
 
-_POSITIONS = ("contiguous", "original")
 
 
 @dataclass(frozen=True)

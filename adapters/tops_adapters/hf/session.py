@@ -26,7 +26,7 @@ from .stage2 import Stage2Mixin
 __all__ = ["Pruning", "StageRecord"]
 
 _RELEVANCE = ("auto", "cls", "instruction", "uniform")
-_POSITIONS = ("contiguous", "original")
+_POSITIONS = ("auto", "contiguous", "original")
 _CROPS = ("joint", "crop")
 _NEWLINES = ("keep", "select")
 
@@ -39,7 +39,7 @@ class Pruning(Stage2Mixin):
     """
 
     def __init__(self, model, schedule: Schedule, *, objective=None, relevance="auto",
-                 positions="contiguous", raters="all_mean", crops="joint", newlines="keep"):
+                 positions="auto", raters="all_mean", crops="joint", newlines="keep"):
         self.family, self.inner = family_of(model)
         if not isinstance(schedule, Schedule):
             raise InvalidInputError(f"schedule must be a tops_adapters.transformers.Schedule; got "
@@ -57,6 +57,8 @@ class Pruning(Stage2Mixin):
                 f"relevance='cls' needs a vision encoder with a CLS token; {self.family.name} has none. "
                 "Use 'instruction' or 'uniform'"
             )
+        if positions == "auto":  # the paper's renumbering where RoPE allows it
+            positions = "original" if self.family.mrope else "contiguous"
         if self.family.mrope and positions != "original":
             raise InvalidInputError(
                 f"{self.family.name} uses 3-D M-RoPE positions computed on the full sequence; they are "
