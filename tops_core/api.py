@@ -9,7 +9,7 @@ from tops_core._validate import InvalidInputError, check_choice, check_problem, 
 from tops_core.objective import Objective
 from tops_core.rules import DPP, SCOPE, DivPrune, TopK, TOPSRule
 from tops_core.selection import Selection
-from tops_core.solvers import SOLVERS, Exact, Greedy, Lazy, Stochastic
+from tops_core.solvers import SOLVERS, Exact, Greedy, Incremental, Lazy, Stochastic
 from tops_core.solvers._certificate import gains_along, online_bound
 from tops_core.solvers._result import SolverResult
 
@@ -43,7 +43,7 @@ def resolve(objective=None, method="auto"):
         )
     if isinstance(method, str):
         check_choice("method", method, _METHODS)
-    elif not isinstance(method, (Greedy, Lazy, Stochastic, Exact)):
+    elif not isinstance(method, (Greedy, Lazy, Stochastic, Exact, Incremental)):
         raise InvalidInputError(
             "method must be a name (" + ", ".join(repr(m) for m in _METHODS)
             + f") or a solver instance; got {type(method).__name__}"
@@ -63,7 +63,7 @@ def resolve(objective=None, method="auto"):
             )
         return objective, None
     if isinstance(method, str):
-        method = Lazy() if method == "auto" else SOLVERS[method]()
+        method = Incremental() if method == "auto" else SOLVERS[method]()
     return objective, method
 
 

@@ -1,0 +1,221 @@
+"""Numba kernels of the fast exact greedy (imported lazily, only when Numba is installed).
+
+Every gain these kernels report is reduced exactly as
+:func:`tops_core.objective.lane_sum` reduces it (8 interleaved running sums in
+ascending index order, then a fixed tree), so they agree with the NumPy path
+bit for bit. Kernels are compiled once and cached on disk (``cache=True``);
+``fastmath`` stays off because it would let LLVM reorder the sums.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_EPS = float(np.finfo(np.float64).eps)
+
+
+@njit(cache=True)
+def _combine(a0, a1, a2, a3, a4, a5, a6, a7):
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+@njit(cache=True)
+def lane_gain(col, m, w):
+    """Canonical coverage gain ``sum_j w_j max(col_j - m_j, 0)`` of one candidate."""
+    n = col.shape[0]
+    n8 = n - n % 8
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+    for j in range(0, n8, 8):
+        d0 = col[j] - m[j]
+        d1 = col[j + 1] - m[j + 1]
+        d2 = col[j + 2] - m[j + 2]
+        d3 = col[j + 3] - m[j + 3]
+        d4 = col[j + 4] - m[j + 4]
+        d5 = col[j + 5] - m[j + 5]
+        d6 = col[j + 6] - m[j + 6]
+        d7 = col[j + 7] - m[j + 7]
+        a0 += (d0 if d0 > 0.0 else 0.0) * w[j]
+        a1 += (d1 if d1 > 0.0 else 0.0) * w[j + 1]
+        a2 += (d2 if d2 > 0.0 else 0.0) * w[j + 2]
+        a3 += (d3 if d3 > 0.0 else 0.0) * w[j + 3]
+        a4 += (d4 if d4 > 0.0 else 0.0) * w[j + 4]
+        a5 += (d5 if d5 > 0.0 else 0.0) * w[j + 5]
+        a6 += (d6 if d6 > 0.0 else 0.0) * w[j + 6]
+        a7 += (d7 if d7 > 0.0 else 0.0) * w[j + 7]
+    rest = np.zeros(8)
+    for j in range(n8, n):
+        d = col[j] - m[j]
+        rest[j - n8] = (d if d > 0.0 else 0.0) * w[j]
+    return _combine(a0 + rest[0], a1 + rest[1], a2 + rest[2], a3 + rest[3],
+                    a4 + rest[4], a5 + rest[5], a6 + rest[6], a7 + rest[7])
+
+
+@njit(cache=True)
+def add_lanes(rows, row_start, w, lanes):
+    """Stream rows of ``s`` (``s[row_start + t, :]``) into per-candidate lane sums at ``m = 0``.
+
+    ``lanes[l, i]`` accumulates ``w_j s[j, i]`` for ``j = l (mod 8)`` in
+    ascending ``j``: reading the matrix row by row gives, for every candidate,
+    the same reduction :func:`lane_gain` gives reading its column.
+    """
+    for t in range(rows.shape[0]):
+        j = row_start + t
+        lane = lanes[j % 8]
+        wj = w[j]
+        row = rows[t]
+        for i in range(row.shape[0]):
+            lane[i] += row[i] * wj
+
+
+@njit(cache=True)
+def combine_lanes(lanes):
+    """Tree-combine lane sums ``(8, N)`` into the canonical reductions ``(N,)``."""
+    n = lanes.shape[1]
+    out = np.empty(n)
+    for i in range(n):
+        out[i] = _combine(lanes[0, i], lanes[1, i], lanes[2, i], lanes[3, i],
+                          lanes[4, i], lanes[5, i], lanes[6, i], lanes[7, i])
+    return out
+
+
+@njit(cache=True)
+def greedy_steps(rows, cols, r, r_pos, w, a, b, c, k, cov):
+    """Exact greedy with incrementally maintained gains and verified picks.
+
+    ``rows[j]`` is row ``j`` of ``s`` and ``cols[i]`` its column ``i`` (the
+    same array when ``s`` is symmetric). ``cov`` holds the canonical coverage
+    gains at ``S = {}`` and is updated in place: when token ``p`` joins,
+    ``m_j`` rises only where ``s[j, p] > m_j``, and each such row changes every
+    candidate's gain by its own row-``j`` term, an ``O(N)`` update. These
+    running gains drift from the canonical ones by rounding, at most ``tol``
+    (a proven bound that grows with the number of updates). A step whose best
+    running gain leads every other by more than ``2 tol`` has the same argmax
+    as greedy; otherwise the contenders are recomputed canonically and the
+    largest wins, lowest index first. The pick's own gain is always the
+    canonical one, so order and gains equal :class:`~tops_core.Greedy`'s.
+
+    Returns
+    -------
+    order, f_gains, g_gains, upper_value, tol, verified
+        ``cov`` ends as the running coverage gains (within ``tol``) at the
+        final set; ``verified`` counts canonical recomputations.
+    """
+    n = r.shape[0]
+    m = np.zeros(n)
+    penalty = np.zeros(n)
+    chosen = np.zeros(n, dtype=np.bool_)
+    order = np.empty(k, dtype=np.int64)
+    f_gains = np.empty(k)
+    g_gains = np.empty(k)
+    f_run = np.empty(n)
+    changed = np.empty(n, dtype=np.int64)
+    old = np.empty(n)
+    g0 = 0.0
+    for i in range(n):
+        if cov[i] > g0:
+            g0 = cov[i]
+    r_max = 0.0
+    for i in range(n):
+        if abs(r[i]) > r_max:
+            r_max = abs(r[i])
+    updates = 0
+    upper_value = 0.0
+    pen_max = 0.0
+    verified = 0
+    tol = 0.0
+    for step in range(k):
+        # Rounding drift of the running gains: the canonical sum and the
+        # running one are each within (N + 4 * updates) eps * g0 of the real
+        # value; the final combination adds a few more roundings.
+        tol = 8.0 * _EPS * ((n + 4.0 * updates + 16.0) * b * g0
+                            + a * r_max + b * g0 + c * pen_max)
+        best = -np.inf
+        for i in range(n):
+            if chosen[i]:
+                f_run[i] = -np.inf
+                continue
+            f = a * r[i] + b * cov[i]
+            if c != 0.0:
+                f = f - c * penalty[i]
+            f_run[i] = f
+            if f > best:
+                best = f
+        pick = -1
+        contenders = 0
+        for i in range(n):
+            if f_run[i] >= best - 2.0 * tol:
+                contenders += 1
+                pick = i
+        if contenders > 1:
+            best_exact = -np.inf
+            pick = -1
+            for i in range(n):
+                if f_run[i] >= best - 2.0 * tol:
+                    verified += 1
+                    cov[i] = lane_gain(cols[i], m, w)
+                    f = a * r[i] + b * cov[i]
+                    if c != 0.0:
+                        f = f - c * penalty[i]
+                    if f > best_exact:
+                        best_exact = f
+                        pick = i
+        cov_p = lane_gain(cols[pick], m, w)
+        f_p = a * r[pick] + b * cov_p
+        if c != 0.0:
+            f_p = f_p - c * penalty[pick]
+        g_p = a * r_pos[pick] + b * cov_p
+        order[step] = pick
+        f_gains[step] = f_p
+        g_gains[step] = g_p
+        upper_value += g_p
+        chosen[pick] = True
+        if c != 0.0:
+            prow = rows[pick]
+            for i in range(n):
+                penalty[i] += prow[i]
+                if penalty[i] > pen_max:
+                    pen_max = penalty[i]
+        if b == 0.0:
+            continue
+        # Rows whose running max rises, then their O(N) gain updates.
+        col = cols[pick]
+        n_changed = 0
+        for j in range(n):
+            if col[j] > m[j]:
+                changed[n_changed] = j
+                old[n_changed] = m[j]
+                n_changed += 1
+                m[j] = col[j]
+        for t in range(n_changed):
+            j = changed[t]
+            lo = old[t]
+            hi = m[j]
+            wj = w[j]
+            row = rows[j]
+            for i in range(n):
+                s = row[i]
+                if s > lo:
+                    if s > hi:
+                        cov[i] -= wj * (hi - lo)
+                    else:
+                        cov[i] -= wj * (s - lo)
+        updates += n_changed
+    tol = 8.0 * _EPS * ((n + 4.0 * updates + 16.0) * b * g0 + a * r_max + b * g0 + c * pen_max)
+    return order, f_gains, g_gains, upper_value, tol, verified
+
+
+@njit(cache=True)
+def transpose(a):
+    """Blocked transpose into a new C-contiguous array (cache-friendly tiles)."""
+    n0, n1 = a.shape
+    out = np.empty((n1, n0), dtype=a.dtype)
+    tile = 64
+    for i0 in range(0, n0, tile):
+        i1 = min(i0 + tile, n0)
+        for j0 in range(0, n1, tile):
+            j1 = min(j0 + tile, n1)
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    out[j, i] = a[i, j]
+    return out
