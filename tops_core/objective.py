@@ -161,7 +161,7 @@ class Objective:
         if self.relevance:
             terms.append(self.relevance * math.fsum(r64[idx]))
         if self.coverage:
-            best = sim[:, idx].max(axis=1).astype(np.float64)
+            best = _max_over_columns(sim, idx)
             terms.append(self.coverage * math.fsum(self.row_weights(r64) * best))
         if self.redundancy and idx.size > 1:
             block = sim[np.ix_(idx, idx)].astype(np.float64)
@@ -198,6 +198,15 @@ class Objective:
     def start(self, scores: np.ndarray, sim: np.ndarray) -> ObjectiveState:
         """Return the incremental state for ``S = {}`` on validated NumPy inputs."""
         return ObjectiveState(self, scores, sim)
+
+
+def _max_over_columns(sim: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``max_{i in idx} sim[j, i]`` for every row ``j``, float64 (a max is exact either way)."""
+    from tops_core.solvers.incremental import kernels, numba_available
+
+    if numba_available() and sim.flags.c_contiguous:
+        return kernels().max_over_columns(sim, np.ascontiguousarray(idx, dtype=np.int64))
+    return sim[:, idx].max(axis=1).astype(np.float64)
 
 
 def _check_indices(idx: np.ndarray, n: int) -> np.ndarray:

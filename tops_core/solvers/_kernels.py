@@ -194,12 +194,10 @@ def greedy_steps(rows, cols, r, r_pos, w, a, b, c, k, cov):
             wj = w[j]
             row = rows[j]
             for i in range(n):
+                # Branch-free (vectorises): subtracting 0.0 leaves a gain unchanged.
                 s = row[i]
-                if s > lo:
-                    if s > hi:
-                        cov[i] -= wj * (hi - lo)
-                    else:
-                        cov[i] -= wj * (s - lo)
+                x = (s if s < hi else hi) - lo
+                cov[i] -= wj * (x if x > 0.0 else 0.0)
         updates += n_changed
     tol = 8.0 * _EPS * ((n + 4.0 * updates + 16.0) * b * g0 + a * r_max + b * g0 + c * pen_max)
     return order, f_gains, g_gains, upper_value, tol, verified
@@ -218,4 +216,20 @@ def transpose(a):
             for i in range(i0, i1):
                 for j in range(j0, j1):
                     out[j, i] = a[i, j]
+    return out
+
+
+@njit(cache=True)
+def max_over_columns(sim, idx):
+    """``best_j = max_{i in idx} sim[j, i]`` as float64 (idx non-empty)."""
+    n = sim.shape[0]
+    out = np.empty(n)
+    for j in range(n):
+        row = sim[j]
+        best = row[idx[0]]
+        for t in range(1, idx.shape[0]):
+            v = row[idx[t]]
+            if v > best:
+                best = v
+        out[j] = best
     return out

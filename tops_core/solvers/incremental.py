@@ -46,6 +46,16 @@ def initial_coverage(sim_rows: np.ndarray, w: np.ndarray) -> np.ndarray:
     return kern.combine_lanes(lanes)
 
 
+def is_symmetric(a: np.ndarray, block: int = 512) -> bool:
+    """Exact symmetry, block by block (stops at the first differing block)."""
+    n = a.shape[0]
+    for i0 in range(0, n, block):
+        for j0 in range(i0, n, block):
+            if not np.array_equal(a[i0:i0 + block, j0:j0 + block], a[j0:j0 + block, i0:i0 + block].T):
+                return False
+    return True
+
+
 @dataclass(frozen=True)
 class Incremental:
     """Exact greedy with incrementally maintained gains (same order and gains as Greedy).
@@ -82,10 +92,10 @@ class Incremental:
             cov0 = np.zeros(n)
         else:
             cov0 = initial_coverage(rows, w)
-        if self.symmetric:
+        # Columns must be read contiguously (a strided column costs a cache miss
+        # per entry): a symmetric sim is its own transpose; otherwise copy once.
+        if self.symmetric or is_symmetric(rows):
             cols = rows
-        elif sim.flags.f_contiguous:
-            cols = sim.T
         else:
             cols = kern.transpose(rows)
         return run_from_coverage(objective, r, rows, cols, w, cov0, k)
