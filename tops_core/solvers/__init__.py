@@ -9,7 +9,10 @@ from tops_core.solvers.incremental import Incremental
 from tops_core.solvers.lazy import Lazy
 from tops_core.solvers.stochastic import Stochastic
 
-__all__ = ["Exact", "Greedy", "Incremental", "Lazy", "Stochastic", "SolverResult", "MAX_EXACT_N", "SOLVERS", "Solver"]
+__all__ = [
+    "Exact", "Greedy", "Incremental", "Lazy", "Stochastic",
+    "SolverResult", "MAX_EXACT_N", "SOLVERS", "Solver",
+]
 
 #: Solvers by the name ``select(method=...)`` accepts.
 SOLVERS = {"greedy": Greedy, "lazy": Lazy, "stochastic": Stochastic, "exact": Exact}
