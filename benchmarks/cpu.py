@@ -134,53 +134,61 @@ def peer_versions() -> dict:
 # --------------------------------------------------------------------- cases
 def sweep(sizes, repeats, peer_budget_s, with_peers) -> list[dict]:
     """Time against N for every method; check every set against tops-prune's."""
-    rows = []
     slow = set()  # methods that went over budget: skipped at larger N
     apricot = apricot_runner(compiled=True) if with_peers else None
+    rows = []
     for n in sizes:
-        k = budget(n)
-        r, sim = problem(n)
-        row = {"n": n, "k": k, "times_s": {}, "same_set": {}}
-        t, ours = best_of(lambda: tops_core.select(r, sim, k, objective=PLAIN), repeats, 5.0)
-        row["times_s"]["tops auto"] = t
-        row["value"] = ours.value
-        want = set(ours.order.tolist())
-        t, dflt = best_of(lambda: tops_core.select(r, sim, k), repeats, 5.0)
-        row["times_s"]["tops auto (focus=0.5)"] = t
-
-        def check(name, fn, reps, order_of=lambda x: x):
-            if name in slow:
-                return
-            t, out = best_of(fn, reps, peer_budget_s)
-            row["times_s"][name] = t
-            row["same_set"][name] = set(order_of(out).tolist()) == want
-            if t > peer_budget_s:
-                slow.add(name)
-
-        check("numpy lazy (reference)", lambda: Lazy().run(PLAIN, r, sim, k), 1, lambda x: x.order)
-        check("numpy greedy (reference)", lambda: Greedy().run(PLAIN, r, sim, k), 1, lambda x: x.order)
-        if with_peers:
-            sim64 = sim.astype(np.float64)
-            for opt in ("naive", "lazy", "two-stage"):
-                check(f"apricot {opt}", lambda opt=opt: apricot(sim64, k, opt), repeats)
-            del sim64
-            if "submodlib lazy" not in slow:
-                best = None
-                for _ in range(max(1, min(repeats, 3))):
-                    build, run, order = submodlib_run(sim, k)
-                    if best is None or build + run < best[0] + best[1]:
-                        best = (build, run)
-                    if build + run > peer_budget_s:
-                        break
-                row["times_s"]["submodlib lazy"] = best[1]
-                row["times_s"]["submodlib lazy (incl. build)"] = best[0] + best[1]
-                row["same_set"]["submodlib lazy"] = set(order.tolist()) == want
-                if sum(best) > peer_budget_s:
-                    slow.add("submodlib lazy")
+        row = sweep_one(n, repeats, peer_budget_s, apricot, slow)
         rows.append(row)
-        print(f"N={n:6d} k={k:5d} " + "  ".join(f"{m}: {v * 1e3:.1f} ms" for m, v in row["times_s"].items()),
-              flush=True)
+        print(f"N={n:6d} k={row['k']:5d} "
+              + "  ".join(f"{m}: {v * 1e3:.1f} ms" for m, v in row["times_s"].items()), flush=True)
     return rows
+
+
+def sweep_one(n, repeats, peer_budget_s, apricot, slow) -> dict:
+    """One size of the sweep (``apricot`` None: no peers)."""
+    k = budget(n)
+    r, sim = problem(n)
+    row = {"n": n, "k": k, "times_s": {}, "same_set": {}}
+    t, ours = best_of(lambda: tops_core.select(r, sim, k, objective=PLAIN), repeats, 5.0)
+    row["times_s"]["tops auto"] = t
+    row["value"] = ours.value
+    want = set(ours.order.tolist())
+    t, _ = best_of(lambda: tops_core.select(r, sim, k), repeats, 5.0)
+    row["times_s"]["tops auto (focus=0.5)"] = t
+
+    def check(name, fn, reps, order_of=lambda x: x):
+        if name in slow:
+            return
+        t, out = best_of(fn, reps, peer_budget_s)
+        row["times_s"][name] = t
+        row["same_set"][name] = set(order_of(out).tolist()) == want
+        if t > peer_budget_s:
+            slow.add(name)
+
+    check("numpy lazy (reference)", lambda: Lazy().run(PLAIN, r, sim, k), 1, lambda x: x.order)
+    check("numpy greedy (reference)", lambda: Greedy().run(PLAIN, r, sim, k), 1, lambda x: x.order)
+    if apricot is None:
+        return row
+    sim64 = sim.astype(np.float64)
+    check("apricot naive", lambda: apricot(sim64, k, "naive"), repeats)
+    check("apricot lazy", lambda: apricot(sim64, k, "lazy"), repeats)
+    check("apricot two-stage", lambda: apricot(sim64, k, "two-stage"), repeats)
+    sim64 = None  # free the float64 copy before submodlib builds its own
+    if "submodlib lazy" not in slow:
+        best = None
+        for _ in range(max(1, min(repeats, 3))):
+            build, run, order = submodlib_run(sim, k)
+            if best is None or build + run < best[0] + best[1]:
+                best = (build, run)
+            if build + run > peer_budget_s:
+                break
+        row["times_s"]["submodlib lazy"] = best[1]
+        row["times_s"]["submodlib lazy (incl. build)"] = best[0] + best[1]
+        row["same_set"]["submodlib lazy"] = set(order.tolist()) == want
+        if sum(best) > peer_budget_s:
+            slow.add("submodlib lazy")
+    return row
 
 
 def target_cases(repeats: int, with_peers: bool, quick: bool) -> list[dict]:
@@ -292,7 +300,8 @@ def render_markdown(data: dict) -> str:
         else:
             met = c["time_s"] <= c["target_s"]
             target = f"<= {c['target_s'] * 1e3:g} ms"
-        lines.append(f"| {c['case']} | {c['time_s'] * 1e3:.2f} ms | {target} | {'yes' if met else 'no'} | {peers} |")
+        met_s = "yes" if met else "no"
+        lines.append(f"| {c['case']} | {c['time_s'] * 1e3:.2f} ms | {target} | {met_s} | {peers} |")
     methods = []
     for row in data["sweep"]:
         methods += [m for m in row["times_s"] if m not in methods]

@@ -74,7 +74,7 @@ def test_bad_features_are_named(x, phrase):
 
 def test_scores_must_match_the_features():
     feats = tops_core.Features(np.eye(4))
-    with pytest.raises(tops_core.InvalidInputError, match=r"scores must be a real array of shape \(N,\) with N = 4"):
+    with pytest.raises(tops_core.InvalidInputError, match=r"shape \(N,\) with N = 4"):
         tops_core.select(np.ones(5), feats, 2)
     with pytest.raises(tops_core.InvalidInputError, match="k must satisfy"):
         tops_core.select(np.ones(4), feats, 5)
@@ -92,5 +92,5 @@ def test_raw_cosine_with_negative_entries_is_refused():
     (tops_core.TOPSRule(), "auto"), (None, "stochastic"), (None, "exact"),
 ])
 def test_features_refuse_rules_and_other_solvers(objective, method):
-    with pytest.raises(tops_core.InvalidInputError, match="sim given as tops_core.Features"):
+    with pytest.raises(tops_core.InvalidInputError, match=r"sim given as tops_core\.Features"):
         tops_core.select(np.ones(4), tops_core.Features(np.eye(4)), 2, objective=objective, method=method)
