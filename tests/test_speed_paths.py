@@ -165,3 +165,42 @@ def test_numba_is_imported_on_first_use_only():
             "tops_core.select(np.ones(4), np.eye(4), 2); assert 'numba' in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+RULES = [
+    tops_core.TOPSRule(),
+    tops_core.TOPSRule(norm="minmax"),
+    tops_core.TOPSRule(alpha=0.0, lam=1.0),
+    tops_core.TOPSRule(alpha=1.0, lam=0.0, norm="minmax"),
+    tops_core.TOPSRule(alpha=2.0, lam=0.25),
+]
+
+
+@settings(max_examples=80)
+@given(problems(max_n=12, dtype=np.float32), st.sampled_from(RULES))
+def test_tops_rule_fast_path_is_the_transcription_dyadic(problem, rule):
+    scores, sim, k = problem
+    np.testing.assert_array_equal(rule.order(scores, sim, k), rule.transcription(scores, sim, k))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rule", RULES, ids=range(len(RULES)))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tops_rule_fast_path_is_the_transcription_random(dtype, rule, seed):
+    rng = np.random.default_rng(seed)
+    n = 120
+    x = rng.normal(size=(n, 12))
+    x[rng.integers(0, n, 25)] = x[rng.integers(0, n, 25)]  # exact duplicates: tied scores
+    sim = tops_core.cosine(x.astype(dtype))
+    r = rng.random(n).astype(dtype)
+    r[:10] = r[10:20]
+    np.testing.assert_array_equal(rule.order(r, sim, 90), rule.transcription(r, sim, 90))
+
+
+def test_tops_rule_fast_path_on_a_slightly_asymmetric_sim():
+    rng = np.random.default_rng(4)
+    sim = tops_core.cosine(rng.normal(size=(80, 6)))
+    sim[3, 7] = np.nextafter(sim[3, 7], 2.0)  # within the symmetry tolerance, not exact
+    rule = tops_core.TOPSRule()
+    r = rng.random(80)
+    np.testing.assert_array_equal(rule.order(r, sim, 50), rule.transcription(r, sim, 50))

@@ -233,3 +233,151 @@ def max_over_columns(sim, idx):
                 best = v
         out[j] = best
     return out
+
+
+@njit(cache=True)
+def rule_coverage(rows, m, chosen):
+    """TOPS rule coverage ``c_i = sum_{j not chosen} max(0, F[i, j] - m_j)`` (row-major pass)."""
+    n = m.shape[0]
+    c = np.zeros(n)
+    for i in range(n):
+        row = rows[i]
+        acc = 0.0
+        for j in range(n):
+            x = row[j] - m[j]
+            acc += x if (x > 0.0 and not chosen[j]) else 0.0
+        c[i] = acc
+    return c
+
+
+@njit(cache=True)
+def _norm_stats(x, chosen, count, minmax):
+    """(shift, scale, degenerate) of the per-step normalisation over the candidates."""
+    if minmax:
+        lo = np.inf
+        hi = -np.inf
+        for i in range(x.shape[0]):
+            if not chosen[i]:
+                v = x[i]
+                lo = v if v < lo else lo
+                hi = v if v > hi else hi
+        return lo, hi - lo, hi - lo == 0.0
+    total = 0.0
+    for i in range(x.shape[0]):
+        if not chosen[i]:
+            total += x[i]
+    mean = total / count
+    return 0.0, mean, mean == 0.0
+
+
+@njit(cache=True)
+def tops_rule_steps(rows, cols, r, alpha, lam, minmax, k, order, step, m, chosen, c, c_max, updates, forced):
+    """Run the TOPS rule from ``step`` with incrementally maintained coverage ``c``.
+
+    Scores use running coverage and running means, each within a proven
+    rounding bound of what the NumPy transcription computes. A step whose
+    leader is ahead by more than twice the bound is the transcription's pick;
+    otherwise the kernel stops and returns ``(step, updates)`` so the caller
+    runs that step exactly (then resumes with ``forced`` = its pick).
+    """
+    n = r.shape[0]
+    d = 1.0 - m
+    while step < k:
+        if forced >= 0:
+            pick = forced
+            forced = -1
+        else:
+            count = 0
+            for i in range(n):
+                if not chosen[i]:
+                    count += 1
+            pick = -1
+            if count == 1:
+                for i in range(n):
+                    if not chosen[i]:
+                        pick = i
+            else:
+                for i in range(n):
+                    d[i] = 1.0 - m[i]
+                eps_c = 8.0 * _EPS * (n + 4.0 * updates + 16.0) * c_max
+                r_lo, r_sc, r_deg = _norm_stats(r, chosen, count, minmax)
+                d_lo, d_sc, d_deg = _norm_stats(d, chosen, count, minmax)
+                c_lo, c_sc, c_deg = _norm_stats(c, chosen, count, minmax)
+                r_abs = 0.0
+                d_abs = 0.0
+                for i in range(n):
+                    if not chosen[i]:
+                        r_abs = max(r_abs, abs(r[i]))
+                        d_abs = max(d_abs, abs(d[i]))
+                # Bounds on |running - transcription| of each normalised term.
+                if minmax:
+                    err_r = 0.0
+                    err_d = 0.0
+                    safe = c_sc > 4.0 * eps_c
+                    err_c = (2.0 * eps_c / c_sc + (c_sc + 2.0 * eps_c) * 2.0 * eps_c
+                             / (c_sc * (c_sc - 2.0 * eps_c))) if safe else 0.0
+                    if lam == 0.0:
+                        safe = True
+                else:
+                    dm_r = 4.0 * n * _EPS * r_abs
+                    dm_d = 4.0 * n * _EPS * d_abs
+                    dm_c = 4.0 * n * _EPS * (c_max + eps_c) + eps_c
+                    safe = (abs(r_sc) > 2.0 * dm_r or r_abs == 0.0)
+                    safe = safe and (alpha == 0.0 or abs(d_sc) > 2.0 * dm_d or d_abs == 0.0)
+                    safe = safe and (lam == 0.0 or abs(c_sc) > 2.0 * dm_c)
+                    err_r = 0.0
+                    err_d = 0.0
+                    err_c = 0.0
+                    if safe:
+                        if r_abs > 0.0:
+                            err_r = r_abs * dm_r / (abs(r_sc) * (abs(r_sc) - dm_r))
+                        if alpha != 0.0 and d_abs > 0.0:
+                            err_d = d_abs * dm_d / (abs(d_sc) * (abs(d_sc) - dm_d))
+                        if lam != 0.0:
+                            err_c = eps_c / abs(c_sc) + (c_max + eps_c) * dm_c / (
+                                abs(c_sc) * (abs(c_sc) - dm_c))
+                if not safe:
+                    return step, updates
+                best = -np.inf
+                second = -np.inf
+                top = 0.0
+                for i in range(n):
+                    if chosen[i]:
+                        continue
+                    s = 0.0 if r_deg else (r[i] - r_lo) / r_sc
+                    if alpha != 0.0:
+                        s = s + alpha * (0.0 if d_deg else (d[i] - d_lo) / d_sc)
+                    if lam != 0.0:
+                        s = s + lam * (0.0 if c_deg else (c[i] - c_lo) / c_sc)
+                    top = max(top, abs(s))
+                    if s > best:
+                        second = best
+                        best = s
+                        pick = i
+                    elif s > second:
+                        second = s
+                bound = err_r + alpha * err_d + lam * err_c + 16.0 * _EPS * (top + 1.0)
+                if best - second <= 2.0 * bound:
+                    return step, updates
+        order[step] = pick
+        chosen[pick] = True
+        # The pick leaves the candidates: drop its column's term (at the old m).
+        colp = cols[pick]
+        mp = m[pick]
+        for i in range(n):
+            x = colp[i] - mp
+            c[i] -= x if x > 0.0 else 0.0
+        # Rows whose running max rises change every coverage by their column's term.
+        for j in range(n):
+            hi = colp[j]
+            if hi > m[j]:
+                lo = m[j]
+                m[j] = hi
+                if not chosen[j]:
+                    colj = cols[j]
+                    for i in range(n):
+                        x = (colj[i] if colj[i] < hi else hi) - lo
+                        c[i] -= x if x > 0.0 else 0.0
+                    updates += 1
+        step += 1
+    return step, updates
