@@ -204,3 +204,31 @@ def test_tops_rule_fast_path_on_a_slightly_asymmetric_sim():
     rule = tops_core.TOPSRule()
     r = rng.random(80)
     np.testing.assert_array_equal(rule.order(r, sim, 50), rule.transcription(r, sim, 50))
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=range(len(OBJECTIVES)))
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_fast_certificate_matches_numpy_state(objective, symmetric):
+    from tops_core.solvers.incremental import fast_gains_along, fast_start
+
+    rng = np.random.default_rng(11)
+    sim = rng.random((45, 45)).astype(np.float32)
+    if symmetric:
+        sim = np.maximum(sim, sim.T)
+    r = rng.random(45).astype(np.float32)
+    order = rng.permutation(45)[:12]
+    gains, state = fast_gains_along(objective, r, sim, order)
+    ref = objective.start(r, sim)
+    want = []
+    for i in order:
+        f, g = ref.gains(np.array([i]))
+        want.append(f[0])
+        ref.add(int(i), float(f[0]), float(g[0]))
+    assert gains.tolist() == want
+    assert state.upper_value == pytest.approx(ref.upper_value, rel=1e-12)
+    rest = np.setdiff1d(np.arange(45), order)
+    for got, exp in zip(state.gains(rest), ref.gains(rest), strict=True):
+        assert got.tolist() == exp.tolist()
+    for got, exp in zip(fast_start(objective, r, sim).gains(rest), objective.start(r, sim).gains(rest),
+                        strict=True):
+        assert got.tolist() == exp.tolist()

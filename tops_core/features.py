@@ -108,10 +108,11 @@ def _initial_coverage(feats: Features, w: np.ndarray) -> tuple[np.ndarray, float
     lanes = np.zeros((LANES, feats.n), dtype=np.float64)
     lowest = np.inf
     fast = numba_available()
+    zero_m = np.zeros(feats.n)
     for start, rows in feats.blocks():
         lowest = min(lowest, float(rows.min()))
         if fast:
-            kernels().add_lanes(rows, start, w, lanes)
+            kernels().add_lanes(rows, start, w, zero_m, lanes)
         else:
             for t in range(rows.shape[0]):
                 lanes[(start + t) % LANES] += rows[t] * w[start + t]

@@ -52,20 +52,23 @@ def lane_gain(col, m, w):
 
 
 @njit(cache=True)
-def add_lanes(rows, row_start, w, lanes):
-    """Stream rows of ``s`` (``s[row_start + t, :]``) into per-candidate lane sums at ``m = 0``.
+def add_lanes(rows, row_start, w, m, lanes):
+    """Stream rows ``s[row_start + t, :]`` into per-candidate lane sums at running max ``m``.
 
-    ``lanes[l, i]`` accumulates ``w_j s[j, i]`` for ``j = l (mod 8)`` in
-    ascending ``j``: reading the matrix row by row gives, for every candidate,
-    the same reduction :func:`lane_gain` gives reading its column.
+    ``lanes[l, i]`` accumulates ``w_j max(s[j, i] - m_j, 0)`` for
+    ``j = l (mod 8)`` in ascending ``j``: reading the matrix row by row gives,
+    for every candidate, the same reduction :func:`lane_gain` gives reading
+    its column.
     """
     for t in range(rows.shape[0]):
         j = row_start + t
         lane = lanes[j % 8]
         wj = w[j]
+        mj = m[j]
         row = rows[t]
         for i in range(row.shape[0]):
-            lane[i] += row[i] * wj
+            d = row[i] - mj
+            lane[i] += (d if d > 0.0 else 0.0) * wj
 
 
 @njit(cache=True)
@@ -381,3 +384,31 @@ def tops_rule_steps(rows, cols, r, alpha, lam, minmax, k, order, step, m, chosen
                     updates += 1
         step += 1
     return step, updates
+
+
+@njit(cache=True)
+def gains_along(rows, cols, r, r_pos, w, a, b, c, order):
+    """Canonical gains of ``f`` and ``g`` along a given order, and the final ``m``, penalty."""
+    n = r.shape[0]
+    m = np.zeros(n)
+    penalty = np.zeros(n)
+    f_gains = np.empty(order.shape[0])
+    g_gains = np.empty(order.shape[0])
+    for t in range(order.shape[0]):
+        p = order[t]
+        cov = lane_gain(cols[p], m, w) if b != 0.0 else 0.0
+        f = a * r[p] + b * cov
+        if c != 0.0:
+            f = f - c * penalty[p]
+        f_gains[t] = f
+        g_gains[t] = a * r_pos[p] + b * cov
+        if b != 0.0:
+            col = cols[p]
+            for j in range(n):
+                if col[j] > m[j]:
+                    m[j] = col[j]
+        if c != 0.0:
+            row = rows[p]
+            for i in range(n):
+                penalty[i] += row[i]
+    return f_gains, g_gains, m, penalty

@@ -17,7 +17,7 @@ from tops_core.objective import Objective
 from tops_core.solvers._result import SolverResult, top_sum
 from tops_core.solvers.lazy import Lazy
 
-__all__ = ["Incremental", "numba_available", "kernels"]
+__all__ = ["Incremental", "numba_available", "kernels", "coverage_all", "fast_gains_along", "fast_start"]
 
 # Rows of sim streamed per call when the initial gains are summed (bounds nothing
 # but the call overhead: the kernel reads the rows in place).
@@ -36,14 +36,64 @@ def kernels():
     return _kernels
 
 
-def initial_coverage(sim_rows: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Canonical coverage gains at ``S = {}`` in one row-major pass over ``sim``."""
+def coverage_all(sim_rows: np.ndarray, w: np.ndarray, m: np.ndarray | None = None) -> np.ndarray:
+    """Canonical coverage gains of every token at running max ``m`` (default: ``S = {}``).
+
+    One row-major pass over ``sim``, bit-identical to the column-wise kernel.
+    """
     kern = kernels()
     n = w.shape[0]
+    m = np.zeros(n) if m is None else m
     lanes = np.zeros((8, sim_rows.shape[1]), dtype=np.float64)
     for start in range(0, n, _ROWS):
-        kern.add_lanes(sim_rows[start:start + _ROWS], start, w, lanes)
+        kern.add_lanes(sim_rows[start:start + _ROWS], start, w, m, lanes)
     return kern.combine_lanes(lanes)
+
+
+def columns_of(rows: np.ndarray) -> np.ndarray:
+    """``rows`` itself when exactly symmetric, else its transposed copy (columns contiguous)."""
+    return rows if is_symmetric(rows) else kernels().transpose(rows)
+
+
+class CoverageState:
+    """Final state of a set for the certificate: the NumPy ``ObjectiveState`` interface it needs.
+
+    Gains are the canonical ones, computed by one row-major pass.
+    """
+
+    def __init__(self, objective, r, rows, w, m, penalty, upper_value):
+        self.objective, self.r, self.rows, self.w = objective, r, rows, w
+        self.m, self.penalty, self.upper_value = m, penalty, upper_value
+
+    def gains(self, candidates: np.ndarray):
+        """``(f_gain, g_gain)`` of ``candidates`` at this state (see ``ObjectiveState.gains``)."""
+        obj = self.objective
+        cov = coverage_all(self.rows, self.w, self.m)[candidates] if obj.coverage else 0.0
+        f_gain = obj.relevance * self.r[candidates] + obj.coverage * cov
+        g_gain = obj.relevance * np.maximum(self.r, 0.0)[candidates] + obj.coverage * cov
+        if obj.redundancy:
+            f_gain = f_gain - obj.redundancy * self.penalty[candidates]
+        return f_gain, g_gain
+
+
+def fast_gains_along(objective, scores, sim, order):
+    """Gains along ``order`` (bit-identical to the NumPy ones) and a :class:`CoverageState`."""
+    r = scores.astype(np.float64)
+    w = objective.row_weights(r)
+    rows = np.ascontiguousarray(sim)
+    cols = columns_of(rows) if objective.coverage else rows
+    f, g, m, penalty = kernels().gains_along(rows, cols, r, np.maximum(r, 0.0), w, objective.relevance,
+                                             objective.coverage, objective.redundancy,
+                                             np.ascontiguousarray(order, dtype=np.int64))
+    return f, CoverageState(objective, r, rows, w, m, penalty, float(g.sum()))
+
+
+def fast_start(objective, scores, sim):
+    """A :class:`CoverageState` at ``S = {}``."""
+    r = scores.astype(np.float64)
+    n = r.shape[0]
+    return CoverageState(objective, r, np.ascontiguousarray(sim), objective.row_weights(r),
+                         np.zeros(n), np.zeros(n), 0.0)
 
 
 def is_symmetric(a: np.ndarray, block: int = 512) -> bool:
@@ -83,7 +133,6 @@ class Incremental:
         """Select ``k`` tokens; see :class:`SolverResult`."""
         if not numba_available():
             return Lazy().run(objective, scores, sim, k)
-        kern = kernels()
         n = scores.shape[0]
         r = scores.astype(np.float64)
         w = objective.row_weights(r)
@@ -91,13 +140,10 @@ class Incremental:
         if objective.coverage == 0:
             cov0 = np.zeros(n)
         else:
-            cov0 = initial_coverage(rows, w)
+            cov0 = coverage_all(rows, w)
         # Columns must be read contiguously (a strided column costs a cache miss
         # per entry): a symmetric sim is its own transpose; otherwise copy once.
-        if self.symmetric or is_symmetric(rows):
-            cols = rows
-        else:
-            cols = kern.transpose(rows)
+        cols = rows if self.symmetric else columns_of(rows)
         return run_from_coverage(objective, r, rows, cols, w, cov0, k)
 
 
