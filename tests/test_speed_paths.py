@@ -232,3 +232,16 @@ def test_fast_certificate_matches_numpy_state(objective, symmetric):
     for got, exp in zip(fast_start(objective, r, sim).gains(rest), objective.start(r, sim).gains(rest),
                         strict=True):
         assert got.tolist() == exp.tolist()
+
+
+def test_float16_inputs_take_the_numpy_path_with_the_same_answer():
+    rng = np.random.default_rng(2)
+    sim = tops_core.cosine(rng.normal(size=(30, 5))).astype(np.float16)
+    sim = np.maximum(sim, sim.T)
+    r = rng.random(30).astype(np.float16)
+    auto = tops_core.select(r, sim, 8)
+    ref = tops_core.select(r, sim, 8, method="greedy")
+    np.testing.assert_array_equal(auto.order, ref.order)
+    rule = tops_core.TOPSRule()
+    np.testing.assert_array_equal(tops_core.select(r, sim, 8, objective=rule).order,
+                                  rule.transcription(r, sim, 8))

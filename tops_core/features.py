@@ -15,7 +15,7 @@ from tops_core._validate import InvalidInputError, check_budget, describe
 from tops_core.objective import LANES, Objective, lane_sum
 from tops_core.selection import Selection
 from tops_core.solvers._result import top_sum
-from tops_core.solvers.incremental import kernels, numba_available
+from tops_core.solvers.incremental import fast_for, kernels
 
 __all__ = ["Features"]
 
@@ -107,7 +107,7 @@ def _initial_coverage(feats: Features, w: np.ndarray) -> tuple[np.ndarray, float
     """Canonical coverage gains at ``S = {}`` (column sums, one block pass) and min of sim."""
     lanes = np.zeros((LANES, feats.n), dtype=np.float64)
     lowest = np.inf
-    fast = numba_available()
+    fast = fast_for(feats.unit)
     zero_m = np.zeros(feats.n)
     for start, rows in feats.blocks():
         lowest = min(lowest, float(rows.min()))
@@ -122,7 +122,7 @@ def _initial_coverage(feats: Features, w: np.ndarray) -> tuple[np.ndarray, float
 
 def _coverage_of(rows: np.ndarray, m: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Canonical coverage gains of candidates given their similarity rows (= columns)."""
-    if numba_available():
+    if fast_for(rows):
         lane_gain = kernels().lane_gain
         return np.array([lane_gain(row, m, w) for row in rows], dtype=np.float64)
     return lane_sum(np.maximum(rows - m, 0.0) * w)

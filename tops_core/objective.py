@@ -202,9 +202,9 @@ class Objective:
 
 def _max_over_columns(sim: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """``max_{i in idx} sim[j, i]`` for every row ``j``, float64 (a max is exact either way)."""
-    from tops_core.solvers.incremental import kernels, numba_available
+    from tops_core.solvers.incremental import fast_for, kernels
 
-    if numba_available() and sim.flags.c_contiguous:
+    if fast_for(sim) and sim.flags.c_contiguous:
         return kernels().max_over_columns(sim, np.ascontiguousarray(idx, dtype=np.int64))
     return sim[:, idx].max(axis=1).astype(np.float64)
 

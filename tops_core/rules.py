@@ -81,9 +81,9 @@ class TOPSRule:
         steps run :meth:`transcription_step`, so the order is the
         transcription's exactly.
         """
-        from tops_core.solvers.incremental import numba_available
+        from tops_core.solvers.incremental import fast_for
 
-        if numba_available() and k > 2:
+        if fast_for(sim) and k > 2:
             return self._order_incremental(scores, sim, k)
         return self.transcription(scores, sim, k)
 

@@ -15,9 +15,9 @@ def gains_along(objective: Objective, scores: np.ndarray, sim: np.ndarray, order
 
     With Numba, one compiled pass gives the same gains bit for bit.
     """
-    from tops_core.solvers.incremental import fast_gains_along, numba_available
+    from tops_core.solvers.incremental import fast_for, fast_gains_along
 
-    if numba_available():
+    if fast_for(sim):
         return fast_gains_along(objective, scores, sim, order)
     state = objective.start(scores, sim)
     gains = np.empty(order.shape[0], dtype=np.float64)
@@ -36,10 +36,10 @@ def online_bound(objective: Objective, scores: np.ndarray, sim: np.ndarray,
     part of ``f``) at ``S = {}`` and at ``S = set(order)``, two passes over
     ``sim``.
     """
-    from tops_core.solvers.incremental import fast_start, numba_available
+    from tops_core.solvers.incremental import fast_for, fast_start
 
     n = scores.shape[0]
-    start = fast_start(objective, scores, sim) if numba_available() else objective.start(scores, sim)
+    start = fast_start(objective, scores, sim) if fast_for(sim) else objective.start(scores, sim)
     _, g0 = start.gains(np.arange(n))
     bound = top_sum(g0, k)
     if final_state is not None and order.size:

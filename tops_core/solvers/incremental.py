@@ -17,7 +17,8 @@ from tops_core.objective import Objective
 from tops_core.solvers._result import SolverResult, top_sum
 from tops_core.solvers.lazy import Lazy
 
-__all__ = ["Incremental", "numba_available", "kernels", "coverage_all", "fast_gains_along", "fast_start"]
+__all__ = ["Incremental", "numba_available", "kernels", "coverage_all", "fast_gains_along", "fast_start",
+           "fast_for"]
 
 # Rows of sim streamed per call when the initial gains are summed (bounds nothing
 # but the call overhead: the kernel reads the rows in place).
@@ -27,6 +28,11 @@ _ROWS = 1024
 def numba_available() -> bool:
     """Whether the optional Numba kernels can be used (without importing Numba)."""
     return importlib.util.find_spec("numba") is not None
+
+
+def fast_for(sim: np.ndarray) -> bool:
+    """Whether the compiled kernels apply to ``sim`` (Numba installed, float32 or float64)."""
+    return sim.dtype in (np.float32, np.float64) and numba_available()
 
 
 def kernels():
@@ -131,7 +137,7 @@ class Incremental:
 
     def run(self, objective: Objective, scores: np.ndarray, sim: np.ndarray, k: int) -> SolverResult:
         """Select ``k`` tokens; see :class:`SolverResult`."""
-        if not numba_available():
+        if not fast_for(sim):
             return Lazy().run(objective, scores, sim, k)
         n = scores.shape[0]
         r = scores.astype(np.float64)
