@@ -7,12 +7,13 @@ and :func:`cosine`. Importing this package imports NumPy only.
 
 from tops_core._validate import InvalidInputError
 from tops_core.api import select
+from tops_core.features import Features
 from tops_core.normalize import normalize
 from tops_core.objective import Objective
 from tops_core.rules import DPP, SCOPE, DivPrune, TopK, TOPSRule
 from tops_core.selection import Selection
 from tops_core.similarity import cosine
-from tops_core.solvers import MAX_EXACT_N, Exact, Greedy, Lazy, Stochastic
+from tops_core.solvers import MAX_EXACT_N, Exact, Greedy, Incremental, Lazy, Stochastic
 
 __version__ = "0.1.0"
 
@@ -27,11 +28,13 @@ __all__ = [
     "DPP",
     "Greedy",
     "Lazy",
+    "Incremental",
     "Stochastic",
     "Exact",
     "MAX_EXACT_N",
     "normalize",
     "cosine",
+    "Features",
     "InvalidInputError",
     "__version__",
 ]

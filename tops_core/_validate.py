@@ -81,16 +81,22 @@ def check_budget(k: object, n: int) -> int:
     return k
 
 
-def _as_real_array(name: str, x: np.ndarray, given: str) -> np.ndarray:
+def _as_real_array(name: str, x: np.ndarray, given: str) -> tuple[np.ndarray, float]:
+    """Return ``x`` as floats and its minimum, after checking it is real and finite."""
     if x.dtype.kind not in "fiu":
         raise InvalidInputError(
             f"{name} must hold real numbers (a float or integer dtype); got {given}"
         )
     if x.dtype.kind in "iu":
         x = x.astype(np.float64)
-    if x.size and not np.isfinite(x).all():
+    if not x.size:
+        return x, 0.0
+    # Two streaming reductions instead of an elementwise isfinite (and a second
+    # pass for the sign): min and max propagate NaN, and any inf shows in one of them.
+    lo, hi = x.min(), x.max()
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         raise InvalidInputError(f"{name} must be finite (no NaN or inf); got {given} with NaN or inf")
-    return x
+    return x, float(lo)
 
 
 def _symmetric(sim: np.ndarray) -> bool:
@@ -164,9 +170,9 @@ def check_problem(
             f"sim must be square and match scores: shape {expected} for scores of shape "
             f"{tuple(scores_arr.shape)}; got {mg}"
         )
-    scores_arr = _as_real_array("scores", scores_arr, sg)
-    sim_arr = _as_real_array("sim", sim_arr, mg)
-    if (sim_arr < 0).any():
+    scores_arr, _ = _as_real_array("scores", scores_arr, sg)
+    sim_arr, sim_min = _as_real_array("sim", sim_arr, mg)
+    if sim_min < 0:
         raise InvalidInputError(
             "sim must be non-negative (coverage and the redundancy penalty are submodular only "
             f"for s >= 0); got {mg} with negative entries. For cosine similarities in [-1, 1] "

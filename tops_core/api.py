@@ -6,10 +6,11 @@ import numpy as np
 
 from tops_core._dispatch import adapter_for, framework_of
 from tops_core._validate import InvalidInputError, check_choice, check_problem, describe
+from tops_core.features import Features, select_features
 from tops_core.objective import Objective
 from tops_core.rules import DPP, SCOPE, DivPrune, TopK, TOPSRule
 from tops_core.selection import Selection
-from tops_core.solvers import SOLVERS, Exact, Greedy, Lazy, Stochastic
+from tops_core.solvers import SOLVERS, Exact, Greedy, Incremental, Lazy, Stochastic
 from tops_core.solvers._certificate import gains_along, online_bound
 from tops_core.solvers._result import SolverResult
 
@@ -43,7 +44,7 @@ def resolve(objective=None, method="auto"):
         )
     if isinstance(method, str):
         check_choice("method", method, _METHODS)
-    elif not isinstance(method, (Greedy, Lazy, Stochastic, Exact)):
+    elif not isinstance(method, (Greedy, Lazy, Stochastic, Exact, Incremental)):
         raise InvalidInputError(
             "method must be a name (" + ", ".join(repr(m) for m in _METHODS)
             + f") or a solver instance; got {type(method).__name__}"
@@ -63,7 +64,7 @@ def resolve(objective=None, method="auto"):
             )
         return objective, None
     if isinstance(method, str):
-        method = Lazy() if method == "auto" else SOLVERS[method]()
+        method = Incremental() if method == "auto" else SOLVERS[method]()
     return objective, method
 
 
@@ -75,9 +76,10 @@ def select(scores, sim, k, /, *, objective=None, method="auto", reference=None) 
     scores : array, shape (N,) or (B, N)
         Relevance ``r`` of each token (e.g. CLS or text-to-visual attention).
         NumPy array (or array-like), ``torch.Tensor`` or ``mlx.core.array``.
-    sim : array, shape (N, N) or (B, N, N)
+    sim : array, shape (N, N) or (B, N, N), or Features
         Non-negative similarity (e.g. ``(1 + cosine) / 2``), same framework and
-        device as ``scores``.
+        device as ``scores``; or :class:`Features` (unbatched) to build
+        similarity rows on demand from token features, never the full matrix.
     k : int
         Tokens to keep, ``0 <= k <= N``.
     objective : Objective or rule, optional
@@ -118,6 +120,15 @@ def select(scores, sim, k, /, *, objective=None, method="auto", reference=None) 
     True
     """
     objective, solver = resolve(objective, method)
+    if isinstance(sim, Features):
+        if not isinstance(objective, Objective) or not isinstance(solver, (Incremental, Greedy, Lazy)):
+            raise InvalidInputError(
+                "sim given as tops_core.Features runs the greedy of an Objective (method 'auto', "
+                f"'greedy' or 'lazy'); got objective={type(objective).__name__}, method="
+                f"{getattr(solver, 'name', method)!r}. Pass a dense sim (e.g. "
+                "tops_core.cosine(features)) for rules and other solvers"
+            )
+        return select_features(scores, sim, k, objective)
     if framework_of(scores) != framework_of(sim):
         raise InvalidInputError(
             f"scores and sim must come from the same framework; got scores as "

@@ -23,11 +23,33 @@ import numpy as np
 
 from tops_core._validate import InvalidInputError, check_problem, check_weight
 
-__all__ = ["Objective", "ObjectiveState"]
+__all__ = ["Objective", "ObjectiveState", "lane_sum"]
 
 # Rows of the gain kernel evaluated per block: bounds the float64 temporary to
 # _BLOCK * N values without changing any result (each row is reduced on its own).
 _BLOCK = 256
+
+#: Lanes of the canonical coverage reduction (see :func:`lane_sum`).
+LANES = 8
+
+
+def lane_sum(terms: np.ndarray) -> np.ndarray:
+    """The canonical float64 reduction of every gain: 8 interleaved running sums.
+
+    Row ``i`` of ``terms`` (shape ``(B, N)``) is reduced as lane sums
+    ``L_l = (((t_l + t_{l+8}) + t_{l+16}) + ...)`` taken in ascending order,
+    then ``((L_0 + L_1) + (L_2 + L_3)) + ((L_4 + L_5) + (L_6 + L_7))``. The
+    order is fixed by definition (not left to NumPy's pairwise summation), so
+    the Numba kernels reproduce every gain bit for bit, whatever the block
+    size or the access pattern (row streaming or column reads).
+    """
+    b, n = terms.shape
+    n8 = n - n % LANES
+    lanes = terms[:, :n8].reshape(b, n8 // LANES, LANES).sum(axis=1)  # sequential per lane
+    if n8 < n:
+        lanes[:, : n - n8] += terms[:, n8:]
+    return ((lanes[:, 0] + lanes[:, 1]) + (lanes[:, 2] + lanes[:, 3])) + (
+        (lanes[:, 4] + lanes[:, 5]) + (lanes[:, 6] + lanes[:, 7]))
 
 
 @dataclass(frozen=True)
@@ -139,7 +161,7 @@ class Objective:
         if self.relevance:
             terms.append(self.relevance * math.fsum(r64[idx]))
         if self.coverage:
-            best = sim[:, idx].max(axis=1).astype(np.float64)
+            best = _max_over_columns(sim, idx)
             terms.append(self.coverage * math.fsum(self.row_weights(r64) * best))
         if self.redundancy and idx.size > 1:
             block = sim[np.ix_(idx, idx)].astype(np.float64)
@@ -176,6 +198,15 @@ class Objective:
     def start(self, scores: np.ndarray, sim: np.ndarray) -> ObjectiveState:
         """Return the incremental state for ``S = {}`` on validated NumPy inputs."""
         return ObjectiveState(self, scores, sim)
+
+
+def _max_over_columns(sim: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``max_{i in idx} sim[j, i]`` for every row ``j``, float64 (a max is exact either way)."""
+    from tops_core.solvers.incremental import fast_for, kernels
+
+    if fast_for(sim) and sim.flags.c_contiguous:
+        return kernels().max_over_columns(sim, np.ascontiguousarray(idx, dtype=np.int64))
+    return sim[:, idx].max(axis=1).astype(np.float64)
 
 
 def _check_indices(idx: np.ndarray, n: int) -> np.ndarray:
@@ -240,7 +271,7 @@ class ObjectiveState:
             for start in range(0, candidates.shape[0], _BLOCK):
                 block = candidates[start:start + _BLOCK]
                 excess = np.maximum(self.columns[block] - self.m, 0.0)
-                cov[start:start + _BLOCK] = (excess * self.w).sum(axis=1)
+                cov[start:start + _BLOCK] = lane_sum(excess * self.w)
         f_gain = obj.relevance * self.r[candidates] + obj.coverage * cov
         g_gain = obj.relevance * self.r_pos[candidates] + obj.coverage * cov
         if obj.redundancy:

@@ -5,12 +5,16 @@ from __future__ import annotations
 from tops_core.solvers._result import SolverResult
 from tops_core.solvers.exact import MAX_EXACT_N, Exact
 from tops_core.solvers.greedy import Greedy
+from tops_core.solvers.incremental import Incremental
 from tops_core.solvers.lazy import Lazy
 from tops_core.solvers.stochastic import Stochastic
 
-__all__ = ["Exact", "Greedy", "Lazy", "Stochastic", "SolverResult", "MAX_EXACT_N", "SOLVERS", "Solver"]
+__all__ = [
+    "Exact", "Greedy", "Incremental", "Lazy", "Stochastic",
+    "SolverResult", "MAX_EXACT_N", "SOLVERS", "Solver",
+]
 
 #: Solvers by the name ``select(method=...)`` accepts.
 SOLVERS = {"greedy": Greedy, "lazy": Lazy, "stochastic": Stochastic, "exact": Exact}
 
-Solver = Greedy | Lazy | Stochastic | Exact
+Solver = Greedy | Lazy | Stochastic | Exact | Incremental

@@ -11,7 +11,14 @@ __all__ = ["gains_along", "online_bound"]
 
 
 def gains_along(objective: Objective, scores: np.ndarray, sim: np.ndarray, order: np.ndarray):
-    """Gains of ``objective`` along ``order`` and the final incremental state."""
+    """Gains of ``objective`` along ``order`` and the final incremental state.
+
+    With Numba, one compiled pass gives the same gains bit for bit.
+    """
+    from tops_core.solvers.incremental import fast_for, fast_gains_along
+
+    if fast_for(sim):
+        return fast_gains_along(objective, scores, sim, order)
     state = objective.start(scores, sim)
     gains = np.empty(order.shape[0], dtype=np.float64)
     for t, i in enumerate(order):
@@ -29,8 +36,10 @@ def online_bound(objective: Objective, scores: np.ndarray, sim: np.ndarray,
     part of ``f``) at ``S = {}`` and at ``S = set(order)``, two passes over
     ``sim``.
     """
+    from tops_core.solvers.incremental import fast_for, fast_start
+
     n = scores.shape[0]
-    start = objective.start(scores, sim)
+    start = fast_start(objective, scores, sim) if fast_for(sim) else objective.start(scores, sim)
     _, g0 = start.gains(np.arange(n))
     bound = top_sum(g0, k)
     if final_state is not None and order.size:

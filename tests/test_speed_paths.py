@@ -1,0 +1,247 @@
+"""Fast paths give the reference answers: auto == greedy bit for bit, fused checks unchanged."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tops_core
+from tops_core.objective import lane_sum
+from tops_core.solvers import Greedy, Incremental, Lazy
+from tops_core.solvers.incremental import is_symmetric, kernels
+from tops_core.testing import problems
+
+OBJECTIVES = [
+    tops_core.Objective(),
+    tops_core.Objective(focus=0.0),
+    tops_core.Objective(focus=1.0),
+    tops_core.Objective(relevance=0.5, coverage=1.0, redundancy=0.05, focus=0.3),
+    tops_core.Objective(relevance=1.0, coverage=0.0),
+]
+
+
+def _sequential_lanes(row: np.ndarray) -> float:
+    """The canonical reduction written out term by term."""
+    lanes = [0.0] * 8
+    for j, t in enumerate(row):
+        lanes[j % 8] += float(t)
+    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+
+
+@pytest.mark.parametrize("n", [1, 3, 8, 13, 64, 129, 1000])
+def test_lane_sum_is_the_written_out_reduction(n):
+    rng = np.random.default_rng(n)
+    terms = rng.random((5, n)) * rng.random(n) ** 6  # mixed magnitudes: order matters
+    got = lane_sum(terms)
+    assert got.tolist() == [_sequential_lanes(row) for row in terms]
+    # each row alone gives the same bits as within a block
+    assert [lane_sum(terms[i:i + 1])[0] for i in range(5)] == got.tolist()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [5, 16, 77])
+def test_numba_lane_gain_matches_numpy_kernel(dtype, n):
+    rng = np.random.default_rng(7)
+    col = rng.random(n).astype(dtype)
+    m = rng.random(n) * 0.8
+    w = rng.random(n) * 2
+    want = lane_sum((np.maximum(col - m, 0.0) * w)[None])[0]
+    assert kernels().lane_gain(col, m, w) == want
+
+
+def _assert_same_run(objective, r, sim, k):
+    ref = Greedy().run(objective, r, sim, k)
+    got = Incremental().run(objective, r, sim, k)
+    lazy = Lazy().run(objective, r, sim, k)
+    np.testing.assert_array_equal(got.order, ref.order)
+    assert got.gains.tolist() == ref.gains.tolist()  # bit for bit
+    np.testing.assert_array_equal(lazy.order, ref.order)
+    assert lazy.gains.tolist() == ref.gains.tolist()
+    value = objective.value_of(r, sim, ref.order)
+    assert got.upper_bound >= value - 1e-9 * max(1.0, abs(value))
+
+
+@settings(max_examples=60)
+@given(problems(max_n=12, dtype=np.float32), st.sampled_from(OBJECTIVES))
+def test_auto_equals_greedy_dyadic_float32(problem, objective):
+    scores, sim, k = problem
+    _assert_same_run(objective, scores, sim, k)
+
+
+@settings(max_examples=60)
+@given(problems(max_n=12, symmetric=False), st.sampled_from(OBJECTIVES[:3]))
+def test_auto_equals_greedy_dyadic_asymmetric(problem, objective):
+    scores, sim, k = problem
+    _assert_same_run(objective, scores, sim, k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=range(len(OBJECTIVES)))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auto_equals_greedy_random_with_duplicates(dtype, objective, seed):
+    rng = np.random.default_rng(seed)
+    n = 150
+    x = rng.normal(size=(n, 24))
+    x[rng.integers(0, n, 30)] = x[rng.integers(0, n, 30)]  # exact duplicates: tied gains
+    sim = tops_core.cosine(x.astype(dtype))
+    r = rng.random(n).astype(dtype)
+    r[:20] = r[20:40]  # tied relevance too
+    _assert_same_run(objective, r, sim, 40)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_auto_equals_greedy_nonsymmetric_random(dtype):
+    rng = np.random.default_rng(3)
+    sim = rng.random((97, 97)).astype(dtype)
+    r = rng.random(97).astype(dtype)
+    assert not is_symmetric(sim)
+    for objective in OBJECTIVES[:3]:
+        _assert_same_run(objective, r, sim, 30)
+
+
+def test_all_tied_gains_take_lowest_indices():
+    sim = np.full((40, 40), 0.5, dtype=np.float32)
+    np.fill_diagonal(sim, 1.0)
+    sel = tops_core.select(np.ones(40, np.float32), sim, 10)
+    assert sel.order.tolist() == list(range(10))
+    assert sel.gains.tolist() == tops_core.select(np.ones(40), sim, 10, method="greedy").gains.tolist()
+
+
+def test_select_auto_batched_matches_greedy():
+    rng = np.random.default_rng(5)
+    sims = np.stack([tops_core.cosine(rng.normal(size=(60, 8)).astype(np.float32)) for _ in range(3)])
+    r = rng.random((3, 60)).astype(np.float32)
+    auto = tops_core.select(r, sims, 12)
+    ref = tops_core.select(r, sims, 12, method="greedy")
+    np.testing.assert_array_equal(auto.order, ref.order)
+    np.testing.assert_array_equal(auto.value, ref.value)
+    assert auto.method == "incremental"
+
+
+def test_value_fast_max_equals_definition():
+    rng = np.random.default_rng(9)
+    sim = rng.random((50, 50)).astype(np.float32)
+    idx = np.array([3, 49, 0, 17])
+    want = sim[:, idx].max(axis=1).astype(np.float64)
+    np.testing.assert_array_equal(kernels().max_over_columns(sim, idx), want)
+
+
+def test_is_symmetric_exact():
+    rng = np.random.default_rng(1)
+    a = rng.random((700, 700))
+    a = a + a.T
+    assert is_symmetric(a)
+    a[650, 3] = np.nextafter(a[650, 3], 2.0)
+    assert not is_symmetric(a)
+
+
+@pytest.mark.parametrize(
+    ("bad", "phrase"),
+    [(np.nan, "sim must be finite (no NaN or inf)"), (np.inf, "sim must be finite (no NaN or inf)"),
+     (-np.inf, "sim must be finite (no NaN or inf)"), (-0.25, "sim must be non-negative")],
+)
+def test_fused_sim_checks_keep_their_messages(bad, phrase):
+    sim = np.full((6, 6), 0.5, dtype=np.float32)
+    sim[4, 1] = bad
+    with pytest.raises(tops_core.InvalidInputError) as err:
+        tops_core.select(np.ones(6), sim, 2)
+    assert phrase in str(err.value)
+    assert "shape (6, 6), dtype float32" in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_fused_score_checks_keep_their_messages(bad):
+    scores = np.ones(6)
+    scores[2] = bad
+    with pytest.raises(tops_core.InvalidInputError, match=r"scores must be finite \(no NaN or inf\)"):
+        tops_core.select(scores, np.full((6, 6), 0.5), 2)
+
+
+def test_numba_is_imported_on_first_use_only():
+    code = ("import sys, numpy as np, tops_core; assert 'numba' not in sys.modules; "
+            "tops_core.select(np.ones(4), np.eye(4), 2); assert 'numba' in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+RULES = [
+    tops_core.TOPSRule(),
+    tops_core.TOPSRule(norm="minmax"),
+    tops_core.TOPSRule(alpha=0.0, lam=1.0),
+    tops_core.TOPSRule(alpha=1.0, lam=0.0, norm="minmax"),
+    tops_core.TOPSRule(alpha=2.0, lam=0.25),
+]
+
+
+@settings(max_examples=80)
+@given(problems(max_n=12, dtype=np.float32), st.sampled_from(RULES))
+def test_tops_rule_fast_path_is_the_transcription_dyadic(problem, rule):
+    scores, sim, k = problem
+    np.testing.assert_array_equal(rule.order(scores, sim, k), rule.transcription(scores, sim, k))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rule", RULES, ids=range(len(RULES)))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tops_rule_fast_path_is_the_transcription_random(dtype, rule, seed):
+    rng = np.random.default_rng(seed)
+    n = 120
+    x = rng.normal(size=(n, 12))
+    x[rng.integers(0, n, 25)] = x[rng.integers(0, n, 25)]  # exact duplicates: tied scores
+    sim = tops_core.cosine(x.astype(dtype))
+    r = rng.random(n).astype(dtype)
+    r[:10] = r[10:20]
+    np.testing.assert_array_equal(rule.order(r, sim, 90), rule.transcription(r, sim, 90))
+
+
+def test_tops_rule_fast_path_on_a_slightly_asymmetric_sim():
+    rng = np.random.default_rng(4)
+    sim = tops_core.cosine(rng.normal(size=(80, 6)))
+    sim[3, 7] = np.nextafter(sim[3, 7], 2.0)  # within the symmetry tolerance, not exact
+    rule = tops_core.TOPSRule()
+    r = rng.random(80)
+    np.testing.assert_array_equal(rule.order(r, sim, 50), rule.transcription(r, sim, 50))
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=range(len(OBJECTIVES)))
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_fast_certificate_matches_numpy_state(objective, symmetric):
+    from tops_core.solvers.incremental import fast_gains_along, fast_start
+
+    rng = np.random.default_rng(11)
+    sim = rng.random((45, 45)).astype(np.float32)
+    if symmetric:
+        sim = np.maximum(sim, sim.T)
+    r = rng.random(45).astype(np.float32)
+    order = rng.permutation(45)[:12]
+    gains, state = fast_gains_along(objective, r, sim, order)
+    ref = objective.start(r, sim)
+    want = []
+    for i in order:
+        f, g = ref.gains(np.array([i]))
+        want.append(f[0])
+        ref.add(int(i), float(f[0]), float(g[0]))
+    assert gains.tolist() == want
+    assert state.upper_value == pytest.approx(ref.upper_value, rel=1e-12)
+    rest = np.setdiff1d(np.arange(45), order)
+    for got, exp in zip(state.gains(rest), ref.gains(rest), strict=True):
+        assert got.tolist() == exp.tolist()
+    for got, exp in zip(fast_start(objective, r, sim).gains(rest), objective.start(r, sim).gains(rest),
+                        strict=True):
+        assert got.tolist() == exp.tolist()
+
+
+def test_float16_inputs_take_the_numpy_path_with_the_same_answer():
+    rng = np.random.default_rng(2)
+    sim = tops_core.cosine(rng.normal(size=(30, 5))).astype(np.float16)
+    sim = np.maximum(sim, sim.T)
+    r = rng.random(30).astype(np.float16)
+    auto = tops_core.select(r, sim, 8)
+    ref = tops_core.select(r, sim, 8, method="greedy")
+    np.testing.assert_array_equal(auto.order, ref.order)
+    rule = tops_core.TOPSRule()
+    np.testing.assert_array_equal(tops_core.select(r, sim, 8, objective=rule).order,
+                                  rule.transcription(r, sim, 8))

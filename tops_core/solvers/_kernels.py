@@ -1,0 +1,414 @@
+"""Numba kernels of the fast exact greedy (imported lazily, only when Numba is installed).
+
+Every gain these kernels report is reduced exactly as
+:func:`tops_core.objective.lane_sum` reduces it (8 interleaved running sums in
+ascending index order, then a fixed tree), so they agree with the NumPy path
+bit for bit. Kernels are compiled once and cached on disk (``cache=True``);
+``fastmath`` stays off because it would let LLVM reorder the sums.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_EPS = float(np.finfo(np.float64).eps)
+
+
+@njit(cache=True)
+def _combine(a0, a1, a2, a3, a4, a5, a6, a7):
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+@njit(cache=True)
+def lane_gain(col, m, w):
+    """Canonical coverage gain ``sum_j w_j max(col_j - m_j, 0)`` of one candidate."""
+    n = col.shape[0]
+    n8 = n - n % 8
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+    for j in range(0, n8, 8):
+        d0 = col[j] - m[j]
+        d1 = col[j + 1] - m[j + 1]
+        d2 = col[j + 2] - m[j + 2]
+        d3 = col[j + 3] - m[j + 3]
+        d4 = col[j + 4] - m[j + 4]
+        d5 = col[j + 5] - m[j + 5]
+        d6 = col[j + 6] - m[j + 6]
+        d7 = col[j + 7] - m[j + 7]
+        a0 += (d0 if d0 > 0.0 else 0.0) * w[j]
+        a1 += (d1 if d1 > 0.0 else 0.0) * w[j + 1]
+        a2 += (d2 if d2 > 0.0 else 0.0) * w[j + 2]
+        a3 += (d3 if d3 > 0.0 else 0.0) * w[j + 3]
+        a4 += (d4 if d4 > 0.0 else 0.0) * w[j + 4]
+        a5 += (d5 if d5 > 0.0 else 0.0) * w[j + 5]
+        a6 += (d6 if d6 > 0.0 else 0.0) * w[j + 6]
+        a7 += (d7 if d7 > 0.0 else 0.0) * w[j + 7]
+    rest = np.zeros(8)
+    for j in range(n8, n):
+        d = col[j] - m[j]
+        rest[j - n8] = (d if d > 0.0 else 0.0) * w[j]
+    return _combine(a0 + rest[0], a1 + rest[1], a2 + rest[2], a3 + rest[3],
+                    a4 + rest[4], a5 + rest[5], a6 + rest[6], a7 + rest[7])
+
+
+@njit(cache=True)
+def add_lanes(rows, row_start, w, m, lanes):
+    """Stream rows ``s[row_start + t, :]`` into per-candidate lane sums at running max ``m``.
+
+    ``lanes[l, i]`` accumulates ``w_j max(s[j, i] - m_j, 0)`` for
+    ``j = l (mod 8)`` in ascending ``j``: reading the matrix row by row gives,
+    for every candidate, the same reduction :func:`lane_gain` gives reading
+    its column.
+    """
+    for t in range(rows.shape[0]):
+        j = row_start + t
+        lane = lanes[j % 8]
+        wj = w[j]
+        mj = m[j]
+        row = rows[t]
+        for i in range(row.shape[0]):
+            d = row[i] - mj
+            lane[i] += (d if d > 0.0 else 0.0) * wj
+
+
+@njit(cache=True)
+def combine_lanes(lanes):
+    """Tree-combine lane sums ``(8, N)`` into the canonical reductions ``(N,)``."""
+    n = lanes.shape[1]
+    out = np.empty(n)
+    for i in range(n):
+        out[i] = _combine(lanes[0, i], lanes[1, i], lanes[2, i], lanes[3, i],
+                          lanes[4, i], lanes[5, i], lanes[6, i], lanes[7, i])
+    return out
+
+
+@njit(cache=True)
+def greedy_steps(rows, cols, r, r_pos, w, a, b, c, k, cov):
+    """Exact greedy with incrementally maintained gains and verified picks.
+
+    ``rows[j]`` is row ``j`` of ``s`` and ``cols[i]`` its column ``i`` (the
+    same array when ``s`` is symmetric). ``cov`` holds the canonical coverage
+    gains at ``S = {}`` and is updated in place: when token ``p`` joins,
+    ``m_j`` rises only where ``s[j, p] > m_j``, and each such row changes every
+    candidate's gain by its own row-``j`` term, an ``O(N)`` update. These
+    running gains drift from the canonical ones by rounding, at most ``tol``
+    (a proven bound that grows with the number of updates). A step whose best
+    running gain leads every other by more than ``2 tol`` has the same argmax
+    as greedy; otherwise the contenders are recomputed canonically and the
+    largest wins, lowest index first. The pick's own gain is always the
+    canonical one, so order and gains equal :class:`~tops_core.Greedy`'s.
+
+    Returns
+    -------
+    order, f_gains, g_gains, upper_value, tol, verified
+        ``cov`` ends as the running coverage gains (within ``tol``) at the
+        final set; ``verified`` counts canonical recomputations.
+    """
+    n = r.shape[0]
+    m = np.zeros(n)
+    penalty = np.zeros(n)
+    chosen = np.zeros(n, dtype=np.bool_)
+    order = np.empty(k, dtype=np.int64)
+    f_gains = np.empty(k)
+    g_gains = np.empty(k)
+    f_run = np.empty(n)
+    changed = np.empty(n, dtype=np.int64)
+    old = np.empty(n)
+    g0 = 0.0
+    for i in range(n):
+        if cov[i] > g0:
+            g0 = cov[i]
+    r_max = 0.0
+    for i in range(n):
+        if abs(r[i]) > r_max:
+            r_max = abs(r[i])
+    updates = 0
+    upper_value = 0.0
+    pen_max = 0.0
+    verified = 0
+    tol = 0.0
+    for step in range(k):
+        # Rounding drift of the running gains: the canonical sum and the
+        # running one are each within (N + 4 * updates) eps * g0 of the real
+        # value; the final combination adds a few more roundings.
+        tol = 8.0 * _EPS * ((n + 4.0 * updates + 16.0) * b * g0
+                            + a * r_max + b * g0 + c * pen_max)
+        best = -np.inf
+        for i in range(n):
+            if chosen[i]:
+                f_run[i] = -np.inf
+                continue
+            f = a * r[i] + b * cov[i]
+            if c != 0.0:
+                f = f - c * penalty[i]
+            f_run[i] = f
+            if f > best:
+                best = f
+        pick = -1
+        contenders = 0
+        for i in range(n):
+            if f_run[i] >= best - 2.0 * tol:
+                contenders += 1
+                pick = i
+        if contenders > 1:
+            best_exact = -np.inf
+            pick = -1
+            for i in range(n):
+                if f_run[i] >= best - 2.0 * tol:
+                    verified += 1
+                    cov[i] = lane_gain(cols[i], m, w)
+                    f = a * r[i] + b * cov[i]
+                    if c != 0.0:
+                        f = f - c * penalty[i]
+                    if f > best_exact:
+                        best_exact = f
+                        pick = i
+        cov_p = lane_gain(cols[pick], m, w)
+        f_p = a * r[pick] + b * cov_p
+        if c != 0.0:
+            f_p = f_p - c * penalty[pick]
+        g_p = a * r_pos[pick] + b * cov_p
+        order[step] = pick
+        f_gains[step] = f_p
+        g_gains[step] = g_p
+        upper_value += g_p
+        chosen[pick] = True
+        if c != 0.0:
+            prow = rows[pick]
+            for i in range(n):
+                penalty[i] += prow[i]
+                if penalty[i] > pen_max:
+                    pen_max = penalty[i]
+        if b == 0.0:
+            continue
+        # Rows whose running max rises, then their O(N) gain updates.
+        col = cols[pick]
+        n_changed = 0
+        for j in range(n):
+            if col[j] > m[j]:
+                changed[n_changed] = j
+                old[n_changed] = m[j]
+                n_changed += 1
+                m[j] = col[j]
+        for t in range(n_changed):
+            j = changed[t]
+            lo = old[t]
+            hi = m[j]
+            wj = w[j]
+            row = rows[j]
+            for i in range(n):
+                # Branch-free (vectorises): subtracting 0.0 leaves a gain unchanged.
+                s = row[i]
+                x = (s if s < hi else hi) - lo
+                cov[i] -= wj * (x if x > 0.0 else 0.0)
+        updates += n_changed
+    tol = 8.0 * _EPS * ((n + 4.0 * updates + 16.0) * b * g0 + a * r_max + b * g0 + c * pen_max)
+    return order, f_gains, g_gains, upper_value, tol, verified
+
+
+@njit(cache=True)
+def transpose(a):
+    """Blocked transpose into a new C-contiguous array (cache-friendly tiles)."""
+    n0, n1 = a.shape
+    out = np.empty((n1, n0), dtype=a.dtype)
+    tile = 64
+    for i0 in range(0, n0, tile):
+        i1 = min(i0 + tile, n0)
+        for j0 in range(0, n1, tile):
+            j1 = min(j0 + tile, n1)
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    out[j, i] = a[i, j]
+    return out
+
+
+@njit(cache=True)
+def max_over_columns(sim, idx):
+    """``best_j = max_{i in idx} sim[j, i]`` as float64 (idx non-empty)."""
+    n = sim.shape[0]
+    out = np.empty(n)
+    for j in range(n):
+        row = sim[j]
+        best = row[idx[0]]
+        for t in range(1, idx.shape[0]):
+            v = row[idx[t]]
+            if v > best:
+                best = v
+        out[j] = best
+    return out
+
+
+@njit(cache=True)
+def rule_coverage(rows, m, chosen):
+    """TOPS rule coverage ``c_i = sum_{j not chosen} max(0, F[i, j] - m_j)`` (row-major pass)."""
+    n = m.shape[0]
+    c = np.zeros(n)
+    for i in range(n):
+        row = rows[i]
+        acc = 0.0
+        for j in range(n):
+            x = row[j] - m[j]
+            acc += x if (x > 0.0 and not chosen[j]) else 0.0
+        c[i] = acc
+    return c
+
+
+@njit(cache=True)
+def _norm_stats(x, chosen, count, minmax):
+    """(shift, scale, degenerate) of the per-step normalisation over the candidates."""
+    if minmax:
+        lo = np.inf
+        hi = -np.inf
+        for i in range(x.shape[0]):
+            if not chosen[i]:
+                v = x[i]
+                lo = v if v < lo else lo
+                hi = v if v > hi else hi
+        return lo, hi - lo, hi - lo == 0.0
+    total = 0.0
+    for i in range(x.shape[0]):
+        if not chosen[i]:
+            total += x[i]
+    mean = total / count
+    return 0.0, mean, mean == 0.0
+
+
+@njit(cache=True)
+def tops_rule_steps(rows, cols, r, alpha, lam, minmax, k, order, step, m, chosen, c, c_max, updates, forced):
+    """Run the TOPS rule from ``step`` with incrementally maintained coverage ``c``.
+
+    Scores use running coverage and running means, each within a proven
+    rounding bound of what the NumPy transcription computes. A step whose
+    leader is ahead by more than twice the bound is the transcription's pick;
+    otherwise the kernel stops and returns ``(step, updates)`` so the caller
+    runs that step exactly (then resumes with ``forced`` = its pick).
+    """
+    n = r.shape[0]
+    d = 1.0 - m
+    while step < k:
+        if forced >= 0:
+            pick = forced
+            forced = -1
+        else:
+            count = 0
+            for i in range(n):
+                if not chosen[i]:
+                    count += 1
+            pick = -1
+            if count == 1:
+                for i in range(n):
+                    if not chosen[i]:
+                        pick = i
+            else:
+                for i in range(n):
+                    d[i] = 1.0 - m[i]
+                eps_c = 8.0 * _EPS * (n + 4.0 * updates + 16.0) * c_max
+                r_lo, r_sc, r_deg = _norm_stats(r, chosen, count, minmax)
+                d_lo, d_sc, d_deg = _norm_stats(d, chosen, count, minmax)
+                c_lo, c_sc, c_deg = _norm_stats(c, chosen, count, minmax)
+                r_abs = 0.0
+                d_abs = 0.0
+                for i in range(n):
+                    if not chosen[i]:
+                        r_abs = max(r_abs, abs(r[i]))
+                        d_abs = max(d_abs, abs(d[i]))
+                # Bounds on |running - transcription| of each normalised term.
+                if minmax:
+                    err_r = 0.0
+                    err_d = 0.0
+                    safe = c_sc > 4.0 * eps_c
+                    err_c = (2.0 * eps_c / c_sc + (c_sc + 2.0 * eps_c) * 2.0 * eps_c
+                             / (c_sc * (c_sc - 2.0 * eps_c))) if safe else 0.0
+                    if lam == 0.0:
+                        safe = True
+                else:
+                    dm_r = 4.0 * n * _EPS * r_abs
+                    dm_d = 4.0 * n * _EPS * d_abs
+                    dm_c = 4.0 * n * _EPS * (c_max + eps_c) + eps_c
+                    safe = (abs(r_sc) > 2.0 * dm_r or r_abs == 0.0)
+                    safe = safe and (alpha == 0.0 or abs(d_sc) > 2.0 * dm_d or d_abs == 0.0)
+                    safe = safe and (lam == 0.0 or abs(c_sc) > 2.0 * dm_c)
+                    err_r = 0.0
+                    err_d = 0.0
+                    err_c = 0.0
+                    if safe:
+                        if r_abs > 0.0:
+                            err_r = r_abs * dm_r / (abs(r_sc) * (abs(r_sc) - dm_r))
+                        if alpha != 0.0 and d_abs > 0.0:
+                            err_d = d_abs * dm_d / (abs(d_sc) * (abs(d_sc) - dm_d))
+                        if lam != 0.0:
+                            err_c = eps_c / abs(c_sc) + (c_max + eps_c) * dm_c / (
+                                abs(c_sc) * (abs(c_sc) - dm_c))
+                if not safe:
+                    return step, updates
+                best = -np.inf
+                second = -np.inf
+                top = 0.0
+                for i in range(n):
+                    if chosen[i]:
+                        continue
+                    s = 0.0 if r_deg else (r[i] - r_lo) / r_sc
+                    if alpha != 0.0:
+                        s = s + alpha * (0.0 if d_deg else (d[i] - d_lo) / d_sc)
+                    if lam != 0.0:
+                        s = s + lam * (0.0 if c_deg else (c[i] - c_lo) / c_sc)
+                    top = max(top, abs(s))
+                    if s > best:
+                        second = best
+                        best = s
+                        pick = i
+                    elif s > second:
+                        second = s
+                bound = err_r + alpha * err_d + lam * err_c + 16.0 * _EPS * (top + 1.0)
+                if best - second <= 2.0 * bound:
+                    return step, updates
+        order[step] = pick
+        chosen[pick] = True
+        # The pick leaves the candidates: drop its column's term (at the old m).
+        colp = cols[pick]
+        mp = m[pick]
+        for i in range(n):
+            x = colp[i] - mp
+            c[i] -= x if x > 0.0 else 0.0
+        # Rows whose running max rises change every coverage by their column's term.
+        for j in range(n):
+            hi = colp[j]
+            if hi > m[j]:
+                lo = m[j]
+                m[j] = hi
+                if not chosen[j]:
+                    colj = cols[j]
+                    for i in range(n):
+                        x = (colj[i] if colj[i] < hi else hi) - lo
+                        c[i] -= x if x > 0.0 else 0.0
+                    updates += 1
+        step += 1
+    return step, updates
+
+
+@njit(cache=True)
+def gains_along(rows, cols, r, r_pos, w, a, b, c, order):
+    """Canonical gains of ``f`` and ``g`` along a given order, and the final ``m``, penalty."""
+    n = r.shape[0]
+    m = np.zeros(n)
+    penalty = np.zeros(n)
+    f_gains = np.empty(order.shape[0])
+    g_gains = np.empty(order.shape[0])
+    for t in range(order.shape[0]):
+        p = order[t]
+        cov = lane_gain(cols[p], m, w) if b != 0.0 else 0.0
+        f = a * r[p] + b * cov
+        if c != 0.0:
+            f = f - c * penalty[p]
+        f_gains[t] = f
+        g_gains[t] = a * r_pos[p] + b * cov
+        if b != 0.0:
+            col = cols[p]
+            for j in range(n):
+                if col[j] > m[j]:
+                    m[j] = col[j]
+        if c != 0.0:
+            row = rows[p]
+            for i in range(n):
+                penalty[i] += row[i]
+    return f_gains, g_gains, m, penalty
