@@ -69,7 +69,7 @@ class _ObjectiveState:
         g = self.a * self.r_pos
         if self.b:
             # The dense O(N^2) step: sum_j w_j * max(0, s[j, i] - m_j) for every i.
-            cov = ops.matvec(ops.relu(self.cols - self.m[:, None, :]), self.w)
+            cov = ops.coverage(self.cols, self.m, self.w)
             f = f + self.b * cov
             g = g + self.b * cov
         if self.c:
@@ -227,7 +227,7 @@ def _tops_rule(ops, rule, r, s, k):
             score = score + rule.alpha * _normalize(ops, 1.0 - m, cand, n - t, rule.norm)
         if rule.lam:
             # c_i = sum over candidates j of max(0, s[i, j] - m_j): O(N^2) per step.
-            cov = ops.matvec(ops.relu(s - m[:, None, :]), ops.cast(cand, s.dtype))
+            cov = ops.coverage(s, m, ops.cast(cand, s.dtype))
             score = score + rule.lam * _normalize(ops, cov, cand, n - t, rule.norm)
         p = ops.argmax(ops.where(chosen, -INF, score))
         order.append(p)
@@ -281,7 +281,7 @@ def _dpp(ops, rule, r, s, k):
         row = ops.pick(q, j)[:, None] * ops.row(s, j) * q
         if t:
             done = chol[:, :t, :]
-            row = row - ops.matvec(ops.transpose(done), ops.col(done, j))
+            row = row - ops.vecmat(ops.col(done, j), done)
         positive = res_j > 0
         e = ops.where(positive[:, None], row / ops.sqrt(ops.where(positive, res_j, 1.0))[:, None], 0.0)
         chol = ops.set_row(chol, t, e)

@@ -199,8 +199,13 @@ class MlxOps:
         return mx.swapaxes(s, -1, -2)
 
     @staticmethod
-    def matvec(a, v):
-        return (a @ v[..., None])[..., 0]
+    def coverage(x3, m, w):
+        """``sum_j w[b, j] * max(0, x3[b, i, j] - m[b, j])`` for every ``(b, i)``."""
+        return (mx.maximum(x3 - m[:, None, :], 0.0) * w[:, None, :]).sum(-1)
+
+    @staticmethod
+    def vecmat(v, a):
+        return (v[:, None, :] @ a)[:, 0, :]
 
     @staticmethod
     def any_equal(order, n):

@@ -95,6 +95,7 @@ class TorchOps:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        self._work = None
 
     # construction
     def zeros(self, shape, dtype):
@@ -204,9 +205,21 @@ class TorchOps:
     def transpose(s):
         return s.transpose(-1, -2).contiguous()
 
+    def coverage(self, x3, m, w):
+        """``sum_j w[b, j] * max(0, x3[b, i, j] - m[b, j])`` for every ``(b, i)``.
+
+        One reused ``(B, N, N)`` work buffer and in-place passes: allocating the
+        temporary every step costs more than the arithmetic on a CPU.
+        """
+        if self._work is None or self._work.shape != x3.shape or self._work.dtype != x3.dtype:
+            self._work = torch.empty_like(x3)
+        work = torch.sub(x3, m[:, None, :], out=self._work)
+        work.clamp_(min=0).mul_(w[:, None, :])
+        return work.sum(-1)
+
     @staticmethod
-    def matvec(a, v):
-        return torch.matmul(a, v[..., None])[..., 0]
+    def vecmat(v, a):
+        return torch.matmul(v[:, None, :], a)[:, 0, :]
 
     def any_equal(self, order, n):
         return (order[:, :, None] == self.arange(n)[None, None, :]).any(1)
