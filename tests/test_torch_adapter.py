@@ -247,6 +247,7 @@ BAD_INPUTS = [
      Objective(redundancy=1.0)),
     ("negative scores with focus", torch.tensor([-1.0, 1.0]), _sym, 1, None),
     ("k too large", torch.ones(2), _sym, 3, None),
+    ("nan and k too large", torch.tensor([1.0, float("nan")]), _sym, 3, None),
     ("k not an integer", torch.ones(2), _sym, 1.0, None),
     ("sim not square", torch.ones(2), torch.ones(2, 3), 1, None),
     ("scores 3-d", torch.ones(1, 2, 2), torch.ones(1, 2, 2, 2), 1, None),

@@ -290,7 +290,6 @@ def select_native(scores, sim, k, objective, solver, reference):
             return None
         evaluator = Objective() if reference is None else reference
         need_symmetric = objective.needs_symmetric
-    k = check_budget(k, scores.shape[-1])
     dtype = compute_dtype(scores, sim)
     batched = scores.ndim == 2
     r = scores.detach().to(dtype)
@@ -299,6 +298,7 @@ def select_native(scores, sim, k, objective, solver, reference):
         r, s = r[None], s[None]
     if not _values_ok(r, s, need_symmetric, evaluator.focus):
         return None
+    k = check_budget(k, scores.shape[-1])  # after the value checks, in the core's order
     ops = TorchOps(r.device)
     if isinstance(objective, Objective):
         result = native.objective_greedy(ops, objective, r, s, k, lazy=lazy)
