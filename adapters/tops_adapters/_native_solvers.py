@@ -63,15 +63,23 @@ class _ObjectiveState:
         self.upper = ops.zeros((batch,), ops.acc)
 
     def gains(self):
-        """Gains of ``f`` and of its monotone part ``g`` for every token, ``(B, N)`` each."""
+        """Gains of ``f`` and of its monotone part ``g`` for every token, ``(B, N)`` each.
+
+        Terms with a zero weight are skipped (each is a kernel launch on a GPU);
+        the kept ones are combined in the core's order, so values are unchanged.
+        """
         ops = self.ops
-        f = self.a * self.r
-        g = self.a * self.r_pos
+        f = g = None
+        if self.a:
+            f, g = self.a * self.r, self.a * self.r_pos
         if self.b:
             # The dense O(N^2) step: sum_j w_j * max(0, s[j, i] - m_j) for every i.
             cov = ops.coverage(self.cols, self.m, self.w)
-            f = f + self.b * cov
-            g = g + self.b * cov
+            if self.b != 1:
+                cov = self.b * cov
+            f, g = (cov, cov) if f is None else (f + cov, g + cov)
+        if f is None:
+            f = g = ops.zeros(self.r.shape, self.r.dtype)
         if self.c:
             f = f - self.c * self.penalty
         return f, g
@@ -122,6 +130,40 @@ class _ObjectiveState:
         return value
 
 
+class _OnlineBound:
+    """``min_t g(S_t) + (sum of the k largest positive g-gain bounds at S_t)``, computed in chunks.
+
+    Each step only stashes its masked gain bounds and ``g(S_t)``; the top-k
+    sums run on a stack of steps at once (one ``topk`` per chunk instead of
+    several small kernels per step), to the same numbers.
+    """
+
+    CHUNK = 64
+
+    def __init__(self, ops, batch: int, k: int) -> None:
+        self.ops, self.k = ops, k
+        self.bound = ops.full((batch,), INF, ops.acc)
+        self.gains, self.uppers = [], []
+
+    def add(self, upper, masked_gains) -> None:
+        self.gains.append(masked_gains)
+        self.uppers.append(upper)
+        if len(self.gains) == self.CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        ops = self.ops
+        if self.gains:
+            tops = ops.topk_sum(ops.stack(self.gains, 0, None), self.k)  # (B, T, N) -> (B, T)
+            best = ops.amin(ops.stack(self.uppers, 0, None) + tops)
+            self.bound = ops.minimum(self.bound, best)
+            self.gains, self.uppers = [], []
+
+    def result(self):
+        self._flush()
+        return self.bound
+
+
 def objective_greedy(ops, objective, r, s, k: int, *, lazy: bool) -> NativeResult:
     """Greedy on the objective with every gain fresh at every step (batched).
 
@@ -138,7 +180,7 @@ def objective_greedy(ops, objective, r, s, k: int, *, lazy: bool) -> NativeResul
     batch, n = r.shape
     index = ops.arange(n)[None, :]
     chosen = ops.zeros((batch, n), ops.bool)
-    bound = ops.full((batch,), INF, ops.acc)
+    bound = _OnlineBound(ops, batch, k)
     stale_f = stale_g = None
     order, gains = [], []
     for t in range(k):
@@ -149,26 +191,28 @@ def objective_greedy(ops, objective, r, s, k: int, *, lazy: bool) -> NativeResul
         if lazy:
             if t == 0:
                 stale_f, stale_g = f, g
-                bound = ops.topk_sum(g, k)
+                bound.add(state.upper, g)
             else:
                 above = (stale_f > fp[:, None]) | ((stale_f == fp[:, None]) & (index < p[:, None]))
                 refresh = (above | is_p) & ~chosen
                 stale_f = ops.where(refresh, f, stale_f)
                 stale_g = ops.where(refresh, g, stale_g)
         else:
-            bound = ops.minimum(bound, state.upper + ops.topk_sum(ops.where(chosen, -INF, g), k))
+            bound.add(state.upper, ops.where(chosen, -INF, g))
         order.append(p)
         gains.append(fp)
         state.add(p, gp)
         chosen = chosen | is_p
         if lazy:
-            bound = ops.minimum(bound, state.upper + ops.topk_sum(ops.where(chosen, -INF, stale_g), k))
-        ops.step(state.m, state.penalty, state.upper, chosen, bound, stale_f, stale_g, p, fp)
+            bound.add(state.upper, ops.where(chosen, -INF, stale_g))
+        ops.step(state.m, state.penalty, state.upper, chosen, stale_f, stale_g, p, fp, *bound.gains[-1:])
     if k == 0:
         bound = ops.zeros((batch,), ops.acc)
-    elif not lazy:
-        _, g = state.gains()
-        bound = ops.minimum(bound, state.upper + ops.topk_sum(ops.where(chosen, -INF, g), k))
+    else:
+        if not lazy:
+            _, g = state.gains()
+            bound.add(state.upper, ops.where(chosen, -INF, g))
+        bound = bound.result()
     order = ops.stack(order, batch, ops.index)
     return NativeResult(order, ops.stack(gains, batch, r.dtype), state.value(order), bound)
 

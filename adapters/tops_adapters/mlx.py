@@ -110,9 +110,11 @@ class MlxOps:
 
     @staticmethod
     def stack(items, batch, dtype):
+        """Stack ``(B, ...)`` items along a new axis 1 (``(B, 0)`` for none)."""
         if not items:
             return mx.zeros((batch, 0), dtype=dtype)
-        return mx.stack(items, axis=1).astype(dtype)
+        out = mx.stack(items, axis=1)
+        return out if dtype is None else out.astype(dtype)
 
     # elementwise and reductions over the last axis
     @staticmethod

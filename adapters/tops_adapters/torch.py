@@ -117,6 +117,7 @@ class TorchOps:
         return torch.ones(k, k, dtype=self.acc, device=self.device).triu(1)
 
     def stack(self, items, batch, dtype):
+        """Stack ``(B, ...)`` items along a new axis 1 (``(B, 0)`` for none)."""
         if not items:
             return torch.zeros((batch, 0), dtype=dtype, device=self.device)
         return torch.stack(items, dim=1)
