@@ -131,7 +131,11 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per contender")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (fewer spin less on a shared machine)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     repeats = args.repeats or (20 if device.type == "cuda" else 3)
     rng = np.random.default_rng(args.seed)
@@ -179,8 +183,8 @@ def main(argv=None):
     name = device.type
     report = {
         "benchmark": "adapters",
-        "command": "python benchmarks/gpu_adapters.py" + (f" --device {args.device}"
-                                                           if args.device != "cuda" else ""),
+        "command": " ".join(["python benchmarks/gpu_adapters.py",
+                             *(argv if argv is not None else sys.argv[1:])]),
         "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
                    else f"CPU ({platform.processor() or platform.machine()}), "
                         f"{torch.get_num_threads()} torch threads"),
