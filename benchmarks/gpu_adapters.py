@@ -120,8 +120,11 @@ def run_case(name, contenders, device, repeats):
         if native_order is None:
             native_ms, native_order = ms, order
         same = bool(order.shape == native_order.shape and (order == native_order).all())
+        differ = np.flatnonzero(order != native_order) if order.shape == native_order.shape else [0]
         rows.append({"contender": label, "ms": round(ms, 3), "runs": runs,
-                     "ratio_vs_native": round(ms / native_ms, 2), "same_answer": same})
+                     "ratio_vs_native": round(ms / native_ms, 2), "same_answer": same,
+                     "same_set": bool(np.array_equal(np.sort(order), np.sort(native_order))),
+                     "first_difference": None if same else int(differ[0])})
         print(f"    {label:32s} {ms:10.2f} ms  x{ms / native_ms:7.2f}  same={same}", flush=True)
     return {"case": name, "rows": rows}
 
@@ -206,14 +209,17 @@ def markdown(report):
         f"median of up to {report['repeats']} runs after a warm-up. "
         f"Command: `{report['command']}`.",
         "",
-        "| case | contender | time (ms) | time / native | same answer as native |",
+        "| case | contender | time (ms) | time / native | same order as native |",
         "|---|---|---:|---:|:---:|",
     ]
     for case in report["cases"]:
         for i, row in enumerate(case["rows"]):
+            same = "yes" if row["same_answer"] else (
+                f"no: {'same set, ' if row['same_set'] else ''}"
+                f"first difference at pick {row['first_difference']}")
             lines.append(
                 f"| {case['case'] if i == 0 else ''} | {row['contender']} | {row['ms']:.2f} | "
-                f"{row['ratio_vs_native']:.2f} | {'yes' if row['same_answer'] else 'no'} |"
+                f"{row['ratio_vs_native']:.2f} | {same} |"
             )
     return "\n".join(lines) + "\n"
 

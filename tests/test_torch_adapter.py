@@ -289,12 +289,13 @@ def test_mixed_frameworks_name_both_sides():
         tops_core.select(torch.ones(2), np.ones((2, 2)), 1)
 
 
-def test_certificate_holds_on_larger_input():
-    scores, sim = _continuous(9, n=120, dim=32)
+def test_certificate_equals_core_across_bound_chunks():
+    # k + 1 = 81 bound snapshots: more than one chunk of _OnlineBound.CHUNK = 64.
+    scores, sim = _continuous(9, n=160, dim=32)
     for method in ("auto", "greedy"):
         sel = tops_core.select(torch.tensor(scores, dtype=torch.float32),
-                               torch.tensor(sim, dtype=torch.float32), 30, method=method)
-        core = tops_core.select(scores.astype(np.float32), sim.astype(np.float32), 30, method=method)
+                               torch.tensor(sim, dtype=torch.float32), 80, method=method)
+        core = tops_core.select(scores.astype(np.float32), sim.astype(np.float32), 80, method=method)
         np.testing.assert_array_equal(sel.order.numpy(), core.order)
         assert float(sel.value) <= float(sel.upper_bound)
         np.testing.assert_allclose(float(sel.upper_bound), core.upper_bound, rtol=1e-5)
