@@ -40,10 +40,10 @@ def _assert_same(native, core, batched=False):
     np.testing.assert_array_equal(native.optimal.numpy(), core.optimal)
 
 
-def _both(scores, sim, k, objective, method="auto", dtype=torch.float32):
-    core = tops_core.select(scores, sim, k, objective=objective, method=method, reference=REFERENCE)
+def _both(scores, sim, k, objective, method="auto", dtype=torch.float32, reference=REFERENCE):
+    core = tops_core.select(scores, sim, k, objective=objective, method=method, reference=reference)
     native = tops_core.select(torch.tensor(scores, dtype=dtype), torch.tensor(sim, dtype=dtype), k,
-                              objective=objective, method=method, reference=REFERENCE)
+                              objective=objective, method=method, reference=reference)
     return native, core
 
 
@@ -56,10 +56,11 @@ def test_objective_greedy_equals_core(problem, objective, method, dtype):
 
 
 @settings(max_examples=40)
-@given(problems(max_n=8), exact_rules, st.sampled_from([torch.float32, torch.bfloat16]))
-def test_exact_rules_equal_core(problem, rule, dtype):
+@given(problems(max_n=8), exact_rules, st.sampled_from([torch.float32, torch.bfloat16]), exact_objectives)
+def test_exact_rules_equal_core(problem, rule, dtype, reference):
     scores, sim, k = problem  # multiples of 1/8 up to 2: exact in bfloat16 too
-    _assert_same(*_both(scores, sim, k, rule, dtype=dtype))
+    # The reference objective certifies the rule's set: its gains, value and bound must match too.
+    _assert_same(*_both(scores, sim, k, rule, dtype=dtype, reference=reference))
 
 
 @settings(max_examples=40)

@@ -184,6 +184,22 @@ class MlxOps:
         return mx.take_along_axis(x3, p[:, None, None], axis=1)[:, 0, :]
 
     @staticmethod
+    def rows(x3, idx):
+        return mx.take_along_axis(x3, idx[:, :, None], axis=1)
+
+    @staticmethod
+    def cummax(x3):
+        return mx.cummax(x3, axis=1)
+
+    @staticmethod
+    def concat_steps(a, b):
+        return mx.concatenate([a, b], axis=1)
+
+    @staticmethod
+    def swap_last(x3):
+        return mx.swapaxes(x3, -1, -2)
+
+    @staticmethod
     def col(x3, p):
         return mx.take_along_axis(x3, p[:, None, None], axis=2)[:, :, 0]
 

@@ -190,6 +190,22 @@ class TorchOps:
         return x3[torch.arange(x3.shape[0], device=x3.device), p]
 
     @staticmethod
+    def rows(x3, idx):
+        return torch.gather(x3, 1, idx[:, :, None].expand(-1, -1, x3.shape[2]))
+
+    @staticmethod
+    def cummax(x3):
+        return torch.cummax(x3, dim=1).values
+
+    @staticmethod
+    def concat_steps(a, b):
+        return torch.cat([a, b], dim=1)
+
+    @staticmethod
+    def swap_last(x3):
+        return x3.transpose(-1, -2)
+
+    @staticmethod
     def col(x3, p):
         return torch.gather(x3, 2, p[:, None, None].expand(-1, x3.shape[1], 1))[:, :, 0]
 
