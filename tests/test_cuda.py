@@ -1,0 +1,78 @@
+"""CUDA: the native loops on the GPU give the CPU's answers without a host sync (skipped without a GPU)."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tops_adapters import _native_solvers  # noqa: E402
+
+import tops_core  # noqa: E402
+from tops_core import DPP, DivPrune, Objective, TopK, TOPSRule  # noqa: E402
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+METHODS = [
+    (Objective(), "auto"), (Objective(), "greedy"), (Objective(relevance=0.5, redundancy=0.1), "lazy"),
+    (TOPSRule(), "auto"), (TopK(), "auto"), (DivPrune(), "auto"), (DPP(), "auto"),
+]
+
+
+def _continuous(seed, n=64, dim=96, batch=None):
+    rng = np.random.default_rng(seed)
+    lead = () if batch is None else (batch,)
+    feats = rng.normal(size=(*lead, n, dim))
+    feats /= np.linalg.norm(feats, axis=-1, keepdims=True)
+    return rng.random((*lead, n)), (1 + feats @ np.swapaxes(feats, -1, -2)) / 2
+
+
+@pytest.mark.parametrize("objective, method", METHODS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_equals_core(objective, method, dtype):
+    scores, sim = _continuous(0, batch=3)
+    sel = tops_core.select(torch.tensor(scores, dtype=dtype, device="cuda"),
+                           torch.tensor(sim, dtype=dtype, device="cuda"), 24,
+                           objective=objective, method=method)
+    assert sel.order.device.type == "cuda" and sel.order.dtype == torch.int64
+    assert sel.value.device.type == "cuda" and sel.value.dtype == torch.float64
+    assert not sel.method.endswith("+host")
+    core = tops_core.select(scores, sim, 24, objective=objective, method=method)
+    np.testing.assert_array_equal(sel.order.cpu().numpy(), core.order)
+    np.testing.assert_allclose(sel.value.cpu().numpy(), core.value, rtol=1e-5)
+    np.testing.assert_allclose(sel.upper_bound.cpu().numpy(), core.upper_bound, rtol=1e-5)
+
+
+@pytest.mark.parametrize("objective, method", METHODS)
+def test_cuda_loops_never_sync(monkeypatch, objective, method):
+    """``torch.cuda.set_sync_debug_mode("error")`` raises on any synchronising call."""
+
+    def strict(function):
+        def run(*args, **kwargs):
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                return function(*args, **kwargs)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return run
+
+    for name in ("objective_greedy", "rule_order", "certify_order"):
+        monkeypatch.setattr(_native_solvers, name, strict(getattr(_native_solvers, name)))
+    scores, sim = _continuous(1, batch=2)
+    sel = tops_core.select(torch.tensor(scores, dtype=torch.float32, device="cuda"),
+                           torch.tensor(sim, dtype=torch.float32, device="cuda"), 16,
+                           objective=objective, method=method)
+    assert sel.order.shape == (2, 16)
+
+
+def test_cuda_bfloat16_and_mixed_devices():
+    scores, sim = _continuous(2)
+    b_scores = torch.tensor(scores, dtype=torch.bfloat16, device="cuda")
+    b_sim = torch.tensor(sim, dtype=torch.bfloat16, device="cuda")
+    sel = tops_core.select(b_scores, b_sim, 16)
+    core = tops_core.select(b_scores.float().cpu().numpy(), b_sim.float().cpu().numpy(), 16)
+    np.testing.assert_array_equal(sel.order.cpu().numpy(), core.order)
+    with pytest.raises(tops_core.InvalidInputError, match="same device"):
+        tops_core.select(b_scores.cpu(), b_sim, 4)
