@@ -44,6 +44,8 @@ def test_demo_writes_picture_and_reports(demo_run, capsys):
     text = (out / "report.md").read_text()
     for method in METHODS:
         assert f"| {method} |" in text
+    table = (out / "tables" / "cat_crop.md").read_text().splitlines()
+    assert len(table) == 2 + len(METHODS)  # header, rule, one row per method
 
 
 def test_demo_table_has_every_method_with_measures_in_range(demo_run):

@@ -79,7 +79,11 @@ def evaluate(encoding, keeps, draws: int):
 
 def run_demo(images, out: Path, keeps, draws: int = 10, threads: int | None = None,
              progress: bool = True) -> dict:
-    """Encode, select, measure and draw; write pictures, ``report.md`` and ``report.json``."""
+    """Encode, select, measure and draw.
+
+    Writes ``<image>.png`` per image, ``report.md``, ``report.json`` and the bare
+    tables ``tables/<image>.md`` and ``tables/mean.md`` under ``out``.
+    """
     from tqdm import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
@@ -103,6 +107,11 @@ def run_demo(images, out: Path, keeps, draws: int = 10, threads: int | None = No
             for b in next(iter(results.values()))["table"]}
     report = out / "report.md"
     report.write_text(_markdown(results, mean, draws))
+    tables = out / "tables"  # bare tables, for including in other documents (the docs site)
+    tables.mkdir(exist_ok=True)
+    (tables / "mean.md").write_text(markdown_table(mean) + "\n")
+    for name, result in results.items():
+        (tables / f"{name}.md").write_text(markdown_table(result["table"]) + "\n")
     (out / "report.json").write_text(json.dumps({"images": results, "mean": mean}, indent=1))
     return {"images": results, "mean": mean, "report": str(report)}
 
