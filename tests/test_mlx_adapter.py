@@ -22,7 +22,9 @@ REFERENCE = Objective(focus=0.0)
 
 
 def _both(scores, sim, k, objective, method="auto", dtype=mx.float32):
-    core = tops_core.select(scores, sim, k, objective=objective, method=method, reference=REFERENCE)
+    # On a device, "auto" runs greedy (same answer as the core's "auto", greedy's certificate).
+    core_method = "greedy" if method == "auto" else method
+    core = tops_core.select(scores, sim, k, objective=objective, method=core_method, reference=REFERENCE)
     native = tops_core.select(mx.array(scores).astype(dtype), mx.array(sim).astype(dtype), k,
                               objective=objective, method=method, reference=REFERENCE)
     return native, core

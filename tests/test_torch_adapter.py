@@ -41,7 +41,9 @@ def _assert_same(native, core, batched=False):
 
 
 def _both(scores, sim, k, objective, method="auto", dtype=torch.float32, reference=REFERENCE):
-    core = tops_core.select(scores, sim, k, objective=objective, method=method, reference=reference)
+    # On a device, "auto" runs greedy (same answer as the core's "auto", greedy's certificate).
+    core_method = "greedy" if method == "auto" else method
+    core = tops_core.select(scores, sim, k, objective=objective, method=core_method, reference=reference)
     native = tops_core.select(torch.tensor(scores, dtype=dtype), torch.tensor(sim, dtype=dtype), k,
                               objective=objective, method=method, reference=reference)
     return native, core
@@ -113,7 +115,9 @@ def test_batched_continuous_all_methods():
     scores, sim = _continuous(7, n=30, batch=4)
     for objective in [Objective(), TOPSRule(), DPP(), DivPrune(), TopK()]:
         batched = tops_core.select(torch.tensor(scores), torch.tensor(sim), 12, objective=objective)
-        core = tops_core.select(scores, sim, 12, objective=objective)
+        # "auto" on a device is greedy: same answer as the core's, greedy's certificate.
+        method = "greedy" if isinstance(objective, Objective) else "auto"
+        core = tops_core.select(scores, sim, 12, objective=objective, method=method)
         np.testing.assert_array_equal(batched.order.numpy(), core.order)
         np.testing.assert_allclose(batched.value.numpy(), core.value, rtol=1e-9)
         np.testing.assert_allclose(batched.upper_bound.numpy(), core.upper_bound, rtol=1e-6)
@@ -296,7 +300,7 @@ def test_certificate_equals_core_across_bound_chunks():
     for method in ("auto", "greedy"):
         sel = tops_core.select(torch.tensor(scores, dtype=torch.float32),
                                torch.tensor(sim, dtype=torch.float32), 80, method=method)
-        core = tops_core.select(scores.astype(np.float32), sim.astype(np.float32), 80, method=method)
+        core = tops_core.select(scores.astype(np.float32), sim.astype(np.float32), 80, method="greedy")
         np.testing.assert_array_equal(sel.order.numpy(), core.order)
         assert float(sel.value) <= float(sel.upper_bound)
         np.testing.assert_allclose(float(sel.upper_bound), core.upper_bound, rtol=1e-5)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["NativeResult", "objective_greedy", "rule_order", "certify_order"]
+__all__ = ["NativeResult", "certify_order", "native_plan", "objective_greedy", "rule_order"]
 
 INF = float("inf")
 
@@ -357,3 +357,26 @@ def rule_order(ops, rule, r, s, k: int):
     if isinstance(order, list):
         order = ops.stack(order, batch, ops.index)
     return order
+
+
+def native_plan(objective, solver):
+    """``(name, lazy)`` for a native run, or ``None`` when only the core has the method.
+
+    ``auto`` (the core's :class:`~tops_core.Incremental`) runs as greedy on the
+    device: the dense loop computes every gain each step anyway, so it reports
+    greedy's (tightest) certificate and the name ``"greedy"``; the answer is
+    the same as the core's ``auto``.
+    """
+    from tops_core.objective import Objective
+    from tops_core.rules import DPP, DivPrune, TopK, TOPSRule
+    from tops_core.solvers import Greedy, Incremental, Lazy
+
+    if isinstance(objective, Objective):
+        if isinstance(solver, Lazy):
+            return solver.name, True
+        if isinstance(solver, (Greedy, Incremental)):
+            return "greedy", False
+        return None
+    if isinstance(objective, (TOPSRule, TopK, DivPrune, DPP)):
+        return objective.name, False
+    return None

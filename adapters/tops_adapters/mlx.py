@@ -28,9 +28,7 @@ import numpy as np
 from tops_adapters import _native_solvers as native
 from tops_core._validate import InvalidInputError, check_budget
 from tops_core.objective import Objective
-from tops_core.rules import DPP, DivPrune, TopK, TOPSRule
 from tops_core.selection import Selection
-from tops_core.solvers import Greedy, Lazy
 
 __all__ = ["describe", "to_numpy", "from_numpy", "check_pair", "select_native", "MlxOps"]
 
@@ -254,16 +252,7 @@ class MlxOps:
         mx.eval(*[a for a in arrays if a is not None])
 
 
-def _native_plan(objective, solver):
-    if isinstance(objective, Objective):
-        if isinstance(solver, Lazy):
-            return solver.name, True
-        if isinstance(solver, Greedy):
-            return solver.name, False
-        return None
-    if isinstance(objective, (TOPSRule, TopK, DivPrune, DPP)):
-        return objective.name, False
-    return None
+_native_plan = native.native_plan
 
 
 def _shapes_ok(scores: mx.array, sim: mx.array) -> bool:

@@ -30,9 +30,7 @@ import torch
 from tops_adapters import _native_solvers as native
 from tops_core._validate import InvalidInputError, check_budget
 from tops_core.objective import Objective
-from tops_core.rules import DPP, DivPrune, TopK, TOPSRule
 from tops_core.selection import Selection
-from tops_core.solvers import Greedy, Lazy
 
 __all__ = ["describe", "to_numpy", "from_numpy", "check_pair", "select_native", "TorchOps"]
 
@@ -255,17 +253,7 @@ class TorchOps:
         """Nothing to do: PyTorch runs eagerly (CUDA queues the kernels asynchronously)."""
 
 
-def _native_plan(objective, solver):
-    """``(name, lazy)`` for a native run, or ``None`` when only the core has the method."""
-    if isinstance(objective, Objective):
-        if isinstance(solver, Lazy):
-            return solver.name, True
-        if isinstance(solver, Greedy):
-            return solver.name, False
-        return None
-    if isinstance(objective, (TOPSRule, TopK, DivPrune, DPP)):
-        return objective.name, False
-    return None
+_native_plan = native.native_plan
 
 
 def _shapes_ok(scores: torch.Tensor, sim: torch.Tensor) -> bool:
