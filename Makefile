@@ -31,9 +31,15 @@ docs: $(STAMP)
 serve-docs: $(STAMP)
 	$(PY) -m mkdocs serve
 
+# Every benchmark writes benchmarks/results/<name>.{json,md}; the docs include the tables.
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/cpu.py
+	$(PY) benchmarks/exact.py
+	$(PY) benchmarks/gpu_adapters.py
+	if $(PY) -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then \
+		$(PY) benchmarks/prefill_gpu.py; \
+	else echo "no CUDA device: benchmarks/prefill_gpu.py needs one (it builds LLaVA-NeXT-7B shapes)"; fi
 
 clean:
 	rm -rf $(VENV) site demo_output .pytest_cache .hypothesis

@@ -169,7 +169,7 @@ def test_exact_reports_dual_bound_when_stopped_early():
     n = 60
     sim = tops_core.cosine(rng.normal(size=(n, 3)))
     scores = rng.random(n)
-    sel = tops_core.select(scores, sim, 12, method=Exact(time_limit=0.05),
+    sel = tops_core.select(scores, sim, 12, method=Exact(time_limit=1.0),
                            objective=Objective(redundancy=0.5))
     greedy = tops_core.select(scores, sim, 12, method="greedy", objective=Objective(redundancy=0.5))
     assert sel.value <= sel.upper_bound

@@ -24,9 +24,11 @@ class Selection:
         ``f(S_t + order[t]) - f(S_t)`` along ``order`` under the objective that
         was optimised (for a rule: under the reference objective that
         evaluates it).
-    value : float or numpy.ndarray of shape (B,)
-        ``f(indices)`` in float64, by the objective's definition.
-    upper_bound : float or numpy.ndarray of shape (B,)
+    value : float, numpy.ndarray of shape (B,), or a framework array
+        ``f(indices)`` in float64, by the objective's definition. Native
+        PyTorch/MLX selections return 0-d (or ``(B,)``) arrays on the input's
+        device, so reading them is the caller's choice of when to sync.
+    upper_bound : same type as ``value``
         A proven ceiling on ``max_{|T| = k} f(T)``: the online bound
         ``g(S_t) + sum of the k largest gains of g`` minimised over steps
         (``g`` = ``f`` for monotone objectives), or HiGHS's dual bound for
@@ -34,7 +36,7 @@ class Selection:
     method : str
         What ran, e.g. ``"lazy"``, ``"exact"``, ``"tops_rule"``; a suffix
         ``"+host"`` says a framework's input went through a host copy.
-    optimal : bool or numpy.ndarray of shape (B,)
+    optimal : bool, numpy.ndarray of shape (B,), or a framework array
         Whether the answer is proven optimal (exact solve, or a certificate that
         closes).
     """
@@ -51,12 +53,20 @@ class Selection:
     def ratio(self) -> Any:
         """``value / upper_bound``: a lower bound on the fraction of the optimum reached.
 
-        ``1.0`` when ``upper_bound`` is ``0`` (then the optimum is ``0`` as well).
+        ``1.0`` where ``upper_bound`` is ``0`` (the optimum is ``0`` as well).
+        Computed in the framework of ``value`` (on its device for native
+        selections); a Python float for unbatched NumPy answers.
         """
         import numpy as np
 
-        value = np.asarray(self.value, dtype=np.float64)
-        bound = np.asarray(self.upper_bound, dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = np.where(bound > 0, value / np.where(bound > 0, bound, 1.0), 1.0)
-        return float(out) if out.ndim == 0 else out
+        value, bound = self.value, self.upper_bound
+        if isinstance(value, (float, int, np.floating, np.ndarray)):
+            value = np.asarray(value, dtype=np.float64)
+            bound = np.asarray(bound, dtype=np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out = np.where(bound > 0, value / np.where(bound > 0, bound, 1.0), 1.0)
+            return float(out) if out.ndim == 0 else out
+        # Framework arrays (torch, mlx) support the same elementwise operators.
+        positive = bound > 0
+        safe = bound * positive + (1 - positive * 1)  # bound where positive, 1 elsewhere
+        return (value / safe) * positive + (1 - positive * 1)
