@@ -245,3 +245,12 @@ def test_float16_inputs_take_the_numpy_path_with_the_same_answer():
     rule = tops_core.TOPSRule()
     np.testing.assert_array_equal(tops_core.select(r, sim, 8, objective=rule).order,
                                   rule.transcription(r, sim, 8))
+
+
+def test_incremental_is_selectable_by_name():
+    rng = np.random.default_rng(11)
+    sim = tops_core.cosine(rng.normal(size=(50, 6)))
+    scores = rng.random(50)
+    by_name = tops_core.select(scores, sim, 9, method="incremental")
+    assert by_name.method == "incremental"
+    assert np.array_equal(by_name.order, tops_core.select(scores, sim, 9, method="greedy").order)

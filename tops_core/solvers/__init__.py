@@ -15,6 +15,7 @@ __all__ = [
 ]
 
 #: Solvers by the name ``select(method=...)`` accepts.
-SOLVERS = {"greedy": Greedy, "lazy": Lazy, "stochastic": Stochastic, "exact": Exact}
+SOLVERS = {"greedy": Greedy, "lazy": Lazy, "incremental": Incremental, "stochastic": Stochastic,
+           "exact": Exact}
 
 Solver = Greedy | Lazy | Stochastic | Exact | Incremental
