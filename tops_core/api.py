@@ -199,7 +199,8 @@ def _solve_one(r, s, k, objective, solver, evaluator) -> Selection:
             gains, _ = gains_along(objective, r, s, result.order)
             result = SolverResult(result.order, gains, result.upper_bound, result.optimal)
     order = result.order.astype(np.int64)
-    value = evaluator.value_of(r, s, order)
+    best = result.best if evaluator is objective else None
+    value = evaluator.value_of(r, s, order, best)
     bound = max(float(result.upper_bound), value)
     closes = bound - value <= 1e-12 * max(1.0, abs(bound))
     return Selection(

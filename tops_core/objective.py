@@ -151,8 +151,13 @@ class Objective:
         self.check_scores(r, f"shape {r.shape}, dtype {r.dtype}")
         return self.value_of(r, s, _check_indices(to_numpy(indices), r.shape[0]))
 
-    def value_of(self, scores: np.ndarray, sim: np.ndarray, indices: np.ndarray) -> float:
-        """``f(S)`` on already validated NumPy inputs (no checks): see :meth:`value`."""
+    def value_of(self, scores: np.ndarray, sim: np.ndarray, indices: np.ndarray,
+                 best: np.ndarray | None = None) -> float:
+        """``f(S)`` on already validated NumPy inputs (no checks): see :meth:`value`.
+
+        ``best``, if given, is ``max_{i in S} sim[j, i]`` for every row ``j``
+        (as a solver tracked it), saving one gather over ``sim``.
+        """
         idx = indices
         if idx.size == 0:
             return 0.0
@@ -161,7 +166,8 @@ class Objective:
         if self.relevance:
             terms.append(self.relevance * math.fsum(r64[idx]))
         if self.coverage:
-            best = _max_over_columns(sim, idx)
+            if best is None:
+                best = _max_over_columns(sim, idx)
             terms.append(self.coverage * math.fsum(self.row_weights(r64) * best))
         if self.redundancy and idx.size > 1:
             block = sim[np.ix_(idx, idx)].astype(np.float64)

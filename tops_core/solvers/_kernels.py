@@ -100,9 +100,9 @@ def greedy_steps(rows, cols, r, r_pos, w, a, b, c, k, cov):
 
     Returns
     -------
-    order, f_gains, g_gains, upper_value, tol, verified
+    order, f_gains, g_gains, upper_value, tol, m, penalty
         ``cov`` ends as the running coverage gains (within ``tol``) at the
-        final set; ``verified`` counts canonical recomputations.
+        final set, ``m`` as the final running max (exact: a max never rounds).
     """
     n = r.shape[0]
     m = np.zeros(n)
@@ -111,7 +111,6 @@ def greedy_steps(rows, cols, r, r_pos, w, a, b, c, k, cov):
     order = np.empty(k, dtype=np.int64)
     f_gains = np.empty(k)
     g_gains = np.empty(k)
-    f_run = np.empty(n)
     changed = np.empty(n, dtype=np.int64)
     old = np.empty(n)
     g0 = 0.0
@@ -125,7 +124,6 @@ def greedy_steps(rows, cols, r, r_pos, w, a, b, c, k, cov):
     updates = 0
     upper_value = 0.0
     pen_max = 0.0
-    verified = 0
     tol = 0.0
     for step in range(k):
         # Rounding drift of the running gains: the canonical sum and the
@@ -134,28 +132,31 @@ def greedy_steps(rows, cols, r, r_pos, w, a, b, c, k, cov):
         tol = 8.0 * _EPS * ((n + 4.0 * updates + 16.0) * b * g0
                             + a * r_max + b * g0 + c * pen_max)
         best = -np.inf
+        second = -np.inf
+        pick = -1
         for i in range(n):
             if chosen[i]:
-                f_run[i] = -np.inf
                 continue
             f = a * r[i] + b * cov[i]
             if c != 0.0:
                 f = f - c * penalty[i]
-            f_run[i] = f
             if f > best:
+                second = best
                 best = f
-        pick = -1
-        contenders = 0
-        for i in range(n):
-            if f_run[i] >= best - 2.0 * tol:
-                contenders += 1
                 pick = i
-        if contenders > 1:
+            elif f > second:
+                second = f
+        if second >= best - 2.0 * tol:
+            # Contenders within the drift: decide on canonical gains.
             best_exact = -np.inf
             pick = -1
             for i in range(n):
-                if f_run[i] >= best - 2.0 * tol:
-                    verified += 1
+                if chosen[i]:
+                    continue
+                f = a * r[i] + b * cov[i]
+                if c != 0.0:
+                    f = f - c * penalty[i]
+                if f >= best - 2.0 * tol:
                     cov[i] = lane_gain(cols[i], m, w)
                     f = a * r[i] + b * cov[i]
                     if c != 0.0:
@@ -181,7 +182,7 @@ def greedy_steps(rows, cols, r, r_pos, w, a, b, c, k, cov):
                     pen_max = penalty[i]
         if b == 0.0:
             continue
-        # Rows whose running max rises, then their O(N) gain updates.
+        # Rows whose running max rises, then their gain updates.
         col = cols[pick]
         n_changed = 0
         for j in range(n):
@@ -203,7 +204,7 @@ def greedy_steps(rows, cols, r, r_pos, w, a, b, c, k, cov):
                 cov[i] -= wj * (x if x > 0.0 else 0.0)
         updates += n_changed
     tol = 8.0 * _EPS * ((n + 4.0 * updates + 16.0) * b * g0 + a * r_max + b * g0 + c * pen_max)
-    return order, f_gains, g_gains, upper_value, tol, verified
+    return order, f_gains, g_gains, upper_value, tol, m, penalty
 
 
 @njit(cache=True)

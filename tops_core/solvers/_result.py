@@ -17,6 +17,9 @@ class SolverResult:
     gains: np.ndarray
     upper_bound: float
     optimal: bool = False
+    #: ``max_{i in S} s[j, i]`` for every row ``j`` when the solver has it (exact:
+    #: a max never rounds), so the value need not re-read ``sim``.
+    best: np.ndarray | None = None
 
 
 def top_sum(values: np.ndarray, k: int) -> float:

@@ -102,7 +102,7 @@ def fast_start(objective, scores, sim):
                          np.zeros(n), np.zeros(n), 0.0)
 
 
-def is_symmetric(a: np.ndarray, block: int = 512) -> bool:
+def is_symmetric(a: np.ndarray, block: int = 256) -> bool:
     """Exact symmetry, block by block (stops at the first differing block)."""
     n = a.shape[0]
     for i0 in range(0, n, block):
@@ -161,7 +161,7 @@ def run_from_coverage(objective, r, rows, cols, w, cov0, k) -> SolverResult:
     g0 = a * r_pos + b * cov0
     bound = top_sum(g0, k)
     cov = cov0.copy()
-    order, f_gains, _, upper_value, tol, _ = kern.greedy_steps(rows, cols, r, r_pos, w, a, b, c, k, cov)
+    order, f_gains, _, upper_value, tol, m, _ = kern.greedy_steps(rows, cols, r, r_pos, w, a, b, c, k, cov)
     if k < r.shape[0]:
         rest = np.ones(r.shape[0], dtype=bool)
         rest[order] = False
@@ -169,4 +169,4 @@ def run_from_coverage(objective, r, rows, cols, w, cov0, k) -> SolverResult:
         bound = min(bound, upper_value + top_sum(g_final, k))
     else:
         bound = min(bound, upper_value)
-    return SolverResult(order, f_gains, bound)
+    return SolverResult(order, f_gains, bound, best=m if b else None)
