@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 import numbers
 from collections.abc import Iterable
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -81,8 +83,8 @@ def check_budget(k: object, n: int) -> int:
     return k
 
 
-def _as_real_array(name: str, x: np.ndarray, given: str) -> tuple[np.ndarray, float]:
-    """Return ``x`` as floats and its minimum, after checking it is real and finite."""
+def _as_real_array(name: str, x: np.ndarray, given: str) -> tuple[np.ndarray, float, float]:
+    """Return ``x`` as floats and its extremes, after checking it is real and finite."""
     if x.dtype.kind not in "fiu":
         raise InvalidInputError(
             f"{name} must hold real numbers (a float or integer dtype); got {given}"
@@ -90,18 +92,69 @@ def _as_real_array(name: str, x: np.ndarray, given: str) -> tuple[np.ndarray, fl
     if x.dtype.kind in "iu":
         x = x.astype(np.float64)
     if not x.size:
-        return x, 0.0
+        return x, 0.0, 0.0
     # Two streaming reductions instead of an elementwise isfinite (and a second
     # pass for the sign): min and max propagate NaN, and any inf shows in one of them.
     lo, hi = x.min(), x.max()
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise InvalidInputError(f"{name} must be finite (no NaN or inf); got {given} with NaN or inf")
-    return x, float(lo)
+    return x, float(lo), float(hi)
 
 
-def _symmetric(sim: np.ndarray) -> bool:
-    tol = 16 * np.finfo(sim.dtype).eps * max(1.0, float(np.abs(sim).max(initial=0.0)))
-    return bool(np.abs(sim - np.swapaxes(sim, -1, -2)).max(initial=0.0) <= tol)
+# Exact-symmetry answers per array object within one ``select`` call: validation,
+# the solver and the certificate each need it, and inputs are never modified.
+_SYMMETRY_MEMO: ContextVar[dict | None] = ContextVar("tops_symmetry_memo", default=None)
+
+
+@contextmanager
+def symmetry_memo():
+    """Remember :func:`exactly_symmetric` answers (per array object) inside the block."""
+    token = _SYMMETRY_MEMO.set({})
+    try:
+        yield
+    finally:
+        _SYMMETRY_MEMO.reset(token)
+
+
+def exactly_symmetric(a: np.ndarray, block: int = 256) -> bool:
+    """Whether the 2-D ``a`` equals its transpose exactly, block by block (first miss stops)."""
+    memo = _SYMMETRY_MEMO.get()
+    if memo is not None and id(a) in memo:
+        return memo[id(a)][1]
+    result = _blocks_equal_transposed(a, block)
+    if memo is not None:
+        memo[id(a)] = (a, result)  # holding ``a`` keeps its id from being reused
+    return result
+
+
+def _blocks_equal_transposed(a: np.ndarray, block: int) -> bool:
+    n = a.shape[0]
+    if a.shape[1] != n:
+        return False
+    for i0 in range(0, n, block):
+        for j0 in range(i0, n, block):
+            if not np.array_equal(a[i0:i0 + block, j0:j0 + block], a[j0:j0 + block, i0:i0 + block].T):
+                return False
+    return True
+
+
+def _symmetric(sim: np.ndarray, lo: float, hi: float, block: int = 256) -> bool:
+    """Symmetric within 16 eps of the largest entry (rounding), block by block.
+
+    ``lo``, ``hi`` are the extreme entries (already computed by validation).
+    Blocks keep the temporaries small; exactly equal pairs need no arithmetic.
+    """
+    if sim.ndim == 2 and exactly_symmetric(sim, block):
+        return True
+    tol = 16 * np.finfo(sim.dtype).eps * max(1.0, abs(lo), abs(hi))
+    n = sim.shape[-1]
+    for i0 in range(0, n, block):
+        for j0 in range(i0, n, block):
+            a = sim[..., i0:i0 + block, j0:j0 + block]
+            b = np.swapaxes(sim[..., j0:j0 + block, i0:i0 + block], -1, -2)
+            if not np.array_equal(a, b) and np.abs(a - b).max(initial=0.0) > tol:
+                return False
+    return True
 
 
 def check_problem(
@@ -170,8 +223,8 @@ def check_problem(
             f"sim must be square and match scores: shape {expected} for scores of shape "
             f"{tuple(scores_arr.shape)}; got {mg}"
         )
-    scores_arr, _ = _as_real_array("scores", scores_arr, sg)
-    sim_arr, sim_min = _as_real_array("sim", sim_arr, mg)
+    scores_arr, _, _ = _as_real_array("scores", scores_arr, sg)
+    sim_arr, sim_min, sim_max = _as_real_array("sim", sim_arr, mg)
     if sim_min < 0:
         raise InvalidInputError(
             "sim must be non-negative (coverage and the redundancy penalty are submodular only "
@@ -179,7 +232,7 @@ def check_problem(
             "pass (1 + s) / 2 (the TOPS and DivPrune rules are invariant to it) or clamp "
             "them at 0 yourself; tops-prune never clamps silently"
         )
-    if need_symmetric and not _symmetric(sim_arr):
+    if need_symmetric and not _symmetric(sim_arr, sim_min, sim_max):
         raise InvalidInputError(
             f"sim must be symmetric (s[i, j] == s[j, i]) for {why_symmetric}; got {mg} that is not"
         )

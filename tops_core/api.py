@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tops_core._dispatch import adapter_for, framework_of
-from tops_core._validate import InvalidInputError, check_choice, check_problem, describe
+from tops_core._validate import InvalidInputError, check_choice, check_problem, describe, symmetry_memo
 from tops_core.features import Features, select_features
 from tops_core.objective import Objective
 from tops_core.rules import DPP, SCOPE, DivPrune, TopK, TOPSRule
@@ -159,6 +159,11 @@ def select(scores, sim, k, /, *, objective=None, method="auto", reference=None) 
 
 def _select_numpy(scores, sim, k, objective, solver, reference, scores_given=None, sim_given=None):
     """Validate and solve on NumPy inputs, row by row when batched."""
+    with symmetry_memo():
+        return _validate_and_solve(scores, sim, k, objective, solver, reference, scores_given, sim_given)
+
+
+def _validate_and_solve(scores, sim, k, objective, solver, reference, scores_given, sim_given):
     if isinstance(objective, Objective):
         need_sym, why = objective.needs_symmetric, "the redundancy penalty (redundancy > 0)"
         evaluator = objective
@@ -190,7 +195,7 @@ def _solve_one(r, s, k, objective, solver, evaluator) -> Selection:
     if solver is None:
         order = objective.order(r, s, k)
         gains, state = gains_along(evaluator, r, s, order)
-        result = SolverResult(order, gains, online_bound(evaluator, r, s, order, k, state))
+        result = SolverResult(order, gains, online_bound(evaluator, r, s, order, k, state), best=state.m)
         name = objective.name
     else:
         result = solver.run(objective, r, s, k)
@@ -199,7 +204,7 @@ def _solve_one(r, s, k, objective, solver, evaluator) -> Selection:
             gains, _ = gains_along(objective, r, s, result.order)
             result = SolverResult(result.order, gains, result.upper_bound, result.optimal)
     order = result.order.astype(np.int64)
-    best = result.best if evaluator is objective else None
+    best = result.best  # max over S of each row: the same whatever weighs it
     value = evaluator.value_of(r, s, order, best)
     bound = max(float(result.upper_bound), value)
     closes = bound - value <= 1e-12 * max(1.0, abs(bound))

@@ -13,6 +13,7 @@ import numpy as np
 
 from tops_core._validate import check_choice, check_weight
 from tops_core.normalize import NORMS, normalize
+from tops_core.objective import lane_sum
 from tops_core.solvers.dpp import dpp_greedy_map
 
 __all__ = ["TOPSRule", "TopK", "DivPrune", "SCOPE", "DPP", "Rule"]
@@ -21,13 +22,20 @@ __all__ = ["TOPSRule", "TopK", "DivPrune", "SCOPE", "DPP", "Rule"]
 _BLOCK = 256
 
 
-def _coverage_gains(sim: np.ndarray, m: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``c_i = sum_{j in cols} max(0, sim[i, j] - m_j)`` for ``i in rows`` (float64)."""
+def _coverage_gains(sim: np.ndarray, m: np.ndarray, rows: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``c_i = sum_j keep_j * max(0, sim[i, j] - m_j)`` for ``i in rows``, float64.
+
+    ``keep`` is 1.0 for the columns that count and 0.0 for the others. Reduced
+    canonically (:func:`~tops_core.objective.lane_sum` over all ``j``), so the
+    Numba kernel ``lane_gain(sim[i], m, keep)`` gives the same bits.
+    """
     out = np.empty(rows.shape[0], dtype=np.float64)
-    m_cols = m[cols]
     for start in range(0, rows.shape[0], _BLOCK):
-        block = sim[np.ix_(rows[start:start + _BLOCK], cols)].astype(np.float64)
-        out[start:start + _BLOCK] = np.maximum(block - m_cols, 0.0).sum(axis=1)
+        block = sim[rows[start:start + _BLOCK]].astype(np.float64)
+        block -= m
+        np.maximum(block, 0.0, out=block)
+        block *= keep
+        out[start:start + _BLOCK] = lane_sum(block)
     return out
 
 
@@ -106,20 +114,26 @@ class TOPSRule:
             np.maximum(m, sim[:, pick], out=m)
         return order
 
-    def transcription_step(self, r, sim, m, chosen):
-        """One step of the transcription: ``(pick, (candidates, coverage))``."""
+    def transcription_step(self, r, sim, m, chosen, coverage_of=None):
+        """One step of the transcription: ``(pick, (candidates, coverage))``.
+
+        ``coverage_of(keep)``, if given, computes the same coverage over all
+        tokens bit for bit (the Numba kernel); the default is the NumPy one.
+        """
         cand = np.flatnonzero(~chosen)
         score = normalize(r[cand], self.norm)
         if self.alpha:
             score = score + self.alpha * normalize(1.0 - m[cand], self.norm)
         coverage = None
         if self.lam:
-            coverage = _coverage_gains(sim, m, cand, cand)
+            keep = (~chosen).astype(np.float64)
+            coverage = (_coverage_gains(sim, m, cand, keep) if coverage_of is None
+                        else coverage_of(keep)[cand])
             score = score + self.lam * normalize(coverage, self.norm)
         return int(cand[np.argmax(score)]), (cand, coverage)
 
     def _order_incremental(self, scores, sim, k):
-        from tops_core.solvers.incremental import is_symmetric, kernels
+        from tops_core.solvers.incremental import coverage_all, is_symmetric, kernels
 
         kern = kernels()
         n = scores.shape[0]
@@ -132,7 +146,11 @@ class TOPSRule:
         order[0] = seed
         chosen[seed] = True
         m = sim[:, seed].astype(np.float64)
-        c = kern.rule_coverage(rows, m, chosen)
+        # c_i sums F[i, j] over j: the rows of F's transpose, streamed.
+        def coverage_of(keep):
+            return coverage_all(cols, keep, m)
+
+        c = coverage_of((~chosen).astype(np.float64))
         c_max = float(c.max())
         step, updates, forced = 1, 0, -1
         while True:
@@ -140,7 +158,7 @@ class TOPSRule:
                                                  k, order, step, m, chosen, c, c_max, updates, forced)
             if step >= k:
                 return order
-            forced, (cand, coverage) = self.transcription_step(r, sim, m, chosen)
+            forced, (cand, coverage) = self.transcription_step(r, sim, m, chosen, coverage_of)
             if coverage is not None:  # exact coverage: the drift bound restarts from zero
                 c[cand] = coverage
                 updates = 0
@@ -232,7 +250,7 @@ class SCOPE:
         n = scores.shape[0]
         r = scores.astype(np.float64)
         saliency = np.ones(n) if self.power == 0 else np.power(np.maximum(r, 0.0), self.power)
-        every = np.arange(n)
+        every = np.ones(n)
         chosen = np.zeros(n, dtype=bool)
         m = np.zeros(n, dtype=np.float64)
         order = np.empty(k, dtype=np.int64)

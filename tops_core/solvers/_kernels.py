@@ -240,36 +240,10 @@ def max_over_columns(sim, idx):
 
 
 @njit(cache=True)
-def rule_coverage(rows, m, chosen):
-    """TOPS rule coverage ``c_i = sum_{j not chosen} max(0, F[i, j] - m_j)`` (row-major pass)."""
-    n = m.shape[0]
-    c = np.zeros(n)
-    for i in range(n):
-        row = rows[i]
-        acc = 0.0
-        for j in range(n):
-            x = row[j] - m[j]
-            acc += x if (x > 0.0 and not chosen[j]) else 0.0
-        c[i] = acc
-    return c
-
-
-@njit(cache=True)
-def _norm_stats(x, chosen, count, minmax):
-    """(shift, scale, degenerate) of the per-step normalisation over the candidates."""
+def _norm_from(total, lo, hi, count, minmax):
+    """(shift, scale, degenerate) of the per-step normalisation from the candidates' stats."""
     if minmax:
-        lo = np.inf
-        hi = -np.inf
-        for i in range(x.shape[0]):
-            if not chosen[i]:
-                v = x[i]
-                lo = v if v < lo else lo
-                hi = v if v > hi else hi
         return lo, hi - lo, hi - lo == 0.0
-    total = 0.0
-    for i in range(x.shape[0]):
-        if not chosen[i]:
-            total += x[i]
     mean = total / count
     return 0.0, mean, mean == 0.0
 
@@ -285,34 +259,48 @@ def tops_rule_steps(rows, cols, r, alpha, lam, minmax, k, order, step, m, chosen
     runs that step exactly (then resumes with ``forced`` = its pick).
     """
     n = r.shape[0]
-    d = 1.0 - m
+    count = 0
+    for i in range(n):
+        if not chosen[i]:
+            count += 1
     while step < k:
         if forced >= 0:
             pick = forced
             forced = -1
         else:
-            count = 0
-            for i in range(n):
-                if not chosen[i]:
-                    count += 1
             pick = -1
             if count == 1:
                 for i in range(n):
                     if not chosen[i]:
                         pick = i
             else:
-                for i in range(n):
-                    d[i] = 1.0 - m[i]
                 eps_c = 8.0 * _EPS * (n + 4.0 * updates + 16.0) * c_max
-                r_lo, r_sc, r_deg = _norm_stats(r, chosen, count, minmax)
-                d_lo, d_sc, d_deg = _norm_stats(d, chosen, count, minmax)
-                c_lo, c_sc, c_deg = _norm_stats(c, chosen, count, minmax)
-                r_abs = 0.0
-                d_abs = 0.0
+                # One pass for every statistic of the per-step normalisation
+                # (sums in index order, as before; d_i = 1 - m_i on the fly).
+                r_sum = d_sum = c_sum = 0.0
+                r_lo = d_lo = c_lo = np.inf
+                r_hi = d_hi = c_hi = -np.inf
+                r_abs = d_abs = 0.0
                 for i in range(n):
-                    if not chosen[i]:
-                        r_abs = max(r_abs, abs(r[i]))
-                        d_abs = max(d_abs, abs(d[i]))
+                    if chosen[i]:
+                        continue
+                    ri = r[i]
+                    di = 1.0 - m[i]
+                    ci = c[i]
+                    r_sum += ri
+                    d_sum += di
+                    c_sum += ci
+                    r_lo = ri if ri < r_lo else r_lo
+                    r_hi = ri if ri > r_hi else r_hi
+                    d_lo = di if di < d_lo else d_lo
+                    d_hi = di if di > d_hi else d_hi
+                    c_lo = ci if ci < c_lo else c_lo
+                    c_hi = ci if ci > c_hi else c_hi
+                    r_abs = max(r_abs, abs(ri))
+                    d_abs = max(d_abs, abs(di))
+                r_lo, r_sc, r_deg = _norm_from(r_sum, r_lo, r_hi, count, minmax)
+                d_lo, d_sc, d_deg = _norm_from(d_sum, d_lo, d_hi, count, minmax)
+                c_lo, c_sc, c_deg = _norm_from(c_sum, c_lo, c_hi, count, minmax)
                 # Bounds on |running - transcription| of each normalised term.
                 if minmax:
                     err_r = 0.0
@@ -350,7 +338,7 @@ def tops_rule_steps(rows, cols, r, alpha, lam, minmax, k, order, step, m, chosen
                         continue
                     s = 0.0 if r_deg else (r[i] - r_lo) / r_sc
                     if alpha != 0.0:
-                        s = s + alpha * (0.0 if d_deg else (d[i] - d_lo) / d_sc)
+                        s = s + alpha * (0.0 if d_deg else (1.0 - m[i] - d_lo) / d_sc)
                     if lam != 0.0:
                         s = s + lam * (0.0 if c_deg else (c[i] - c_lo) / c_sc)
                     top = max(top, abs(s))
@@ -365,6 +353,7 @@ def tops_rule_steps(rows, cols, r, alpha, lam, minmax, k, order, step, m, chosen
                     return step, updates
         order[step] = pick
         chosen[pick] = True
+        count -= 1
         # The pick leaves the candidates: drop its column's term (at the old m).
         colp = cols[pick]
         mp = m[pick]

@@ -104,12 +104,9 @@ def fast_start(objective, scores, sim):
 
 def is_symmetric(a: np.ndarray, block: int = 256) -> bool:
     """Exact symmetry, block by block (stops at the first differing block)."""
-    n = a.shape[0]
-    for i0 in range(0, n, block):
-        for j0 in range(i0, n, block):
-            if not np.array_equal(a[i0:i0 + block, j0:j0 + block], a[j0:j0 + block, i0:i0 + block].T):
-                return False
-    return True
+    from tops_core._validate import exactly_symmetric
+
+    return exactly_symmetric(a, block)
 
 
 @dataclass(frozen=True)
