@@ -202,6 +202,24 @@ def sweep_one(n, repeats, peer_budget_s, apricot, slow) -> dict:
     return row
 
 
+def where_time_goes(r, sim, k) -> dict:
+    """The floor (one read of sim) and the parts of one ``select`` call, each timed alone."""
+    from tops_core._validate import exactly_symmetric
+    from tops_core.solvers import Incremental
+    from tops_core.solvers.incremental import coverage_all
+
+    w = PLAIN.row_weights(r.astype(np.float64))
+    solver = Incremental(symmetric=True)
+    parts = {
+        "one read of sim (np.sum, the floor)": lambda: sim.sum(dtype=np.float32),
+        "validation (min, max)": lambda: (sim.min(), sim.max()),
+        "exact symmetry check": lambda: exactly_symmetric(sim),
+        "initial gains (one pass)": lambda: coverage_all(sim, w),
+        "solver (initial gains + incremental steps)": lambda: solver.run(PLAIN, r, sim, k),
+    }
+    return {name: best_of(fn, 20, 2.0)[0] for name, fn in parts.items()}
+
+
 def target_cases(repeats: int, with_peers: bool, quick: bool) -> list[dict]:
     cases = []
     # N=576, k=64: the whole select call (validation, solver, value, certificate).
@@ -218,7 +236,7 @@ def target_cases(repeats: int, with_peers: bool, quick: bool) -> list[dict]:
     ref = Greedy().run(PLAIN, r, sim, k) if not quick else Lazy().run(PLAIN, r, sim, k)
     case = {"case": "N=2880, k=640, plain, auto", "time_s": t, "target_s": 1e-2,
             "same_as_greedy": bool(np.array_equal(sel.order, ref.order)),
-            "value": sel.value, "peers_s": {}, "peer_same_set": {}}
+            "value": sel.value, "peers_s": {}, "peer_same_set": {}, "parts_s": where_time_goes(r, sim, k)}
     if with_peers:
         sim64 = sim.astype(np.float64)
         for compiled in (True, False):
@@ -314,6 +332,10 @@ def render_markdown(data: dict) -> str:
                                   for n_, v in c["peer_same_set"].items()))
         elif "same_as_greedy" in c:
             peers = f"same order as greedy: {c['same_as_greedy']}"
+        if c.get("parts_s"):
+            floor = c["parts_s"]["one read of sim (np.sum, the floor)"]
+            peers += (f"; **{c['time_s'] / floor:.0f} reads** of sim in time; parts alone: "
+                      + ", ".join(f"{name} {v * 1e3:.2f} ms" for name, v in c["parts_s"].items()))
         if "tracemalloc_peak_bytes" in c:
             peers = (f"peak extra memory {c['rss_peak_growth_bytes'] / 2**20:.0f} MiB (RSS growth), "
                      f"{c['tracemalloc_peak_bytes'] / 2**20:.0f} MiB (tracemalloc); dense sim would be "
