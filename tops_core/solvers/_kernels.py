@@ -307,6 +307,9 @@ def tops_rule_steps(rows, cols, r, alpha, lam, minmax, k, order, step, m, chosen
     for i in range(n):
         if not chosen[i]:
             count += 1
+    changed = np.empty(n, dtype=np.int64)
+    old = np.empty(n)
+    ones = np.ones(n)
     while step < k:
         if forced >= 0:
             pick = forced
@@ -405,17 +408,17 @@ def tops_rule_steps(rows, cols, r, alpha, lam, minmax, k, order, step, m, chosen
             x = colp[i] - mp
             c[i] -= x if x > 0.0 else 0.0
         # Rows whose running max rises change every coverage by their column's term.
+        n_changed = 0
         for j in range(n):
             hi = colp[j]
             if hi > m[j]:
-                lo = m[j]
-                m[j] = hi
                 if not chosen[j]:
-                    colj = cols[j]
-                    for i in range(n):
-                        x = (colj[i] if colj[i] < hi else hi) - lo
-                        c[i] -= x if x > 0.0 else 0.0
-                    updates += 1
+                    changed[n_changed] = j
+                    old[n_changed] = m[j]
+                    n_changed += 1
+                m[j] = hi
+        lower_gains(cols, changed, old, m, ones, n_changed, c)
+        updates += n_changed
         step += 1
     return step, updates
 
