@@ -380,15 +380,20 @@ def tops_rule_steps(rows, cols, r, alpha, lam, minmax, k, order, step, m, chosen
                 best = -np.inf
                 second = -np.inf
                 top = 0.0
+                # Reciprocals instead of three divisions per candidate: each term
+                # then carries up to 2 more roundings, covered with the others by
+                # the 16 eps * (sum of |terms| + 1) slack below.
+                inv_r = 0.0 if r_deg else 1.0 / r_sc
+                inv_d = 0.0 if (d_deg or alpha == 0.0) else alpha / d_sc
+                inv_c = 0.0 if (c_deg or lam == 0.0) else lam / c_sc
                 for i in range(n):
                     if chosen[i]:
                         continue
-                    s = 0.0 if r_deg else (r[i] - r_lo) / r_sc
-                    if alpha != 0.0:
-                        s = s + alpha * (0.0 if d_deg else (1.0 - m[i] - d_lo) / d_sc)
-                    if lam != 0.0:
-                        s = s + lam * (0.0 if c_deg else (c[i] - c_lo) / c_sc)
-                    top = max(top, abs(s))
+                    tr = (r[i] - r_lo) * inv_r
+                    td = (1.0 - m[i] - d_lo) * inv_d
+                    tc = (c[i] - c_lo) * inv_c
+                    s = tr + td + tc
+                    top = max(top, abs(tr) + abs(td) + abs(tc))
                     if s > best:
                         second = best
                         best = s

@@ -102,7 +102,7 @@ def fast_start(objective, scores, sim):
                          np.zeros(n), np.zeros(n), 0.0)
 
 
-def is_symmetric(a: np.ndarray, block: int = 256) -> bool:
+def is_symmetric(a: np.ndarray, block: int | None = None) -> bool:
     """Exact symmetry, block by block (stops at the first differing block)."""
     from tops_core._validate import exactly_symmetric
 
