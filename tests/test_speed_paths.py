@@ -52,6 +52,22 @@ def test_numba_lane_gain_matches_numpy_kernel(dtype, n):
     assert kernels().lane_gain(col, m, w) == want
 
 
+@pytest.mark.parametrize("block", [1, 7, 33, 100, 1000])
+def test_streamed_lanes_are_the_canonical_gains_whatever_the_row_blocks(block):
+    # add_lanes adds four rows of a lane per pass; blocks starting anywhere must
+    # still give every candidate the canonical reduction of its column.
+    rng = np.random.default_rng(block)
+    n = 203
+    sim = (rng.random((n, n)) ** 3).astype(np.float32)
+    m = rng.random(n) * 0.4
+    w = rng.random(n) * 2
+    lanes = np.zeros((8, n))
+    for start in range(0, n, block):
+        kernels().add_lanes(sim[start:start + block], start, w, m, lanes)
+    want = lane_sum(np.maximum(sim.T.astype(np.float64) - m, 0.0) * w)
+    assert kernels().combine_lanes(lanes).tolist() == want.tolist()
+
+
 def _assert_same_run(objective, r, sim, k):
     ref = Greedy().run(objective, r, sim, k)
     got = Incremental().run(objective, r, sim, k)

@@ -52,23 +52,47 @@ def lane_gain(col, m, w):
 
 
 @njit(cache=True)
+def _term(s, mj, wj):
+    """One canonical coverage term ``w_j max(s - m_j, 0)``."""
+    d = s - mj
+    return (d if d > 0.0 else 0.0) * wj
+
+
+@njit(cache=True)
 def add_lanes(rows, row_start, w, m, lanes):
     """Stream rows ``s[row_start + t, :]`` into per-candidate lane sums at running max ``m``.
 
     ``lanes[l, i]`` accumulates ``w_j max(s[j, i] - m_j, 0)`` for
     ``j = l (mod 8)`` in ascending ``j``: reading the matrix row by row gives,
     for every candidate, the same reduction :func:`lane_gain` gives reading
-    its column.
+    its column. Four rows of a lane are added per load and store of the lane
+    (in the same order, so the same bits): the lanes, not the rows, were the
+    memory traffic.
     """
-    for t in range(rows.shape[0]):
-        j = row_start + t
-        lane = lanes[j % 8]
-        wj = w[j]
-        mj = m[j]
-        row = rows[t]
-        for i in range(row.shape[0]):
-            d = row[i] - mj
-            lane[i] += (d if d > 0.0 else 0.0) * wj
+    nrows = rows.shape[0]
+    n = rows.shape[1]
+    for lane_no in range(8):
+        lane = lanes[lane_no]
+        t = (lane_no - row_start) % 8  # first row of this lane
+        while t + 24 < nrows:
+            ja = row_start + t
+            ra, rb, rc, rd = rows[t], rows[t + 8], rows[t + 16], rows[t + 24]
+            ma, mb, mc, md = m[ja], m[ja + 8], m[ja + 16], m[ja + 24]
+            wa, wb, wc, wd = w[ja], w[ja + 8], w[ja + 16], w[ja + 24]
+            for i in range(n):
+                acc = lane[i]
+                acc += _term(ra[i], ma, wa)
+                acc += _term(rb[i], mb, wb)
+                acc += _term(rc[i], mc, wc)
+                acc += _term(rd[i], md, wd)
+                lane[i] = acc
+            t += 32
+        while t < nrows:
+            j = row_start + t
+            row, mj, wj = rows[t], m[j], w[j]
+            for i in range(n):
+                lane[i] += _term(row[i], mj, wj)
+            t += 8
 
 
 @njit(cache=True)
@@ -328,23 +352,30 @@ def tops_rule_steps(rows, cols, r, alpha, lam, minmax, k, order, step, m, chosen
                 r_lo = d_lo = c_lo = np.inf
                 r_hi = d_hi = c_hi = -np.inf
                 r_abs = d_abs = 0.0
-                for i in range(n):
-                    if chosen[i]:
-                        continue
-                    ri = r[i]
-                    di = 1.0 - m[i]
-                    ci = c[i]
-                    r_sum += ri
-                    d_sum += di
-                    c_sum += ci
-                    r_lo = ri if ri < r_lo else r_lo
-                    r_hi = ri if ri > r_hi else r_hi
-                    d_lo = di if di < d_lo else d_lo
-                    d_hi = di if di > d_hi else d_hi
-                    c_lo = ci if ci < c_lo else c_lo
-                    c_hi = ci if ci > c_hi else c_hi
-                    r_abs = max(r_abs, abs(ri))
-                    d_abs = max(d_abs, abs(di))
+                if minmax:
+                    for i in range(n):
+                        if chosen[i]:
+                            continue
+                        ri = r[i]
+                        di = 1.0 - m[i]
+                        ci = c[i]
+                        r_lo = ri if ri < r_lo else r_lo
+                        r_hi = ri if ri > r_hi else r_hi
+                        d_lo = di if di < d_lo else d_lo
+                        d_hi = di if di > d_hi else d_hi
+                        c_lo = ci if ci < c_lo else c_lo
+                        c_hi = ci if ci > c_hi else c_hi
+                else:
+                    for i in range(n):
+                        if chosen[i]:
+                            continue
+                        ri = r[i]
+                        di = 1.0 - m[i]
+                        r_sum += ri
+                        d_sum += di
+                        c_sum += c[i]
+                        r_abs = max(r_abs, abs(ri))
+                        d_abs = max(d_abs, abs(di))
                 r_lo, r_sc, r_deg = _norm_from(r_sum, r_lo, r_hi, count, minmax)
                 d_lo, d_sc, d_deg = _norm_from(d_sum, d_lo, d_hi, count, minmax)
                 c_lo, c_sc, c_deg = _norm_from(c_sum, c_lo, c_hi, count, minmax)
