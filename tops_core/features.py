@@ -8,6 +8,7 @@ by BLAS in fixed blocks of rows, so memory stays ``O(N d + block N)``.
 from __future__ import annotations
 
 import heapq
+import math
 
 import numpy as np
 
@@ -22,6 +23,14 @@ __all__ = ["Features"]
 #: Rows of the similarity built per BLAS call in full passes (bounds the extra
 #: memory to ``ROW_BLOCK * N`` floats).
 ROW_BLOCK = 1024
+
+#: Rows per BLAS call in the pass that starts the sparse phase (its buffers
+#: take about ``10 * PASS_BLOCK * N`` bytes next to the kept entries).
+PASS_BLOCK = 512
+
+#: Most bytes the sparse phase may keep (index and value of each entry above
+#: the running max); a pass that would exceed it is abandoned.
+SPARSE_BYTES = 900 * 2**20
 
 
 class Features:
@@ -120,6 +129,63 @@ def _initial_coverage(feats: Features, w: np.ndarray) -> tuple[np.ndarray, float
     return cov, lowest
 
 
+def _gamma(count: float, unit: float) -> float:
+    """Higham's ``gamma_n = n u / (1 - n u)``: relative error of ``n`` roundings."""
+    return count * unit / (1.0 - count * unit)
+
+
+def coverage_bound(feats: Features, w: np.ndarray) -> np.ndarray:
+    """Upper bounds of the canonical coverage gains at ``S = {}``, in ``O(N d)`` (``shift=True``).
+
+    At ``S = {}`` the running max is 0 and every term ``w_j s[j, i]`` is
+    non-negative, so the gain is ``sum_j w_j (1 + cos_ji) / 2 = (W + v . u_i) / 2``
+    with ``W = sum_j w_j`` and ``v = sum_j w_j u_j``, up to rounding.
+
+    Parameters
+    ----------
+    feats : Features
+        The features (their unit rows ``u``), with ``shift=True``.
+    w : numpy.ndarray, shape (N,)
+        Non-negative coverage row weights.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,), float64
+        ``bound_i >= `` the canonical (:func:`~tops_core.objective.lane_sum`)
+        gain of token ``i``. The margin covers, with room: the BLAS dot
+        product in the features' precision, in any order, with FMA or not
+        (``|err| <= gamma_d |u_j| |u_i|``); clipping at ``-1`` (a row whose
+        norm is ``1 + eta`` has ``cos >= -(1 + eta)^2``; zero rows have
+        ``cos = 0`` exactly); the rounding of ``cos + 1``; the float64 products
+        and canonical sum of ``N`` non-negative terms; and the float64
+        evaluation of ``W`` and ``v . u_i`` here.
+    """
+    u = feats.unit
+    n, d = u.shape
+    unit = float(np.finfo(u.dtype).eps) / 2
+    unit64 = float(np.finfo(np.float64).eps) / 2
+    norms = np.empty(n)
+    v = np.zeros(d)
+    chunk = 4096  # float64 copies of the rows, a chunk at a time
+    for s in range(0, n, chunk):
+        u64 = u[s:s + chunk].astype(np.float64)
+        norms[s:s + chunk] = np.sqrt(np.einsum("ij,ij->i", u64, u64))
+        v += w[s:s + chunk] @ u64
+    est = np.empty(n)
+    for s in range(0, n, chunk):
+        est[s:s + chunk] = u[s:s + chunk].astype(np.float64) @ v
+    big_w = math.fsum(w)
+    est += big_w
+    live = norms > 0
+    eta = float(np.abs(norms[live] - 1.0).max()) + 1e-12 if live.any() else 0.0
+    a_w = float(w @ norms) * (1 + _gamma(n + 2, unit64))  # sum_j w_j |u_j|, rounded up
+    slack = (_gamma(d + 2, unit) * (1 + eta) * a_w * norms  # BLAS dot products
+             + (2 * eta + eta * eta) * big_w  # clipping at -1
+             + _gamma(n + d + 4, unit64) * (big_w + a_w * norms)  # W, v and v . u_i in float64
+             + 4 * unit64 * np.abs(est))
+    return (est + slack) * (0.5 * (1 + 2 * unit) * (1 + _gamma(n + 4, unit64)) * (1 + 8 * unit64))
+
+
 def _coverage_of(rows: np.ndarray, m: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Canonical coverage gains of candidates given their similarity rows (= columns)."""
     if fast_for(rows):
@@ -128,12 +194,67 @@ def _coverage_of(rows: np.ndarray, m: np.ndarray, w: np.ndarray) -> np.ndarray:
     return lane_sum(np.maximum(rows - m, 0.0) * w)
 
 
+class _Sparse:
+    """Entries above the running max kept after one full pass (see :mod:`tops_core._feature_kernels`)."""
+
+    def __init__(self, block_rows, idx_blocks, val_blocks, starts, lengths, cov):
+        self.block_rows, self.idx_blocks, self.val_blocks = block_rows, idx_blocks, val_blocks
+        self.starts, self.lengths, self.cov = starts, lengths, cov
+
+
+def _sparse_pass(feats: Features, m: np.ndarray, w: np.ndarray, chosen: np.ndarray) -> _Sparse | None:
+    """One pass over all rows: keep each token's entries above ``m``, and its canonical gain.
+
+    Rows are built :data:`PASS_BLOCK` at a time by the same GEMM as
+    :meth:`Features.take`. Returns ``None`` (and frees what it kept) when the
+    kept entries would exceed :data:`SPARSE_BYTES`.
+    """
+    from numba.typed import List
+
+    from tops_core import _feature_kernels as fk
+
+    n = feats.n
+    idx_dtype = np.uint16 if n <= 2**16 else np.int32
+    per_entry = np.dtype(idx_dtype).itemsize + feats.dtype.itemsize
+    block = min(PASS_BLOCK, n)
+    idx_buf = np.empty((block, n), dtype=idx_dtype)
+    val_buf = np.empty((block, n), dtype=feats.dtype)
+    counts = np.zeros(n, dtype=np.int64)
+    starts = np.zeros(n, dtype=np.int64)
+    cov = np.zeros(n)
+    idx_blocks, val_blocks = List(), List()
+    total = 0
+    for start in range(0, n, block):
+        rows = feats.take(np.arange(start, min(start + block, n)))
+        b = rows.shape[0]
+        fk.extract_block(rows, m, w, chosen, start, counts, idx_buf, val_buf, cov)
+        kept = int(counts[start:start + b].sum())
+        total += kept
+        if total * per_entry > SPARSE_BYTES:
+            return None
+        idx, val = np.empty(kept, dtype=idx_dtype), np.empty(kept, dtype=feats.dtype)
+        fk.pack_block(counts, start, idx_buf[:b], val_buf[:b], idx, val, starts)
+        idx_blocks.append(idx)
+        val_blocks.append(val)
+    return _Sparse(block, idx_blocks, val_blocks, starts, counts, cov)
+
+
 def select_features(scores, feats: Features, k, objective: Objective, batch: int = 16) -> Selection:
-    """Lazy greedy on features: greedy's order, rows built ``batch`` at a time.
+    """Lazy greedy on features: greedy's order and gains, bit for bit.
 
     Canonical gains are non-increasing bit for bit as the set grows (each term
     only shrinks and rounding is monotone), so stale gains bound fresh ones
-    and the lazy pick equals greedy's, lowest index first on ties.
+    and the lazy pick equals greedy's, lowest index first on ties. Initial
+    bounds come from :func:`coverage_bound` (``O(N d)``) for ``shift=True``;
+    ``shift=False`` needs the full pass anyway, to refuse negative entries
+    before answering, and it gives the exact initial gains.
+
+    Gains are first evaluated from rows built ``batch`` at a time. Once the
+    rows a step provably needs (stale bounds above its best fresh gain)
+    would take the rows built past ``N / 4``, one pass over all rows keeps
+    only the entries above the running max (at most :data:`SPARSE_BYTES`),
+    and every later gain is summed from them (Numba); entries left out stay
+    at or below the running max, so their terms are exactly zero.
     """
     from tops_core._dispatch import to_numpy
 
@@ -153,38 +274,51 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
     r_pos = np.maximum(r, 0.0)
     w = objective.row_weights(r)
     a, b, c = objective.relevance, objective.coverage, objective.redundancy
-    cov, lowest = _initial_coverage(feats, w)
-    if lowest < 0:
-        raise InvalidInputError(
-            f"sim must be non-negative; got {feats!r} whose similarity has negative entries. "
-            "Use Features(x, shift=True)"
-        )
+    fresh_at = np.full(n, -1, dtype=np.int64)
+    if feats.shift:
+        cov = coverage_bound(feats, w)
+    else:
+        cov, lowest = _initial_coverage(feats, w)
+        if lowest < 0:
+            raise InvalidInputError(
+                f"sim must be non-negative; got {feats!r} whose similarity has negative entries. "
+                "Use Features(x, shift=True)"
+            )
+        fresh_at[:] = 0
     f_bound = a * r + b * cov
     g_bound = a * r_pos + b * cov
     bound = top_sum(g_bound, k)
     m = np.zeros(n, dtype=np.float64)
     penalty = np.zeros(n, dtype=np.float64)
-    fresh_at = np.zeros(n, dtype=np.int64)
+    chosen = np.zeros(n, dtype=bool)
     heap = [(-float(f_bound[i]), i) for i in range(n)]
     heapq.heapify(heap)
     order = np.empty(k, dtype=np.int64)
     gains = np.empty(k, dtype=np.float64)
-    upper_value = 0.0
-    pending = None  # the last pick, whose row rides along with the next refresh
-    for step in range(k):
+    g_gains = np.empty(k, dtype=np.float64)
+    may_switch = b != 0 and fast_for(feats.unit)
+    budget = n // 4
+    rows_built = 0
+    sparse = None
+    step = 0
+    while step < k and sparse is None:
+        best = None  # (f, -i, row) of the best fresh candidate at this step
         while True:
             top = heap[0][1]
             if fresh_at[top] == step:
                 heapq.heappop(heap)
                 break
+            if may_switch and best is not None:
+                need = np.count_nonzero((fresh_at != step) & ~chosen & (f_bound >= best[0]))
+                if rows_built + need > budget:
+                    sparse = _sparse_pass(feats, m, w, chosen)
+                    may_switch = False  # one pass at most: if abandoned, stay on rows
+                    if sparse is not None:
+                        break
             popped = [heapq.heappop(heap)[1] for _ in range(min(batch, len(heap)))]
             todo = np.array([i for i in popped if fresh_at[i] != step], dtype=np.int64)
-            if pending is not None:
-                rows = feats.take(np.concatenate([[pending], todo]))
-                _add(rows[0], m, penalty, c)
-                rows, pending = rows[1:], None
-            else:
-                rows = feats.take(todo)
+            rows = feats.take(todo)
+            rows_built += todo.size
             cov_now = _coverage_of(rows, m, w)
             for t, i in enumerate(todo):
                 f = a * r[i] + b * cov_now[t]
@@ -192,18 +326,22 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
                     f = f - c * penalty[i]
                 f_bound[i], g_bound[i] = f, a * r_pos[i] + b * cov_now[t]
                 fresh_at[i] = step
+                if best is None or (f, -i) > best[:2]:
+                    best = (f, -i, rows[t])
             for i in popped:
                 heapq.heappush(heap, (-float(f_bound[i]), i))
-        if pending is not None:  # the pick was already fresh: apply the last one alone
-            _add(feats.take([pending])[0], m, penalty, c)
-            pending = None
-        order[step] = top
-        gains[step] = f_bound[top]
-        upper_value += g_bound[top]
-        g_bound[top] = -np.inf
-        pending = top
+        if sparse is not None:
+            break
+        row = best[2] if best is not None and -best[1] == top else feats.take([top])[0]
+        _pick(step, top, row, f_bound, g_bound, order, gains, g_gains, chosen, m, penalty, c)
+        step += 1
+    if sparse is not None:
+        step = _sparse_steps(sparse, feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
+                             f_bound, g_bound, fresh_at, order, gains, g_gains)
+    upper_value = math.fsum(g_gains)
+    g_bound[order] = -np.inf
     bound = min(bound, upper_value + top_sum(g_bound, k))
-    value = _value(feats, r, w, order, objective)
+    value = _value(feats, r, w, m, order, objective)
     bound = max(bound, value)
     closes = bound - value <= 1e-12 * max(1.0, abs(bound))
     return Selection(
@@ -212,26 +350,53 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
     )
 
 
-def _add(row: np.ndarray, m: np.ndarray, penalty: np.ndarray, c: float) -> None:
-    """Add a picked token: its row (= its column) raises the running max."""
+def _pick(step, top, row, f_bound, g_bound, order, gains, g_gains, chosen, m, penalty, c) -> None:
+    """Record a pick and add its row (= its column) to the running max and the penalty."""
+    order[step], gains[step], g_gains[step] = top, f_bound[top], g_bound[top]
+    chosen[top] = True
     np.maximum(m, row, out=m)
     if c:
         penalty += row
 
 
-def _value(feats: Features, r: np.ndarray, w: np.ndarray, order: np.ndarray, objective: Objective) -> float:
-    """``f(S)`` by its definition, from the selected rows only (sim is symmetric)."""
-    import math
+def _sparse_steps(sparse, feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
+                  f_bound, g_bound, fresh_at, order, gains, g_gains) -> int:
+    """Finish the selection from the kept entries; every gain there is fresh at ``step``."""
+    from tops_core import _feature_kernels as fk
 
+    a, b, c = objective.relevance, objective.coverage, objective.redundancy
+    live = ~chosen
+    cov = sparse.cov[live]
+    f_new = a * r[live] + b * cov
+    if c:
+        f_new = f_new - c * penalty[live]
+    f_bound[live], g_bound[live], fresh_at[live] = f_new, a * r_pos[live] + b * cov, step
+    heap = np.flatnonzero(live).astype(np.int64)
+    fk.heapify(heap, f_bound)
+    size = heap.shape[0]
+    # Without the penalty the steps run in one call; with it each pick's full row is needed.
+    for stop in ([k] if not c else range(step + 1, k + 1)):
+        size, _, _ = fk.lazy_steps(
+            sparse.idx_blocks, sparse.val_blocks, sparse.block_rows,
+            sparse.starts, sparse.lengths, m, w, r, r_pos, float(a), float(b), float(c), penalty,
+            f_bound, g_bound, fresh_at, heap, size, step, stop, order, gains, g_gains)
+        if c:
+            penalty += feats.take([order[stop - 1]])[0]
+        step = stop
+    return step
+
+
+def _value(feats: Features, r: np.ndarray, w: np.ndarray, m: np.ndarray, order: np.ndarray,
+           objective: Objective) -> float:
+    """``f(S)`` by its definition: ``m`` is the exact max over the selected columns (sim >= 0)."""
     if order.size == 0:
         return 0.0
-    rows = feats.take(order)
     terms = []
     if objective.relevance:
         terms.append(objective.relevance * math.fsum(r[order]))
     if objective.coverage:
-        terms.append(objective.coverage * math.fsum(w * rows.max(axis=0).astype(np.float64)))
+        terms.append(objective.coverage * math.fsum(w * m))
     if objective.redundancy and order.size > 1:
-        block = rows[:, order].astype(np.float64)
+        block = feats.take(order)[:, order].astype(np.float64)
         terms.append(-objective.redundancy * math.fsum(block[np.triu_indices(order.size, 1)]))
     return float(math.fsum(terms))
