@@ -25,6 +25,7 @@ def extract_block(rows, m, w, skip, row_start, counts, idx_buf, val_buf, cov):
     ``skip[row_start + t]`` (tokens already chosen) keep nothing.
     """
     n = rows.shape[1]
+    n8 = n - n % 8
     for t in prange(rows.shape[0]):
         i = row_start + t
         if skip[i]:
@@ -34,19 +35,39 @@ def extract_block(rows, m, w, skip, row_start, counts, idx_buf, val_buf, cov):
         row = rows[t]
         ids = idx_buf[t]
         vals = val_buf[t]
-        lanes = np.zeros(8)
+        # Branch-free compaction: every entry is written, the count moves past kept ones only.
         c = 0
         for j in range(n):
             v = row[j]
-            d = v - m[j]
-            if d > 0.0:
-                lanes[j & 7] += d * w[j]
-                ids[c] = j
-                vals[c] = v
-                c += 1
+            ids[c] = j
+            vals[c] = v
+            c += v > m[j]
         counts[i] = c
-        cov[i] = (((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
-                  + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])))
+        # The canonical sum over the whole row (zero terms add +0.0), as lane_gain does it.
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+        for j in range(0, n8, 8):
+            d0 = row[j] - m[j]
+            d1 = row[j + 1] - m[j + 1]
+            d2 = row[j + 2] - m[j + 2]
+            d3 = row[j + 3] - m[j + 3]
+            d4 = row[j + 4] - m[j + 4]
+            d5 = row[j + 5] - m[j + 5]
+            d6 = row[j + 6] - m[j + 6]
+            d7 = row[j + 7] - m[j + 7]
+            a0 += (d0 if d0 > 0.0 else 0.0) * w[j]
+            a1 += (d1 if d1 > 0.0 else 0.0) * w[j + 1]
+            a2 += (d2 if d2 > 0.0 else 0.0) * w[j + 2]
+            a3 += (d3 if d3 > 0.0 else 0.0) * w[j + 3]
+            a4 += (d4 if d4 > 0.0 else 0.0) * w[j + 4]
+            a5 += (d5 if d5 > 0.0 else 0.0) * w[j + 5]
+            a6 += (d6 if d6 > 0.0 else 0.0) * w[j + 6]
+            a7 += (d7 if d7 > 0.0 else 0.0) * w[j + 7]
+        lanes = np.zeros(8)
+        for j in range(n8, n):
+            d = row[j] - m[j]
+            lanes[j - n8] = (d if d > 0.0 else 0.0) * w[j]
+        cov[i] = (((a0 + lanes[0]) + (a1 + lanes[1])) + ((a2 + lanes[2]) + (a3 + lanes[3]))) + (
+            ((a4 + lanes[4]) + (a5 + lanes[5])) + ((a6 + lanes[6]) + (a7 + lanes[7])))
 
 
 @njit(cache=True)
@@ -70,16 +91,18 @@ def _gain(ids, vals, lo, length, m, w, lanes):
     """
     for q in range(8):
         lanes[q] = 0.0
+    # Branch-free (about half the entries drop at once early on): a zero term adds
+    # +0.0, which leaves a lane unchanged, and every entry is rewritten in place.
     keep = 0
     for e in range(lo, lo + length):
         j = ids[e]
         v = vals[e]
         d = v - m[j]
-        if d > 0.0:
-            lanes[j & 7] += d * w[j]
-            ids[lo + keep] = j
-            vals[lo + keep] = v
-            keep += 1
+        pos = d > 0.0
+        lanes[j & 7] += (d if pos else 0.0) * w[j]
+        ids[lo + keep] = j
+        vals[lo + keep] = v
+        keep += pos
     cov = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
     return cov, keep
 
