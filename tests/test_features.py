@@ -94,3 +94,77 @@ def test_raw_cosine_with_negative_entries_is_refused():
 def test_features_refuse_rules_and_other_solvers(objective, method):
     with pytest.raises(tops_core.InvalidInputError, match=r"sim given as tops_core\.Features"):
         tops_core.select(np.ones(4), tops_core.Features(np.eye(4)), 2, objective=objective, method=method)
+
+
+def _clustered(n, d, seed, dtype=np.float32):
+    """The benchmark's kind of tokens: clusters of near-duplicates over a noise floor."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(2, n // 8), d))
+    return (centres[rng.integers(0, centres.shape[0], n)] + 0.8 * rng.normal(size=(n, d))).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("focus", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("seed", range(4))
+def test_initial_bound_covers_the_canonical_gain(dtype, focus, seed):
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.integers(1, 300)), int(rng.integers(1, 200))
+    x = (rng.normal(size=(n, d)) * 10.0 ** rng.uniform(-3, 3)).astype(dtype)
+    x[rng.random(n) < 0.1] = 0  # zero rows: cos = 0, sim = 1/2
+    x[rng.random(n) < 0.1] *= -1e-30 if dtype == np.float64 else -1e-18  # tiny rows, flipped
+    if n > 3:
+        x[1] = -x[0]  # cos = -1: clipping
+        x[2] = x[0]
+    r = rng.random(n)
+    r[rng.random(n) < 0.3] = 0
+    feats = tops_core.Features(x)
+    w = tops_core.Objective(focus=focus).row_weights(r)
+    exact, _ = features_mode._initial_coverage(feats, w)
+    bound = features_mode.coverage_bound(feats, w)
+    assert (bound >= exact).all()
+    assert (bound <= exact * (1 + 1e-3) + 1e-9 * w.sum()).all()  # tight enough to be useful
+
+
+@pytest.mark.parametrize("shift", [True, False])
+@pytest.mark.parametrize("objective", [
+    tops_core.Objective(),
+    tops_core.Objective(focus=1.0),
+    tops_core.Objective(relevance=0.3, redundancy=0.02, focus=0.8),
+    tops_core.Objective(relevance=0.0, coverage=0.0, redundancy=0.1, focus=0.0),
+])
+@pytest.mark.parametrize("path", ["sparse", "rows", "int32", "blocks"])
+def test_every_path_equals_greedy(monkeypatch, shift, objective, path):
+    if path == "rows":
+        monkeypatch.setattr(features_mode, "SPARSE_BYTES", 0)  # the pass is abandoned
+    if path == "int32":
+        monkeypatch.setattr(features_mode, "SMALL_INDEX_N", 0)
+    if path == "blocks":
+        monkeypatch.setattr(features_mode, "PASS_BLOCK", 13)
+    n, k = 160, 60
+    x = _clustered(n, 24, seed=len(path))
+    if not shift:
+        x = np.abs(x)  # non-negative cosine
+    r = np.random.default_rng(1).random(n).astype(np.float32)
+    r[::7] = 0
+    feats = tops_core.Features(x, shift=shift)
+    got = tops_core.select(r, feats, k, objective=objective)
+    ref = Greedy().run(objective, r, feats.dense(), k)
+    np.testing.assert_array_equal(got.order, ref.order)
+    assert got.gains.tolist() == ref.gains.tolist()
+    assert got.value == pytest.approx(objective.value(r, feats.dense(), got.order), rel=1e-12, abs=1e-12)
+    assert got.upper_bound >= got.value
+
+
+def test_sparse_pass_is_taken_and_rows_stay_few(monkeypatch):
+    n, k = 400, 80
+    x, r = _clustered(n, 32, seed=5), np.random.default_rng(2).random(n)
+    feats = tops_core.Features(x)
+    built, passes = [], []
+    take, sparse_pass = tops_core.Features.take, features_mode._sparse_pass
+    monkeypatch.setattr(tops_core.Features, "take",
+                        lambda self, idx: built.append(len(idx)) or take(self, idx))
+    monkeypatch.setattr(features_mode, "_sparse_pass", lambda *a: passes.append(1) or sparse_pass(*a))
+    got = tops_core.select(r, feats, k)
+    assert passes == [1]
+    assert sum(built) <= n + n // 4 + 16  # one pass plus the rows before it
+    np.testing.assert_array_equal(got.order, Greedy().run(tops_core.Objective(), r, feats.dense(), k).order)

@@ -32,6 +32,9 @@ PASS_BLOCK = 512
 #: the running max); a pass that would exceed it is abandoned.
 SPARSE_BYTES = 900 * 2**20
 
+#: Largest N whose kept entries store their column index in 16 bits.
+SMALL_INDEX_N = 2**16
+
 
 class Features:
     """Token features standing in for ``sim = (1 + cos) / 2`` (or raw ``cos``).
@@ -214,7 +217,7 @@ def _sparse_pass(feats: Features, m: np.ndarray, w: np.ndarray, chosen: np.ndarr
     from tops_core import _feature_kernels as fk
 
     n = feats.n
-    idx_dtype = np.uint16 if n <= 2**16 else np.int32
+    idx_dtype = np.uint16 if n <= SMALL_INDEX_N else np.int32
     per_entry = np.dtype(idx_dtype).itemsize + feats.dtype.itemsize
     block = min(PASS_BLOCK, n)
     idx_buf = np.empty((block, n), dtype=idx_dtype)
