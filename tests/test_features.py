@@ -24,6 +24,9 @@ def test_rows_do_not_depend_on_their_batch(monkeypatch):
     np.testing.assert_array_equal(dense, dense.T)  # rows serve as columns
     for idx in ([3], [39, 0], [5, 5, 12]):
         np.testing.assert_array_equal(feats.take(idx), dense[idx])
+        for col in (0, 1, 17, 39):  # the half pass multiplies by trailing columns only
+            np.testing.assert_array_equal(feats.product(idx, col), dense[idx, col:])
+    assert features_mode._columns_match(feats)
 
 
 def test_dense_is_the_shifted_cosine():
@@ -122,6 +125,9 @@ def test_initial_bound_covers_the_canonical_gain(dtype, focus, seed):
     exact, _ = features_mode._initial_coverage(feats, w)
     bound = features_mode.coverage_bound(feats, w)
     assert (bound >= exact).all()
+    if n > 50:  # rounding matters: the plain formula alone is exceeded
+        u = feats.unit.astype(np.float64)
+        assert (exact > (w.sum() + u @ (w @ u)) / 2).any()
     assert (bound <= exact * (1 + 1e-3) + 1e-9 * w.sum()).all()  # tight enough to be useful
 
 
@@ -132,15 +138,17 @@ def test_initial_bound_covers_the_canonical_gain(dtype, focus, seed):
     tops_core.Objective(relevance=0.3, redundancy=0.02, focus=0.8),
     tops_core.Objective(relevance=0.0, coverage=0.0, redundancy=0.1, focus=0.0),
 ])
-@pytest.mark.parametrize("path", ["sparse", "rows", "int32", "blocks"])
+@pytest.mark.parametrize("path", ["sparse", "rows", "int32", "blocks", "full-rows"])
 def test_every_path_equals_greedy(monkeypatch, shift, objective, path):
     if path == "rows":
         monkeypatch.setattr(features_mode, "SPARSE_BYTES", 0)  # the pass is abandoned
     if path == "int32":
         monkeypatch.setattr(features_mode, "SMALL_INDEX_N", 0)
     if path == "blocks":
-        monkeypatch.setattr(features_mode, "PASS_BLOCK", 13)
-    n, k = 160, 60
+        monkeypatch.setattr(features_mode, "PASS_BLOCK", 13)  # the last block is one row
+    if path == "full-rows":
+        monkeypatch.setattr(features_mode, "_columns_match", lambda feats: False)
+    n, k = (157 if path == "blocks" else 160), 60
     x = _clustered(n, 24, seed=len(path))
     if not shift:
         x = np.abs(x)  # non-negative cosine

@@ -16,83 +16,85 @@ from numba import njit, prange
 
 
 @njit(cache=True, parallel=True)
-def extract_block(rows, m, w, skip, row_start, counts, idx_buf, val_buf, cov):
-    """Entries above ``m`` of a block of rows (= columns), and their canonical gains.
+def extract_rows(block, col0, m, row_start, counts, idx_buf, val_buf):
+    """Kept entries of each row of ``block`` (columns ``col0 ..``): ``block[t, q] > m[col0 + q]``.
 
-    Row ``t`` writes its kept column indices and values to ``idx_buf[t]``,
-    ``val_buf[t]`` (ascending), their count to ``counts[row_start + t]`` and
-    its canonical coverage gain to ``cov[row_start + t]``. Rows with
-    ``skip[row_start + t]`` (tokens already chosen) keep nothing.
+    Row ``t`` (token ``row_start + t``) writes its kept column indices and
+    values, ascending, to ``idx_buf[t]``, ``val_buf[t]`` and their count to
+    ``counts[t]``.
     """
-    n = rows.shape[1]
-    n8 = n - n % 8
-    for t in prange(rows.shape[0]):
-        i = row_start + t
-        if skip[i]:
-            counts[i] = 0
-            cov[i] = 0.0
-            continue
-        row = rows[t]
+    nc = block.shape[1]
+    for t in prange(block.shape[0]):
+        row = block[t]
         ids = idx_buf[t]
         vals = val_buf[t]
         # Branch-free compaction: every entry is written, the count moves past kept ones only.
         c = 0
-        for j in range(n):
-            v = row[j]
+        for q in range(nc):
+            v = row[q]
+            j = col0 + q
             ids[c] = j
             vals[c] = v
             c += v > m[j]
-        counts[i] = c
-        # The canonical sum over the whole row (zero terms add +0.0), as lane_gain does it.
-        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-        for j in range(0, n8, 8):
-            d0 = row[j] - m[j]
-            d1 = row[j + 1] - m[j + 1]
-            d2 = row[j + 2] - m[j + 2]
-            d3 = row[j + 3] - m[j + 3]
-            d4 = row[j + 4] - m[j + 4]
-            d5 = row[j + 5] - m[j + 5]
-            d6 = row[j + 6] - m[j + 6]
-            d7 = row[j + 7] - m[j + 7]
-            a0 += (d0 if d0 > 0.0 else 0.0) * w[j]
-            a1 += (d1 if d1 > 0.0 else 0.0) * w[j + 1]
-            a2 += (d2 if d2 > 0.0 else 0.0) * w[j + 2]
-            a3 += (d3 if d3 > 0.0 else 0.0) * w[j + 3]
-            a4 += (d4 if d4 > 0.0 else 0.0) * w[j + 4]
-            a5 += (d5 if d5 > 0.0 else 0.0) * w[j + 5]
-            a6 += (d6 if d6 > 0.0 else 0.0) * w[j + 6]
-            a7 += (d7 if d7 > 0.0 else 0.0) * w[j + 7]
-        lanes = np.zeros(8)
-        for j in range(n8, n):
-            d = row[j] - m[j]
-            lanes[j - n8] = (d if d > 0.0 else 0.0) * w[j]
-        cov[i] = (((a0 + lanes[0]) + (a1 + lanes[1])) + ((a2 + lanes[2]) + (a3 + lanes[3]))) + (
-            ((a4 + lanes[4]) + (a5 + lanes[5])) + ((a6 + lanes[6]) + (a7 + lanes[7])))
+        counts[t] = c
 
 
-@njit(cache=True)
-def pack_block(counts, row_start, idx_buf, val_buf, idx, val, starts):
-    """Copy a block's kept entries into exact-size arrays; ``starts`` gets each row's offset."""
-    pos = 0
-    for t in range(idx_buf.shape[0]):
-        i = row_start + t
-        starts[i] = pos
-        c = counts[i]
-        idx[pos:pos + c] = idx_buf[t, :c]
-        val[pos:pos + c] = val_buf[t, :c]
-        pos += c
+@njit(cache=True, parallel=True)
+def extract_columns(block, q0, m, row_start, counts, idx_buf, val_buf):
+    """Kept entries of the columns ``q >= q0`` of ``block``: ``block[t, q] > m[row_start + t]``.
 
-
-@njit(cache=True)
-def _gain(ids, vals, lo, length, m, w, lanes):
-    """Canonical coverage gain of one token from its kept entries; drops those now at or below ``m``.
-
-    Returns the gain and the new length (the survivors are compacted in place).
+    By symmetry column ``q`` holds token ``col0 + q``'s entries for the rows
+    ``row_start + t``; they go, ascending, to ``idx_buf[q - q0]``,
+    ``val_buf[q - q0]`` with their count in ``counts[q - q0]``. Columns are
+    walked 64 at a time so the rows' cache lines are reused.
     """
-    for q in range(8):
-        lanes[q] = 0.0
-    # Branch-free (about half the entries drop at once early on): a zero term adds
-    # +0.0, which leaves a lane unchanged, and every entry is rewritten in place.
+    nrows, nc = block.shape
+    tiles = (nc - q0 + 63) // 64
+    for tile in prange(tiles):
+        qa = q0 + 64 * tile
+        qb = min(qa + 64, nc)
+        for q in range(qa, qb):
+            counts[q - q0] = 0
+        for t in range(nrows):
+            i = row_start + t
+            mi = m[i]
+            row = block[t]
+            for q in range(qa, qb):
+                v = row[q]
+                c = counts[q - q0]
+                idx_buf[q - q0, c] = i
+                val_buf[q - q0, c] = v
+                counts[q - q0] = c + (v > mi)
+
+
+@njit(cache=True, parallel=True)
+def pack(counts, first, skip, idx_buf, val_buf, idx, val, starts, lengths):
+    """Copy buffered entries into exact-size arrays: token ``first + t`` gets ``starts``, ``lengths``.
+
+    Tokens with ``skip`` set (already chosen) keep nothing.
+    """
+    nrows = counts.shape[0]
+    offsets = np.zeros(nrows + 1, dtype=np.int64)
+    for t in range(nrows):
+        offsets[t + 1] = offsets[t] + (0 if skip[first + t] else counts[t])
+    for t in prange(nrows):
+        g = first + t
+        lo = offsets[t]
+        c = offsets[t + 1] - lo
+        starts[g] = lo
+        lengths[g] = c
+        idx[lo:lo + c] = idx_buf[t, :c]
+        val[lo:lo + c] = val_buf[t, :c]
+
+
+@njit(cache=True)
+def _accumulate(ids, vals, lo, length, m, w, lanes):
+    """Add one part of a token's kept entries to its lanes; drop those now at or below ``m``.
+
+    Returns the new length (survivors are compacted in place). Branch-free:
+    early on about half the entries drop at once, and a zero term adds
+    ``+0.0``, which leaves a lane unchanged.
+    """
     keep = 0
     for e in range(lo, lo + length):
         j = ids[e]
@@ -103,8 +105,50 @@ def _gain(ids, vals, lo, length, m, w, lanes):
         ids[lo + keep] = j
         vals[lo + keep] = v
         keep += pos
-    cov = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
-    return cov, keep
+    return keep
+
+
+@njit(cache=True)
+def _gain(store, token, block_rows, m, w, lanes):
+    """Canonical coverage gain of ``token`` from its parts, in ascending column order."""
+    seg_idx, seg_val, seg_start, seg_len, own_idx, own_val, own_start, own_len = store
+    for q in range(8):
+        lanes[q] = 0.0
+    blk = token // block_rows
+    for b in range(blk):  # columns of the earlier row blocks
+        if seg_len[token, b] > 0:
+            seg_len[token, b] = _accumulate(seg_idx[b], seg_val[b], seg_start[token, b], seg_len[token, b],
+                                            m, w, lanes)
+    own_len[token] = _accumulate(own_idx[blk], own_val[blk], own_start[token], own_len[token], m, w, lanes)
+    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+
+
+@njit(cache=True, parallel=True)
+def _sweep(store, block_rows, tokens, m, w, cov):
+    """Canonical gains of all ``tokens`` at once, in parallel (each prunes only its own entries)."""
+    for t in prange(tokens.shape[0]):
+        lanes = np.zeros(8)
+        cov[t] = _gain(store, tokens[t], block_rows, m, w, lanes)
+
+
+@njit(cache=True)
+def _raise(ids, vals, lo, length, m):
+    for e in range(lo, lo + length):
+        j = ids[e]
+        if vals[e] > m[j]:
+            m[j] = vals[e]
+
+
+@njit(cache=True)
+def _add(store, token, block_rows, m):
+    """Raise the running max by a pick's kept entries (those left out are at or below it)."""
+    seg_idx, seg_val, seg_start, seg_len, own_idx, own_val, own_start, own_len = store
+    blk = token // block_rows
+    for b in range(blk):
+        _raise(seg_idx[b], seg_val[b], seg_start[token, b], seg_len[token, b], m)
+        seg_len[token, b] = 0
+    _raise(own_idx[blk], own_val[blk], own_start[token], own_len[token], m)
+    own_len[token] = 0
 
 
 @njit(cache=True)
@@ -138,8 +182,8 @@ def heapify(heap, f):
 
 
 @njit(cache=True)
-def lazy_steps(idx_blocks, val_blocks, block_rows, starts, lengths, m, w, r, r_pos, a, b, c, penalty,
-               f_bound, g_bound, fresh_at, heap, size, step, stop, order, f_gains, g_gains):
+def lazy_steps(store, block_rows, m, w, r, r_pos, a, b, c, penalty,
+               f_bound, g_bound, fresh_at, heap, size, step, stop, last, order, f_gains, g_gains):
     """Lazy greedy steps ``step .. stop - 1`` on the kept entries (exact, greedy's order).
 
     ``f_bound`` holds upper bounds of every candidate's gain (canonical gains
@@ -152,21 +196,40 @@ def lazy_steps(idx_blocks, val_blocks, block_rows, starts, lengths, m, w, r, r_p
 
     Returns
     -------
-    size, upper_gain, evaluations
+    size, upper_gain, evaluations, last
         Heap size after the picks, sum of the picks' ``g`` gains, number of
-        gains evaluated.
+        gains evaluated, and how many the last step evaluated (``last`` in:
+        the previous step's; when it exceeds half the candidates, a step
+        starts by evaluating them all in parallel).
     """
     lanes = np.zeros(8)
     upper_gain = 0.0
     evaluations = 0
+    cov_all = np.empty(size)
+    old = np.empty(size)
     for s in range(step, stop):
+        swept = 2 * last > size
+        if swept:
+            # Most gains were stale last step, as they are early on: evaluate them
+            # all in parallel (the heap then settles the step without more work).
+            _sweep(store, block_rows, heap[:size], m, w, cov_all)
+            for q in range(size):
+                i = heap[q]
+                old[q] = f_bound[i]
+                f = a * r[i] + b * cov_all[q]
+                if c != 0.0:
+                    f = f - c * penalty[i]
+                f_bound[i] = f
+                g_bound[i] = a * r_pos[i] + b * cov_all[q]
+                fresh_at[i] = s
+            heapify(heap[:size], f_bound)
+            evaluations += size
+        last = 0
         while True:
             top = heap[0]
             if fresh_at[top] == s:
                 break
-            blk = top // block_rows
-            cov, keep = _gain(idx_blocks[blk], val_blocks[blk], starts[top], lengths[top], m, w, lanes)
-            lengths[top] = keep
+            cov = _gain(store, top, block_rows, m, w, lanes)
             evaluations += 1
             f = a * r[top] + b * cov
             if c != 0.0:
@@ -174,7 +237,11 @@ def lazy_steps(idx_blocks, val_blocks, block_rows, starts, lengths, m, w, r, r_p
             f_bound[top] = f
             g_bound[top] = a * r_pos[top] + b * cov
             fresh_at[top] = s
+            last += 1
             _sift_down(heap, size, 0, f_bound)
+        if swept:  # how many the lazy step would have evaluated
+            for q in range(size):
+                last += old[q] >= f_bound[top]
         size -= 1
         heap[0] = heap[size]
         _sift_down(heap, size, 0, f_bound)
@@ -182,15 +249,5 @@ def lazy_steps(idx_blocks, val_blocks, block_rows, starts, lengths, m, w, r, r_p
         f_gains[s] = f_bound[top]
         g_gains[s] = g_bound[top]
         upper_gain += g_bound[top]
-        # Entries left out of the pick's list are at or below m already.
-        blk = top // block_rows
-        ids = idx_blocks[blk]
-        vals = val_blocks[blk]
-        lo = starts[top]
-        for e in range(lo, lo + lengths[top]):
-            j = ids[e]
-            v = vals[e]
-            if v > m[j]:
-                m[j] = v
-        lengths[top] = 0
-    return size, upper_gain, evaluations
+        _add(store, top, block_rows, m)
+    return size, upper_gain, evaluations, last

@@ -91,11 +91,15 @@ class Features:
         BLAS's GEMM gives every row the same bits whatever rows it is batched
         with, while a matrix-vector product may not (checked in the tests).
         """
+        return self.product(indices)
+
+    def product(self, indices, col_start: int = 0) -> np.ndarray:
+        """Rows ``indices`` restricted to the columns ``col_start ..``: :meth:`take`'s GEMM and bits."""
         idx = np.asarray(indices, dtype=np.int64)
         lone = idx.shape[0] == 1
         if lone:
             idx = np.repeat(idx, 2)
-        block = self.unit[idx] @ self.unit.T
+        block = self.unit[idx] @ self.unit[col_start:].T
         np.clip(block, -1.0, 1.0, out=block)  # rounding can leave |cos| a hair above 1
         if self.shift:
             block += 1.0
@@ -198,19 +202,34 @@ def _coverage_of(rows: np.ndarray, m: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 class _Sparse:
-    """Entries above the running max kept after one full pass (see :mod:`tops_core._feature_kernels`)."""
+    """Entries above the running max kept after one pass (layout: :mod:`tops_core._feature_kernels`)."""
 
-    def __init__(self, block_rows, idx_blocks, val_blocks, starts, lengths, cov):
-        self.block_rows, self.idx_blocks, self.val_blocks = block_rows, idx_blocks, val_blocks
-        self.starts, self.lengths, self.cov = starts, lengths, cov
+    def __init__(self, block_rows: int, store: tuple) -> None:
+        self.block_rows, self.store = block_rows, store
 
 
-def _sparse_pass(feats: Features, m: np.ndarray, w: np.ndarray, chosen: np.ndarray) -> _Sparse | None:
-    """One pass over all rows: keep each token's entries above ``m``, and its canonical gain.
+def _columns_match(feats: Features) -> bool:
+    """Whether a product over a subset of columns gives the bits of the full rows.
 
-    Rows are built :data:`PASS_BLOCK` at a time by the same GEMM as
-    :meth:`Features.take`. Returns ``None`` (and frees what it kept) when the
-    kept entries would exceed :data:`SPARSE_BYTES`.
+    The half pass relies on it (and on the symmetry every path relies on); it
+    holds for OpenBLAS's GEMM, whose per-entry accumulation does not depend on
+    the block shape. Probed once per pass, at the cost of a few rows.
+    """
+    n = feats.n
+    rows = np.arange(min(n, 2))
+    return bool(np.array_equal(feats.take(rows)[:, n // 2:], feats.product(rows, n // 2)))
+
+
+def _sparse_pass(feats: Features, m: np.ndarray, chosen: np.ndarray) -> _Sparse | None:
+    """One pass over the similarity keeping each token's entries above ``m``.
+
+    Token ``i`` keeps ``(j, s[j, i])`` for ``s[j, i] > m_j``. Row block ``I``
+    is multiplied by the columns from its own start on only (half the GEMM):
+    its rows give each of its tokens the entries ``j >= start(I)``, and, by
+    symmetry, its columns past the block give every later token the entries
+    ``j`` in ``I``. (Full rows instead when a column subset would change the
+    bits: see :func:`_columns_match`.) Returns ``None``, keeping nothing, when
+    the kept entries would exceed :data:`SPARSE_BYTES`.
     """
     from numba.typed import List
 
@@ -220,26 +239,41 @@ def _sparse_pass(feats: Features, m: np.ndarray, w: np.ndarray, chosen: np.ndarr
     idx_dtype = np.uint16 if n <= SMALL_INDEX_N else np.int32
     per_entry = np.dtype(idx_dtype).itemsize + feats.dtype.itemsize
     block = min(PASS_BLOCK, n)
+    blocks = -(-n // block)
+    half = _columns_match(feats)
     idx_buf = np.empty((block, n), dtype=idx_dtype)
     val_buf = np.empty((block, n), dtype=feats.dtype)
+    col_idx_buf = np.empty((n, block) if half else (0, block), dtype=idx_dtype)
+    col_val_buf = np.empty(col_idx_buf.shape, dtype=feats.dtype)
     counts = np.zeros(n, dtype=np.int64)
-    starts = np.zeros(n, dtype=np.int64)
-    cov = np.zeros(n)
-    idx_blocks, val_blocks = List(), List()
+    own_start, own_len = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    seg_start, seg_len = np.zeros((n, blocks), dtype=np.int64), np.zeros((n, blocks), dtype=np.int64)
+    own_idx, own_val, seg_idx, seg_val = List(), List(), List(), List()
     total = 0
     for start in range(0, n, block):
-        rows = feats.take(np.arange(start, min(start + block, n)))
-        b = rows.shape[0]
-        fk.extract_block(rows, m, w, chosen, start, counts, idx_buf, val_buf, cov)
-        kept = int(counts[start:start + b].sum())
-        total += kept
+        stop = min(start + block, n)
+        col0 = start if half else 0
+        rows = feats.product(np.arange(start, stop), col0)
+        fk.extract_rows(rows, col0, m, start, counts, idx_buf, val_buf)
+        kept = int(counts[:stop - start][~chosen[start:stop]].sum())
+        idx, val = np.empty(kept, dtype=idx_dtype), np.empty(kept, dtype=feats.dtype)
+        fk.pack(counts[:stop - start], start, chosen, idx_buf, val_buf, idx, val, own_start, own_len)
+        own_idx.append(idx)
+        own_val.append(val)
+        later = n - stop if half else 0
+        if later:
+            fk.extract_columns(rows, stop - col0, m, start, counts, col_idx_buf, col_val_buf)
+        seen = int(counts[:later][~chosen[stop:]].sum()) if later else 0
+        idx, val = np.empty(seen, dtype=idx_dtype), np.empty(seen, dtype=feats.dtype)
+        if later:
+            fk.pack(counts[:later], stop, chosen, col_idx_buf, col_val_buf, idx, val,
+                    seg_start[:, start // block], seg_len[:, start // block])
+        seg_idx.append(idx)
+        seg_val.append(val)
+        total += kept + seen
         if total * per_entry > SPARSE_BYTES:
             return None
-        idx, val = np.empty(kept, dtype=idx_dtype), np.empty(kept, dtype=feats.dtype)
-        fk.pack_block(counts, start, idx_buf[:b], val_buf[:b], idx, val, starts)
-        idx_blocks.append(idx)
-        val_blocks.append(val)
-    return _Sparse(block, idx_blocks, val_blocks, starts, counts, cov)
+    return _Sparse(block, (seg_idx, seg_val, seg_start, seg_len, own_idx, own_val, own_start, own_len))
 
 
 def select_features(scores, feats: Features, k, objective: Objective, batch: int = 16) -> Selection:
@@ -314,7 +348,7 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
             if may_switch and best is not None:
                 need = np.count_nonzero((fresh_at != step) & ~chosen & (f_bound >= best[0]))
                 if rows_built + need > budget:
-                    sparse = _sparse_pass(feats, m, w, chosen)
+                    sparse = _sparse_pass(feats, m, chosen)
                     may_switch = False  # one pass at most: if abandoned, stay on rows
                     if sparse is not None:
                         break
@@ -364,25 +398,18 @@ def _pick(step, top, row, f_bound, g_bound, order, gains, g_gains, chosen, m, pe
 
 def _sparse_steps(sparse, feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
                   f_bound, g_bound, fresh_at, order, gains, g_gains) -> int:
-    """Finish the selection from the kept entries; every gain there is fresh at ``step``."""
+    """Finish the selection from the kept entries (the bounds so far stay valid)."""
     from tops_core import _feature_kernels as fk
 
     a, b, c = objective.relevance, objective.coverage, objective.redundancy
-    live = ~chosen
-    cov = sparse.cov[live]
-    f_new = a * r[live] + b * cov
-    if c:
-        f_new = f_new - c * penalty[live]
-    f_bound[live], g_bound[live], fresh_at[live] = f_new, a * r_pos[live] + b * cov, step
-    heap = np.flatnonzero(live).astype(np.int64)
+    heap = np.flatnonzero(~chosen).astype(np.int64)
     fk.heapify(heap, f_bound)
-    size = heap.shape[0]
+    size = last = heap.shape[0]  # all gains are stale after the pass
     # Without the penalty the steps run in one call; with it each pick's full row is needed.
     for stop in ([k] if not c else range(step + 1, k + 1)):
-        size, _, _ = fk.lazy_steps(
-            sparse.idx_blocks, sparse.val_blocks, sparse.block_rows,
-            sparse.starts, sparse.lengths, m, w, r, r_pos, float(a), float(b), float(c), penalty,
-            f_bound, g_bound, fresh_at, heap, size, step, stop, order, gains, g_gains)
+        size, _, _, last = fk.lazy_steps(
+            sparse.store, sparse.block_rows, m, w, r, r_pos, float(a), float(b), float(c), penalty,
+            f_bound, g_bound, fresh_at, heap, size, step, stop, last, order, gains, g_gains)
         if c:
             penalty += feats.take([order[stop - 1]])[0]
         step = stop
