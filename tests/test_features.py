@@ -138,10 +138,10 @@ def test_initial_bound_covers_the_canonical_gain(dtype, focus, seed):
     tops_core.Objective(relevance=0.3, redundancy=0.02, focus=0.8),
     tops_core.Objective(relevance=0.0, coverage=0.0, redundancy=0.1, focus=0.0),
 ])
-@pytest.mark.parametrize("path", ["sparse", "rows", "int32", "blocks", "full-rows"])
+@pytest.mark.parametrize("path", ["sparse", "rows", "int32", "blocks", "full-rows", "dense-only", "tight"])
 def test_every_path_equals_greedy(monkeypatch, shift, objective, path):
     if path == "rows":
-        monkeypatch.setattr(features_mode, "SPARSE_BYTES", 0)  # the pass is abandoned
+        monkeypatch.setattr(features_mode, "PASS_BYTES", 0)  # no pass
     if path == "int32":
         monkeypatch.setattr(features_mode, "SMALL_INDEX_N", 0)
     if path == "blocks":
@@ -152,9 +152,14 @@ def test_every_path_equals_greedy(monkeypatch, shift, objective, path):
     x = _clustered(n, 24, seed=len(path))
     if not shift:
         x = np.abs(x)  # non-negative cosine
+    feats = tops_core.Features(x, shift=shift)
+    half = features_mode._half_bytes(feats, min(features_mode.PASS_BLOCK, n))
+    if path == "dense-only":  # the half similarity fits, kept entries never do
+        monkeypatch.setattr(features_mode, "PASS_BYTES", half)
+    if path == "tight":  # kept entries fit only late
+        monkeypatch.setattr(features_mode, "PASS_BYTES", half + 6 * 3 * n)
     r = np.random.default_rng(1).random(n).astype(np.float32)
     r[::7] = 0
-    feats = tops_core.Features(x, shift=shift)
     got = tops_core.select(r, feats, k, objective=objective)
     ref = Greedy().run(objective, r, feats.dense(), k)
     np.testing.assert_array_equal(got.order, ref.order)
@@ -163,16 +168,16 @@ def test_every_path_equals_greedy(monkeypatch, shift, objective, path):
     assert got.upper_bound >= got.value
 
 
-def test_sparse_pass_is_taken_and_rows_stay_few(monkeypatch):
+def test_one_pass_and_few_rows(monkeypatch):
     n, k = 400, 80
     x, r = _clustered(n, 32, seed=5), np.random.default_rng(2).random(n)
     feats = tops_core.Features(x)
     built, passes = [], []
-    take, sparse_pass = tops_core.Features.take, features_mode._sparse_pass
-    monkeypatch.setattr(tops_core.Features, "take",
-                        lambda self, idx: built.append(len(idx)) or take(self, idx))
-    monkeypatch.setattr(features_mode, "_sparse_pass", lambda *a: passes.append(1) or sparse_pass(*a))
+    product, half_pass = tops_core.Features.product, features_mode._half_pass
+    monkeypatch.setattr(tops_core.Features, "product",
+                        lambda self, idx, col=0: built.append(len(idx)) or product(self, idx, col))
+    monkeypatch.setattr(features_mode, "_half_pass", lambda *a: passes.append(1) or half_pass(*a))
     got = tops_core.select(r, feats, k)
     assert passes == [1]
-    assert sum(built) <= n + n // 4 + 16  # one pass plus the rows before it
+    assert sum(built) <= n + n // 4 + 16 + 2  # one pass, the rows before it and the probe
     np.testing.assert_array_equal(got.order, Greedy().run(tops_core.Objective(), r, feats.dense(), k).order)

@@ -1,12 +1,17 @@
-"""Numba kernels of features mode's sparse phase (imported lazily, only with Numba).
+"""Numba kernels of features mode after its one pass over the similarity.
 
-After one full pass over the similarity at running max ``m0``, token ``i`` keeps
-only the entries ``(j, s[j, i])`` with ``s[j, i] > m0_j``, ascending in ``j``.
-The running max only grows, so every entry left out has a zero term
-``max(s[j, i] - m_j, 0)`` from then on, and adding ``+0.0`` to a lane leaves it
-unchanged: reducing the kept entries into lane ``j % 8`` in ascending ``j``
-gives the canonical gain of :func:`tops_core.objective.lane_sum` bit for bit.
-``fastmath`` stays off (it would reorder the sums).
+The pass keeps the upper half of the similarity as row blocks ("tiles"):
+tile ``b`` holds rows ``b * block ..`` and the columns from ``b * block`` on.
+Token ``c``'s column (= its row) is then column ``c`` of the earlier tiles
+(rows ``j`` below its block) followed by its own row of its tile.
+
+Gains are the canonical reductions of :func:`tops_core.objective.lane_sum`
+bit for bit: lane ``j % 8`` accumulates ``w_j max(s[j, c] - m_j, 0)`` in
+ascending ``j``. Once most gains no longer need evaluating every step, each
+token keeps only its entries above the running max ``m0`` (ascending ``j``):
+the running max only grows, so every entry left out has a zero term from then
+on, and adding ``+0.0`` to a lane leaves it unchanged. ``fastmath`` stays off
+(it would reorder the sums).
 """
 
 from __future__ import annotations
@@ -16,75 +21,135 @@ from numba import njit, prange
 
 
 @njit(cache=True, parallel=True)
-def extract_rows(block, col0, m, row_start, counts, idx_buf, val_buf):
-    """Kept entries of each row of ``block`` (columns ``col0 ..``): ``block[t, q] > m[col0 + q]``.
+def dense_sweep(tiles, block, n, m, w, cov, counts):
+    """Canonical coverage gains of all tokens from the tiles, in parallel over token blocks.
 
-    Row ``t`` (token ``row_start + t``) writes its kept column indices and
-    values, ascending, to ``idx_buf[t]``, ``val_buf[t]`` and their count to
-    ``counts[t]``.
+    ``counts[c]`` gets the number of entries of token ``c`` above ``m``.
     """
-    nc = block.shape[1]
-    for t in prange(block.shape[0]):
-        row = block[t]
-        ids = idx_buf[t]
-        vals = val_buf[t]
-        # Branch-free compaction: every entry is written, the count moves past kept ones only.
-        c = 0
+    nb = len(tiles)
+    for cb in prange(nb):
+        c0 = cb * block
+        nc = min(c0 + block, n) - c0
+        lanes = np.zeros((8, nc))
+        kept = np.zeros(nc, dtype=np.int32)
+        for ib in range(nb):
+            i0 = ib * block
+            i1 = min(i0 + block, n)
+            if ib <= cb:  # rows j of tile ib, columns c: streamed row by row (vectorised)
+                g = tiles[ib]
+                off = c0 - i0
+                for j in range(i0, i1):
+                    row = g[j - i0][off:off + nc]
+                    mj = m[j]
+                    wj = w[j]
+                    lane = lanes[j & 7]
+                    for q in range(nc):
+                        # max(d, 0) adds the same as the canonical "d if d > 0 else 0".
+                        d = max(np.float64(row[q]) - mj, 0.0)
+                        lane[q] += d * wj
+                        kept[q] += np.int32(d > 0.0)
+            else:  # the tokens' own rows, columns j of block ib
+                g = tiles[np.int64(cb)]
+                off = i0 - c0
+                j8 = i0 + (i1 - i0) // 8 * 8 if i0 % 8 == 0 else i0
+                for q in range(nc):
+                    row = g[q][off:off + i1 - i0]
+                    mi = m[i0:i1]
+                    wi = w[i0:i1]
+                    a0, a1, a2, a3 = lanes[0, q], lanes[1, q], lanes[2, q], lanes[3, q]
+                    a4, a5, a6, a7 = lanes[4, q], lanes[5, q], lanes[6, q], lanes[7, q]
+                    c = 0
+                    for t in range(0, j8 - i0, 8):  # lane of i0 + t + u is u (i0 % 8 == 0)
+                        d0 = max(np.float64(row[t]) - mi[t], 0.0)
+                        d1 = max(np.float64(row[t + 1]) - mi[t + 1], 0.0)
+                        d2 = max(np.float64(row[t + 2]) - mi[t + 2], 0.0)
+                        d3 = max(np.float64(row[t + 3]) - mi[t + 3], 0.0)
+                        d4 = max(np.float64(row[t + 4]) - mi[t + 4], 0.0)
+                        d5 = max(np.float64(row[t + 5]) - mi[t + 5], 0.0)
+                        d6 = max(np.float64(row[t + 6]) - mi[t + 6], 0.0)
+                        d7 = max(np.float64(row[t + 7]) - mi[t + 7], 0.0)
+                        a0 += d0 * wi[t]
+                        a1 += d1 * wi[t + 1]
+                        a2 += d2 * wi[t + 2]
+                        a3 += d3 * wi[t + 3]
+                        a4 += d4 * wi[t + 4]
+                        a5 += d5 * wi[t + 5]
+                        a6 += d6 * wi[t + 6]
+                        a7 += d7 * wi[t + 7]
+                        c += ((d0 > 0.0) + (d1 > 0.0) + (d2 > 0.0) + (d3 > 0.0)
+                              + (d4 > 0.0) + (d5 > 0.0) + (d6 > 0.0) + (d7 > 0.0))
+                    lanes[0, q], lanes[1, q], lanes[2, q], lanes[3, q] = a0, a1, a2, a3
+                    lanes[4, q], lanes[5, q], lanes[6, q], lanes[7, q] = a4, a5, a6, a7
+                    for j in range(j8, i1):
+                        d = max(np.float64(row[j - i0]) - m[j], 0.0)
+                        lanes[j & 7, q] += d * w[j]
+                        c += d > 0.0
+                    kept[q] += c
         for q in range(nc):
-            v = row[q]
-            j = col0 + q
-            ids[c] = j
-            vals[c] = v
-            c += v > m[j]
-        counts[t] = c
+            cov[c0 + q] = (((lanes[0, q] + lanes[1, q]) + (lanes[2, q] + lanes[3, q]))
+                           + ((lanes[4, q] + lanes[5, q]) + (lanes[6, q] + lanes[7, q])))
+            counts[c0 + q] = kept[q]
+
+
+@njit(cache=True)
+def dense_row(tiles, block, n, p, out):
+    """Row (= column) ``p`` of the similarity, from the tiles."""
+    pb = p // block
+    for ib in range(pb):
+        g = tiles[ib]
+        i0 = ib * block
+        for j in range(i0, min(i0 + block, n)):
+            out[j] = g[j - i0, p - i0]
+    p0 = pb * block
+    row = tiles[pb][p - p0]
+    for q in range(row.shape[0]):
+        out[p0 + q] = row[q]
 
 
 @njit(cache=True, parallel=True)
-def extract_columns(block, q0, m, row_start, counts, idx_buf, val_buf):
-    """Kept entries of the columns ``q >= q0`` of ``block``: ``block[t, q] > m[row_start + t]``.
+def dense_keep(tiles, block, n, m, skip, starts, idx, val):
+    """Write each token's entries above ``m``, ascending, from ``starts[c]``.
 
-    By symmetry column ``q`` holds token ``col0 + q``'s entries for the rows
-    ``row_start + t``; they go, ascending, to ``idx_buf[q - q0]``,
-    ``val_buf[q - q0]`` with their count in ``counts[q - q0]``. Columns are
-    walked 64 at a time so the rows' cache lines are reused.
+    Token ``c``'s space must hold one entry more than it keeps (writes are
+    branch-free); tokens with ``skip`` write nothing.
     """
-    nrows, nc = block.shape
-    tiles = (nc - q0 + 63) // 64
-    for tile in prange(tiles):
-        qa = q0 + 64 * tile
-        qb = min(qa + 64, nc)
-        for q in range(qa, qb):
-            counts[q - q0] = 0
-        for t in range(nrows):
-            i = row_start + t
-            mi = m[i]
-            row = block[t]
-            for q in range(qa, qb):
-                v = row[q]
-                c = counts[q - q0]
-                idx_buf[q - q0, c] = i
-                val_buf[q - q0, c] = v
-                counts[q - q0] = c + (v > mi)
-
-
-@njit(cache=True, parallel=True)
-def pack(counts, first, skip, idx_buf, val_buf, idx, val, starts, lengths):
-    """Copy buffered entries into exact-size arrays: token ``first + t`` gets ``starts``, ``lengths``.
-
-    Tokens with ``skip`` set (already chosen) keep nothing.
-    """
-    nrows = counts.shape[0]
-    offsets = np.zeros(nrows + 1, dtype=np.int64)
-    for t in range(nrows):
-        offsets[t + 1] = offsets[t] + (0 if skip[first + t] else counts[t])
-    for t in prange(nrows):
-        g = first + t
-        lo = offsets[t]
-        c = offsets[t + 1] - lo
-        starts[g] = lo
-        lengths[g] = c
-        idx[lo:lo + c] = idx_buf[t, :c]
-        val[lo:lo + c] = val_buf[t, :c]
+    nb = len(tiles)
+    for cb in prange(nb):
+        c0 = cb * block
+        nc = min(c0 + block, n) - c0
+        pos = np.zeros(nc, dtype=np.int64)
+        write = np.zeros(nc, dtype=np.bool_)
+        for q in range(nc):
+            write[q] = not skip[c0 + q]
+            pos[q] = starts[c0 + q]
+        for ib in range(nb):
+            i0 = ib * block
+            i1 = min(i0 + block, n)
+            if ib <= cb:
+                g = tiles[ib]
+                off = c0 - i0
+                for j in range(i0, i1):
+                    row = g[j - i0]
+                    mj = m[j]
+                    for q in range(nc):
+                        if write[q]:
+                            v = row[off + q]
+                            idx[pos[q]] = j
+                            val[pos[q]] = v
+                            pos[q] += v > mj
+            else:
+                g = tiles[np.int64(cb)]
+                off = i0 - c0
+                for q in range(nc):
+                    if write[q]:
+                        row = g[q]
+                        at = pos[q]
+                        for j in range(i0, i1):
+                            v = row[off + j - i0]
+                            idx[at] = j
+                            val[at] = v
+                            at += v > m[j]
+                        pos[q] = at
 
 
 @njit(cache=True)
@@ -109,46 +174,33 @@ def _accumulate(ids, vals, lo, length, m, w, lanes):
 
 
 @njit(cache=True)
-def _gain(store, token, block_rows, m, w, lanes):
-    """Canonical coverage gain of ``token`` from its parts, in ascending column order."""
-    seg_idx, seg_val, seg_start, seg_len, own_idx, own_val, own_start, own_len = store
+def _gain(store, token, m, w, lanes):
+    """Canonical coverage gain of ``token`` from its kept entries (pruning them)."""
+    idx, val, starts, lengths = store
     for q in range(8):
         lanes[q] = 0.0
-    blk = token // block_rows
-    for b in range(blk):  # columns of the earlier row blocks
-        if seg_len[token, b] > 0:
-            seg_len[token, b] = _accumulate(seg_idx[b], seg_val[b], seg_start[token, b], seg_len[token, b],
-                                            m, w, lanes)
-    own_len[token] = _accumulate(own_idx[blk], own_val[blk], own_start[token], own_len[token], m, w, lanes)
+    lengths[token] = _accumulate(idx, val, starts[token], lengths[token], m, w, lanes)
     return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
 
 
 @njit(cache=True, parallel=True)
-def _sweep(store, block_rows, tokens, m, w, cov):
+def _sweep(store, tokens, m, w, cov):
     """Canonical gains of all ``tokens`` at once, in parallel (each prunes only its own entries)."""
     for t in prange(tokens.shape[0]):
         lanes = np.zeros(8)
-        cov[t] = _gain(store, tokens[t], block_rows, m, w, lanes)
+        cov[t] = _gain(store, tokens[t], m, w, lanes)
 
 
 @njit(cache=True)
-def _raise(ids, vals, lo, length, m):
-    for e in range(lo, lo + length):
-        j = ids[e]
-        if vals[e] > m[j]:
-            m[j] = vals[e]
-
-
-@njit(cache=True)
-def _add(store, token, block_rows, m):
+def _add(store, token, m):
     """Raise the running max by a pick's kept entries (those left out are at or below it)."""
-    seg_idx, seg_val, seg_start, seg_len, own_idx, own_val, own_start, own_len = store
-    blk = token // block_rows
-    for b in range(blk):
-        _raise(seg_idx[b], seg_val[b], seg_start[token, b], seg_len[token, b], m)
-        seg_len[token, b] = 0
-    _raise(own_idx[blk], own_val[blk], own_start[token], own_len[token], m)
-    own_len[token] = 0
+    idx, val, starts, lengths = store
+    lo = starts[token]
+    for e in range(lo, lo + lengths[token]):
+        j = idx[e]
+        if val[e] > m[j]:
+            m[j] = val[e]
+    lengths[token] = 0
 
 
 @njit(cache=True)
@@ -182,7 +234,7 @@ def heapify(heap, f):
 
 
 @njit(cache=True)
-def lazy_steps(store, block_rows, m, w, r, r_pos, a, b, c, penalty,
+def lazy_steps(store, m, w, r, r_pos, a, b, c, penalty,
                f_bound, g_bound, fresh_at, heap, size, step, stop, last, order, f_gains, g_gains):
     """Lazy greedy steps ``step .. stop - 1`` on the kept entries (exact, greedy's order).
 
@@ -212,7 +264,7 @@ def lazy_steps(store, block_rows, m, w, r, r_pos, a, b, c, penalty,
         if swept:
             # Most gains were stale last step, as they are early on: evaluate them
             # all in parallel (the heap then settles the step without more work).
-            _sweep(store, block_rows, heap[:size], m, w, cov_all)
+            _sweep(store, heap[:size], m, w, cov_all)
             for q in range(size):
                 i = heap[q]
                 old[q] = f_bound[i]
@@ -229,7 +281,7 @@ def lazy_steps(store, block_rows, m, w, r, r_pos, a, b, c, penalty,
             top = heap[0]
             if fresh_at[top] == s:
                 break
-            cov = _gain(store, top, block_rows, m, w, lanes)
+            cov = _gain(store, top, m, w, lanes)
             evaluations += 1
             f = a * r[top] + b * cov
             if c != 0.0:
@@ -249,5 +301,5 @@ def lazy_steps(store, block_rows, m, w, r, r_pos, a, b, c, penalty,
         f_gains[s] = f_bound[top]
         g_gains[s] = g_bound[top]
         upper_gain += g_bound[top]
-        _add(store, top, block_rows, m)
+        _add(store, top, m)
     return size, upper_gain, evaluations, last

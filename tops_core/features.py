@@ -24,13 +24,14 @@ __all__ = ["Features"]
 #: memory to ``ROW_BLOCK * N`` floats).
 ROW_BLOCK = 1024
 
-#: Rows per BLAS call in the pass that starts the sparse phase (its buffers
-#: take about ``10 * PASS_BLOCK * N`` bytes next to the kept entries).
+#: Rows per BLAS call in the pass over the similarity (the row blocks of its
+#: kept upper half).
 PASS_BLOCK = 512
 
-#: Most bytes the sparse phase may keep (index and value of each entry above
-#: the running max); a pass that would exceed it is abandoned.
-SPARSE_BYTES = 900 * 2**20
+#: Most bytes the pass may keep: the upper half of the similarity, then each
+#: token's entries above the running max (index and value). Past it, gains
+#: keep being evaluated from rows.
+PASS_BYTES = 900 * 2**20
 
 #: Largest N whose kept entries store their column index in 16 bits.
 SMALL_INDEX_N = 2**16
@@ -201,13 +202,6 @@ def _coverage_of(rows: np.ndarray, m: np.ndarray, w: np.ndarray) -> np.ndarray:
     return lane_sum(np.maximum(rows - m, 0.0) * w)
 
 
-class _Sparse:
-    """Entries above the running max kept after one pass (layout: :mod:`tops_core._feature_kernels`)."""
-
-    def __init__(self, block_rows: int, store: tuple) -> None:
-        self.block_rows, self.store = block_rows, store
-
-
 def _columns_match(feats: Features) -> bool:
     """Whether a product over a subset of columns gives the bits of the full rows.
 
@@ -220,60 +214,27 @@ def _columns_match(feats: Features) -> bool:
     return bool(np.array_equal(feats.take(rows)[:, n // 2:], feats.product(rows, n // 2)))
 
 
-def _sparse_pass(feats: Features, m: np.ndarray, chosen: np.ndarray) -> _Sparse | None:
-    """One pass over the similarity keeping each token's entries above ``m``.
+def _half_bytes(feats: Features, block: int) -> int:
+    """Bytes of the upper half of the similarity kept as row blocks of ``block`` rows."""
+    n = feats.n
+    return sum((min(s + block, n) - s) * (n - s) for s in range(0, n, block)) * feats.dtype.itemsize
 
-    Token ``i`` keeps ``(j, s[j, i])`` for ``s[j, i] > m_j``. Row block ``I``
-    is multiplied by the columns from its own start on only (half the GEMM):
-    its rows give each of its tokens the entries ``j >= start(I)``, and, by
-    symmetry, its columns past the block give every later token the entries
-    ``j`` in ``I``. (Full rows instead when a column subset would change the
-    bits: see :func:`_columns_match`.) Returns ``None``, keeping nothing, when
-    the kept entries would exceed :data:`SPARSE_BYTES`.
+
+def _half_pass(feats: Features, block: int):
+    """The upper half of the similarity: tile ``b`` is rows ``b * block ..`` x columns ``b * block ..``.
+
+    Each row block is multiplied by its trailing columns only (half the GEMM);
+    with full rows instead when a column subset would change the bits (see
+    :func:`_columns_match`).
     """
     from numba.typed import List
 
-    from tops_core import _feature_kernels as fk
-
-    n = feats.n
-    idx_dtype = np.uint16 if n <= SMALL_INDEX_N else np.int32
-    per_entry = np.dtype(idx_dtype).itemsize + feats.dtype.itemsize
-    block = min(PASS_BLOCK, n)
-    blocks = -(-n // block)
     half = _columns_match(feats)
-    idx_buf = np.empty((block, n), dtype=idx_dtype)
-    val_buf = np.empty((block, n), dtype=feats.dtype)
-    col_idx_buf = np.empty((n, block) if half else (0, block), dtype=idx_dtype)
-    col_val_buf = np.empty(col_idx_buf.shape, dtype=feats.dtype)
-    counts = np.zeros(n, dtype=np.int64)
-    own_start, own_len = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    seg_start, seg_len = np.zeros((n, blocks), dtype=np.int64), np.zeros((n, blocks), dtype=np.int64)
-    own_idx, own_val, seg_idx, seg_val = List(), List(), List(), List()
-    total = 0
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        col0 = start if half else 0
-        rows = feats.product(np.arange(start, stop), col0)
-        fk.extract_rows(rows, col0, m, start, counts, idx_buf, val_buf)
-        kept = int(counts[:stop - start][~chosen[start:stop]].sum())
-        idx, val = np.empty(kept, dtype=idx_dtype), np.empty(kept, dtype=feats.dtype)
-        fk.pack(counts[:stop - start], start, chosen, idx_buf, val_buf, idx, val, own_start, own_len)
-        own_idx.append(idx)
-        own_val.append(val)
-        later = n - stop if half else 0
-        if later:
-            fk.extract_columns(rows, stop - col0, m, start, counts, col_idx_buf, col_val_buf)
-        seen = int(counts[:later][~chosen[stop:]].sum()) if later else 0
-        idx, val = np.empty(seen, dtype=idx_dtype), np.empty(seen, dtype=feats.dtype)
-        if later:
-            fk.pack(counts[:later], stop, chosen, col_idx_buf, col_val_buf, idx, val,
-                    seg_start[:, start // block], seg_len[:, start // block])
-        seg_idx.append(idx)
-        seg_val.append(val)
-        total += kept + seen
-        if total * per_entry > SPARSE_BYTES:
-            return None
-    return _Sparse(block, (seg_idx, seg_val, seg_start, seg_len, own_idx, own_val, own_start, own_len))
+    tiles = List()
+    for start in range(0, feats.n, block):
+        rows = np.arange(start, min(start + block, feats.n))
+        tiles.append(feats.product(rows, start) if half else feats.take(rows)[:, start:].copy())
+    return tiles
 
 
 def select_features(scores, feats: Features, k, objective: Objective, batch: int = 16) -> Selection:
@@ -287,11 +248,9 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
     before answering, and it gives the exact initial gains.
 
     Gains are first evaluated from rows built ``batch`` at a time. Once the
-    rows a step provably needs (stale bounds above its best fresh gain)
-    would take the rows built past ``N / 4``, one pass over all rows keeps
-    only the entries above the running max (at most :data:`SPARSE_BYTES`),
-    and every later gain is summed from them (Numba); entries left out stay
-    at or below the running max, so their terms are exactly zero.
+    rows a step provably needs (stale bounds above its best fresh gain) would
+    take the rows built past ``N / 4``, one pass keeps the upper half of the
+    similarity (at most :data:`PASS_BYTES`) and :func:`_pass_steps` finishes.
     """
     from tops_core._dispatch import to_numpy
 
@@ -336,9 +295,9 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
     may_switch = b != 0 and fast_for(feats.unit)
     budget = n // 4
     rows_built = 0
-    sparse = None
+    passed = False
     step = 0
-    while step < k and sparse is None:
+    while step < k and not passed:
         best = None  # (f, -i, row) of the best fresh candidate at this step
         while True:
             top = heap[0][1]
@@ -348,9 +307,9 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
             if may_switch and best is not None:
                 need = np.count_nonzero((fresh_at != step) & ~chosen & (f_bound >= best[0]))
                 if rows_built + need > budget:
-                    sparse = _sparse_pass(feats, m, chosen)
-                    may_switch = False  # one pass at most: if abandoned, stay on rows
-                    if sparse is not None:
+                    may_switch = False  # one pass at most
+                    if _half_bytes(feats, min(PASS_BLOCK, n)) <= PASS_BYTES:
+                        passed = True
                         break
             popped = [heapq.heappop(heap)[1] for _ in range(min(batch, len(heap)))]
             todo = np.array([i for i in popped if fresh_at[i] != step], dtype=np.int64)
@@ -367,14 +326,14 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
                     best = (f, -i, rows[t])
             for i in popped:
                 heapq.heappush(heap, (-float(f_bound[i]), i))
-        if sparse is not None:
+        if passed:
             break
         row = best[2] if best is not None and -best[1] == top else feats.take([top])[0]
         _pick(step, top, row, f_bound, g_bound, order, gains, g_gains, chosen, m, penalty, c)
         step += 1
-    if sparse is not None:
-        step = _sparse_steps(sparse, feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
-                             f_bound, g_bound, fresh_at, order, gains, g_gains)
+    if passed:
+        _pass_steps(feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
+                    f_bound, g_bound, fresh_at, order, gains, g_gains)
     upper_value = math.fsum(g_gains)
     g_bound[order] = -np.inf
     bound = min(bound, upper_value + top_sum(g_bound, k))
@@ -396,24 +355,66 @@ def _pick(step, top, row, f_bound, g_bound, order, gains, g_gains, chosen, m, pe
         penalty += row
 
 
-def _sparse_steps(sparse, feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
-                  f_bound, g_bound, fresh_at, order, gains, g_gains) -> int:
-    """Finish the selection from the kept entries (the bounds so far stay valid)."""
+def _pass_steps(feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
+                f_bound, g_bound, fresh_at, order, gains, g_gains) -> None:
+    """Finish the selection after one pass over the similarity (the bounds so far stay valid).
+
+    While most gains would be re-evaluated each step anyway (the lazy count
+    ``#{bound >= pick}`` exceeds half the candidates, as early on with a
+    shrinking noise floor), every gain is evaluated from the kept half
+    similarity, in parallel. Then each token keeps its entries above the
+    running max (at most :data:`PASS_BYTES` in all), the half similarity is
+    dropped, and lazy greedy goes on from the kept entries.
+    """
     from tops_core import _feature_kernels as fk
 
     a, b, c = objective.relevance, objective.coverage, objective.redundancy
+    n = feats.n
+    block = min(PASS_BLOCK, n)
+    tiles = _half_pass(feats, block)
+    half_bytes = _half_bytes(feats, block)
+    idx_dtype = np.uint16 if n <= SMALL_INDEX_N else np.int32
+    per_entry = np.dtype(idx_dtype).itemsize + feats.dtype.itemsize
+    cov = np.empty(n)
+    counts = np.empty(n, dtype=np.int64)
+    row = np.empty(n, dtype=feats.dtype)
+    while True:
+        fk.dense_sweep(tiles, block, n, m, w, cov, counts)
+        f = a * r + b * cov
+        if c:
+            f = f - c * penalty
+        live = ~chosen
+        top = int(np.argmax(np.where(live, f, -np.inf)))  # first maximum: lowest index on ties
+        need = int(np.count_nonzero(live & (f_bound >= f[top])))  # what lazy would evaluate
+        f_bound[live], g_bound[live], fresh_at[live] = f[live], (a * r_pos + b * cov)[live], step
+        m_swept = m.copy()
+        fk.dense_row(tiles, block, n, top, row)
+        _pick(step, top, row, f_bound, g_bound, order, gains, g_gains, chosen, m, penalty, c)
+        step += 1
+        if step == k:
+            return
+        counts[chosen] = 0
+        # Entries above the swept max (counted by the sweep) hold all those above m.
+        if 2 * need <= live.sum() and half_bytes + (int(counts.sum()) + n) * per_entry <= PASS_BYTES:
+            break
+    starts = np.zeros(n, dtype=np.int64)
+    np.cumsum(counts[:-1] + 1, out=starts[1:])  # one spare slot each: writes are branch-free
+    idx = np.empty(int(counts.sum()) + n, dtype=idx_dtype)
+    val = np.empty(idx.shape[0], dtype=feats.dtype)
+    fk.dense_keep(tiles, block, n, m_swept, chosen, starts, idx, val)
+    del tiles
+    store = (idx, val, starts, counts)
     heap = np.flatnonzero(~chosen).astype(np.int64)
     fk.heapify(heap, f_bound)
-    size = last = heap.shape[0]  # all gains are stale after the pass
+    size, last = heap.shape[0], need
     # Without the penalty the steps run in one call; with it each pick's full row is needed.
     for stop in ([k] if not c else range(step + 1, k + 1)):
         size, _, _, last = fk.lazy_steps(
-            sparse.store, sparse.block_rows, m, w, r, r_pos, float(a), float(b), float(c), penalty,
+            store, m, w, r, r_pos, float(a), float(b), float(c), penalty,
             f_bound, g_bound, fresh_at, heap, size, step, stop, last, order, gains, g_gains)
         if c:
             penalty += feats.take([order[stop - 1]])[0]
         step = stop
-    return step
 
 
 def _value(feats: Features, r: np.ndarray, w: np.ndarray, m: np.ndarray, order: np.ndarray,
