@@ -107,49 +107,56 @@ def dense_row(tiles, block, n, p, out):
 
 
 @njit(cache=True, parallel=True)
-def dense_keep(tiles, block, n, m, skip, starts, idx, val):
-    """Write each token's entries above ``m``, ascending, from ``starts[c]``.
+def keep_block(tiles, block, n, cb, m, skip, starts, idx, val):
+    """Write the entries above ``m`` of the tokens of block ``cb``, ascending, from ``starts[c]``.
 
-    Token ``c``'s space must hold one entry more than it keeps (writes are
-    branch-free); tokens with ``skip`` write nothing.
+    Token ``c``'s space must hold one entry more than it keeps (its own row
+    is copied branch-free); tokens with ``skip`` write nothing. Reads tiles
+    ``0 .. cb`` only, so the caller can free tile ``cb`` after it, going
+    down from the last block. Parallel over chunks of the block's tokens.
     """
+    c0 = cb * block
+    nc = min(c0 + block, n) - c0
     nb = len(tiles)
-    for cb in prange(nb):
-        c0 = cb * block
-        nc = min(c0 + block, n) - c0
-        pos = np.zeros(nc, dtype=np.int64)
-        write = np.zeros(nc, dtype=np.bool_)
-        for q in range(nc):
-            write[q] = not skip[c0 + q]
-            pos[q] = starts[c0 + q]
+    chunk = 64
+    for part in prange((nc + chunk - 1) // chunk):
+        qa = part * chunk
+        qb = min(qa + chunk, nc)
+        pos = np.zeros(qb - qa, dtype=np.int64)
+        live = np.zeros(qb - qa, dtype=np.bool_)
+        for q in range(qa, qb):
+            pos[q - qa] = starts[c0 + q]
+            live[q - qa] = not skip[c0 + q]
         for ib in range(nb):
             i0 = ib * block
             i1 = min(i0 + block, n)
-            if ib <= cb:
+            if ib <= cb:  # column part: rows j of tile ib; few are kept by now, a rare branch
                 g = tiles[ib]
                 off = c0 - i0
                 for j in range(i0, i1):
-                    row = g[j - i0]
+                    row = g[j - i0][off + qa:off + qb]
                     mj = m[j]
-                    for q in range(nc):
-                        if write[q]:
-                            v = row[off + q]
+                    for q in range(qb - qa):
+                        v = row[q]
+                        if v > mj and live[q]:
                             idx[pos[q]] = j
                             val[pos[q]] = v
-                            pos[q] += v > mj
-            else:
-                g = tiles[np.int64(cb)]
+                            pos[q] += 1
+            else:  # the tokens' own rows, columns j of block ib
+                g = tiles[cb]
                 off = i0 - c0
-                for q in range(nc):
-                    if write[q]:
-                        row = g[q]
-                        at = pos[q]
-                        for j in range(i0, i1):
-                            v = row[off + j - i0]
-                            idx[at] = j
-                            val[at] = v
-                            at += v > m[j]
-                        pos[q] = at
+                mi = m[i0:i1]
+                for q in range(qa, qb):
+                    if not live[q - qa]:
+                        continue
+                    row = g[q][off:off + i1 - i0]
+                    at = pos[q - qa]
+                    for t in range(i1 - i0):
+                        v = row[t]
+                        idx[at] = i0 + t
+                        val[at] = v
+                        at += v > mi[t]
+                    pos[q - qa] = at
 
 
 @njit(cache=True)
@@ -176,10 +183,11 @@ def _accumulate(ids, vals, lo, length, m, w, lanes):
 @njit(cache=True)
 def _gain(store, token, m, w, lanes):
     """Canonical coverage gain of ``token`` from its kept entries (pruning them)."""
-    idx, val, starts, lengths = store
+    idx_blocks, val_blocks, starts, lengths, block = store
     for q in range(8):
         lanes[q] = 0.0
-    lengths[token] = _accumulate(idx, val, starts[token], lengths[token], m, w, lanes)
+    b = token // block
+    lengths[token] = _accumulate(idx_blocks[b], val_blocks[b], starts[token], lengths[token], m, w, lanes)
     return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
 
 
@@ -194,7 +202,9 @@ def _sweep(store, tokens, m, w, cov):
 @njit(cache=True)
 def _add(store, token, m):
     """Raise the running max by a pick's kept entries (those left out are at or below it)."""
-    idx, val, starts, lengths = store
+    idx_blocks, val_blocks, starts, lengths, block = store
+    idx = idx_blocks[token // block]
+    val = val_blocks[token // block]
     lo = starts[token]
     for e in range(lo, lo + lengths[token]):
         j = idx[e]

@@ -366,6 +366,8 @@ def _pass_steps(feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
     running max (at most :data:`PASS_BYTES` in all), the half similarity is
     dropped, and lazy greedy goes on from the kept entries.
     """
+    from numba.typed import List
+
     from tops_core import _feature_kernels as fk
 
     a, b, c = objective.relevance, objective.coverage, objective.redundancy
@@ -397,13 +399,20 @@ def _pass_steps(feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
         # Entries above the swept max (counted by the sweep) hold all those above m.
         if 2 * need <= live.sum() and half_bytes + (int(counts.sum()) + n) * per_entry <= PASS_BYTES:
             break
+    # Going down from the last block, each block's entries are written and its
+    # tile is freed: the kept entries replace the half similarity, never beside it.
+    blocks = len(tiles)
     starts = np.zeros(n, dtype=np.int64)
-    np.cumsum(counts[:-1] + 1, out=starts[1:])  # one spare slot each: writes are branch-free
-    idx = np.empty(int(counts.sum()) + n, dtype=idx_dtype)
-    val = np.empty(idx.shape[0], dtype=feats.dtype)
-    fk.dense_keep(tiles, block, n, m_swept, chosen, starts, idx, val)
+    idx_blocks, val_blocks = List([np.empty(0, dtype=idx_dtype)] * blocks), List([row[:0]] * blocks)
+    for cb in range(blocks - 1, -1, -1):
+        c0, c1 = cb * block, min(cb * block + block, n)
+        np.cumsum(counts[c0:c1 - 1] + 1, out=starts[c0 + 1:c1])  # one spare slot each
+        size = int(counts[c0:c1].sum()) + c1 - c0
+        idx_blocks[cb], val_blocks[cb] = np.empty(size, dtype=idx_dtype), np.empty(size, dtype=feats.dtype)
+        fk.keep_block(tiles, block, n, cb, m_swept, chosen, starts, idx_blocks[cb], val_blocks[cb])
+        tiles[cb] = np.empty((0, 0), dtype=feats.dtype)
     del tiles
-    store = (idx, val, starts, counts)
+    store = (idx_blocks, val_blocks, starts, counts, block)
     heap = np.flatnonzero(~chosen).astype(np.int64)
     fk.heapify(heap, f_bound)
     size, last = heap.shape[0], need
