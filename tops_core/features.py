@@ -1,8 +1,12 @@
 """Features mode: select from token features without ever holding the N x N similarity.
 
-``select(scores, Features(x), k)`` maximises the same objective as
-``select(scores, Features(x).dense(), k)``: similarity rows are built on demand
-by BLAS in fixed blocks of rows, so memory stays ``O(N d + block N)``.
+``select(scores, Features(x), k)`` gives the order and gains of greedy on
+``Features(x).dense()``, bit for bit. Similarity rows are built by BLAS: a
+few on demand at first, then (when most gains keep needing re-evaluation,
+as when a noise floor shrinks every gain each step) one pass that keeps the
+upper half of the similarity for a few steps, then only each token's entries
+above the running max. Extra memory stays under :data:`PASS_BYTES` plus
+``O(N d + ROW_BLOCK N)``; past it, gains are evaluated from rows only.
 """
 
 from __future__ import annotations
