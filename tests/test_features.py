@@ -138,7 +138,7 @@ def test_initial_bound_covers_the_canonical_gain(dtype, focus, seed):
     tops_core.Objective(relevance=0.3, redundancy=0.02, focus=0.8),
     tops_core.Objective(relevance=0.0, coverage=0.0, redundancy=0.1, focus=0.0),
 ])
-@pytest.mark.parametrize("path", ["sparse", "rows", "int32", "blocks", "full-rows", "dense-only", "tight"])
+@pytest.mark.parametrize("path", ["sparse", "rows", "int32", "blocks", "full-rows", "columns"])
 def test_every_path_equals_greedy(monkeypatch, shift, objective, path):
     if path == "rows":
         monkeypatch.setattr(features_mode, "PASS_BYTES", 0)  # no pass
@@ -154,10 +154,8 @@ def test_every_path_equals_greedy(monkeypatch, shift, objective, path):
         x = np.abs(x)  # non-negative cosine
     feats = tops_core.Features(x, shift=shift)
     half = features_mode._half_bytes(feats, min(features_mode.PASS_BLOCK, n))
-    if path == "dense-only":  # the half similarity fits, kept entries never do
+    if path == "columns":  # the half similarity fits, kept entries do not: lazy on its columns
         monkeypatch.setattr(features_mode, "PASS_BYTES", half)
-    if path == "tight":  # kept entries fit only late
-        monkeypatch.setattr(features_mode, "PASS_BYTES", half + 6 * 3 * n)
     r = np.random.default_rng(1).random(n).astype(np.float32)
     r[::7] = 0
     got = tops_core.select(r, feats, k, objective=objective)

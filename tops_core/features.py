@@ -368,7 +368,8 @@ def _pass_steps(feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
     shrinking noise floor), every gain is evaluated from the kept half
     similarity, in parallel. Then each token keeps its entries above the
     running max (at most :data:`PASS_BYTES` in all), the half similarity is
-    dropped, and lazy greedy goes on from the kept entries.
+    dropped, and lazy greedy goes on from the kept entries (or, if they would
+    not fit, from the half similarity's columns).
     """
     from numba.typed import List
 
@@ -400,9 +401,13 @@ def _pass_steps(feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
         if step == k:
             return
         counts[chosen] = 0
-        # Entries above the swept max (counted by the sweep) hold all those above m.
-        if 2 * need <= live.sum() and half_bytes + (int(counts.sum()) + n) * per_entry <= PASS_BYTES:
-            break
+        if 2 * need <= live.sum():
+            # Entries above the swept max (counted by the sweep) hold all those above m.
+            if half_bytes + (int(counts.sum()) + n) * per_entry <= PASS_BYTES:
+                break
+            _tile_steps(tiles, block, feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
+                        f_bound, g_bound, fresh_at, order, gains, g_gains)
+            return
     # Going down from the last block, each block's entries are written and its
     # tile is freed: the kept entries replace the half similarity, never beside it.
     blocks = len(tiles)
@@ -428,6 +433,38 @@ def _pass_steps(feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
         if c:
             penalty += feats.take([order[stop - 1]])[0]
         step = stop
+
+
+def _tile_steps(tiles, block, feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
+                f_bound, g_bound, fresh_at, order, gains, g_gains) -> None:
+    """Lazy greedy reading columns of the kept half similarity, when kept entries would not fit.
+
+    Each evaluation gathers one column (``O(N)``) and reduces it canonically.
+    """
+    from tops_core import _feature_kernels as fk
+
+    a, b, c = objective.relevance, objective.coverage, objective.redundancy
+    n = feats.n
+    lane_gain = kernels().lane_gain
+    row = np.empty(n, dtype=feats.dtype)
+    heap = [(-float(f_bound[i]), int(i)) for i in np.flatnonzero(~chosen)]
+    heapq.heapify(heap)
+    while step < k:
+        while True:
+            top = heap[0][1]
+            if fresh_at[top] == step:
+                heapq.heappop(heap)
+                break
+            fk.dense_row(tiles, block, n, top, row)
+            cov = lane_gain(row, m, w)
+            f = a * r[top] + b * cov
+            if c:
+                f = f - c * penalty[top]
+            f_bound[top], g_bound[top], fresh_at[top] = f, a * r_pos[top] + b * cov, step
+            heapq.heapreplace(heap, (-float(f), top))
+        fk.dense_row(tiles, block, n, top, row)
+        _pick(step, top, row, f_bound, g_bound, order, gains, g_gains, chosen, m, penalty, c)
+        step += 1
 
 
 def _value(feats: Features, r: np.ndarray, w: np.ndarray, m: np.ndarray, order: np.ndarray,
