@@ -24,6 +24,9 @@ def test_rows_do_not_depend_on_their_batch(monkeypatch):
     np.testing.assert_array_equal(dense, dense.T)  # rows serve as columns
     for idx in ([3], [39, 0], [5, 5, 12]):
         np.testing.assert_array_equal(feats.take(idx), dense[idx])
+        for col in (0, 1, 17, 39):  # the half pass multiplies by trailing columns only
+            np.testing.assert_array_equal(feats.product(idx, col), dense[idx, col:])
+    assert features_mode._columns_match(feats)
 
 
 def test_dense_is_the_shifted_cosine():
@@ -94,3 +97,85 @@ def test_raw_cosine_with_negative_entries_is_refused():
 def test_features_refuse_rules_and_other_solvers(objective, method):
     with pytest.raises(tops_core.InvalidInputError, match=r"sim given as tops_core\.Features"):
         tops_core.select(np.ones(4), tops_core.Features(np.eye(4)), 2, objective=objective, method=method)
+
+
+def _clustered(n, d, seed, dtype=np.float32):
+    """The benchmark's kind of tokens: clusters of near-duplicates over a noise floor."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(2, n // 8), d))
+    return (centres[rng.integers(0, centres.shape[0], n)] + 0.8 * rng.normal(size=(n, d))).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("focus", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("seed", range(4))
+def test_initial_bound_covers_the_canonical_gain(dtype, focus, seed):
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.integers(1, 300)), int(rng.integers(1, 200))
+    x = (rng.normal(size=(n, d)) * 10.0 ** rng.uniform(-3, 3)).astype(dtype)
+    x[rng.random(n) < 0.1] = 0  # zero rows: cos = 0, sim = 1/2
+    x[rng.random(n) < 0.1] *= -1e-30 if dtype == np.float64 else -1e-18  # tiny rows, flipped
+    if n > 3:
+        x[1] = -x[0]  # cos = -1: clipping
+        x[2] = x[0]
+    r = rng.random(n)
+    r[rng.random(n) < 0.3] = 0
+    feats = tops_core.Features(x)
+    w = tops_core.Objective(focus=focus).row_weights(r)
+    exact, _ = features_mode._initial_coverage(feats, w)
+    bound = features_mode.coverage_bound(feats, w)
+    assert (bound >= exact).all()
+    if n > 50:  # rounding matters: the plain formula alone is exceeded
+        u = feats.unit.astype(np.float64)
+        assert (exact > (w.sum() + u @ (w @ u)) / 2).any()
+    assert (bound <= exact * (1 + 1e-3) + 1e-9 * w.sum()).all()  # tight enough to be useful
+
+
+@pytest.mark.parametrize("shift", [True, False])
+@pytest.mark.parametrize("objective", [
+    tops_core.Objective(),
+    tops_core.Objective(focus=1.0),
+    tops_core.Objective(relevance=0.3, redundancy=0.02, focus=0.8),
+    tops_core.Objective(relevance=0.0, coverage=0.0, redundancy=0.1, focus=0.0),
+])
+@pytest.mark.parametrize("path", ["sparse", "rows", "int32", "blocks", "full-rows", "columns"])
+def test_every_path_equals_greedy(monkeypatch, shift, objective, path):
+    if path == "rows":
+        monkeypatch.setattr(features_mode, "PASS_BYTES", 0)  # no pass
+    if path == "int32":
+        monkeypatch.setattr(features_mode, "SMALL_INDEX_N", 0)
+    if path == "blocks":
+        monkeypatch.setattr(features_mode, "PASS_BLOCK", 13)  # the last block is one row
+    if path == "full-rows":
+        monkeypatch.setattr(features_mode, "_columns_match", lambda feats: False)
+    n, k = (157 if path == "blocks" else 160), 60
+    x = _clustered(n, 24, seed=len(path))
+    if not shift:
+        x = np.abs(x)  # non-negative cosine
+    feats = tops_core.Features(x, shift=shift)
+    half = features_mode._half_bytes(feats, min(features_mode.PASS_BLOCK, n))
+    if path == "columns":  # the half similarity fits, kept entries do not: lazy on its columns
+        monkeypatch.setattr(features_mode, "PASS_BYTES", half)
+    r = np.random.default_rng(1).random(n).astype(np.float32)
+    r[::7] = 0
+    got = tops_core.select(r, feats, k, objective=objective)
+    ref = Greedy().run(objective, r, feats.dense(), k)
+    np.testing.assert_array_equal(got.order, ref.order)
+    assert got.gains.tolist() == ref.gains.tolist()
+    assert got.value == pytest.approx(objective.value(r, feats.dense(), got.order), rel=1e-12, abs=1e-12)
+    assert got.upper_bound >= got.value
+
+
+def test_one_pass_and_few_rows(monkeypatch):
+    n, k = 400, 80
+    x, r = _clustered(n, 32, seed=5), np.random.default_rng(2).random(n)
+    feats = tops_core.Features(x)
+    built, passes = [], []
+    product, half_pass = tops_core.Features.product, features_mode._half_pass
+    monkeypatch.setattr(tops_core.Features, "product",
+                        lambda self, idx, col=0: built.append(len(idx)) or product(self, idx, col))
+    monkeypatch.setattr(features_mode, "_half_pass", lambda *a: passes.append(1) or half_pass(*a))
+    got = tops_core.select(r, feats, k)
+    assert passes == [1]
+    assert sum(built) <= n + n // 4 + 16 + 2  # one pass, the rows before it and the probe
+    np.testing.assert_array_equal(got.order, Greedy().run(tops_core.Objective(), r, feats.dense(), k).order)

@@ -1,13 +1,18 @@
 """Features mode: select from token features without ever holding the N x N similarity.
 
-``select(scores, Features(x), k)`` maximises the same objective as
-``select(scores, Features(x).dense(), k)``: similarity rows are built on demand
-by BLAS in fixed blocks of rows, so memory stays ``O(N d + block N)``.
+``select(scores, Features(x), k)`` gives the order and gains of greedy on
+``Features(x).dense()``, bit for bit. Similarity rows are built by BLAS: a
+few on demand at first, then (when most gains keep needing re-evaluation,
+as when a noise floor shrinks every gain each step) one pass that keeps the
+upper half of the similarity for a few steps, then only each token's entries
+above the running max. Extra memory stays under :data:`PASS_BYTES` plus
+``O(N d + ROW_BLOCK N)``; past it, gains are evaluated from rows only.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 
 import numpy as np
 
@@ -22,6 +27,18 @@ __all__ = ["Features"]
 #: Rows of the similarity built per BLAS call in full passes (bounds the extra
 #: memory to ``ROW_BLOCK * N`` floats).
 ROW_BLOCK = 1024
+
+#: Rows per BLAS call in the pass over the similarity (the row blocks of its
+#: kept upper half).
+PASS_BLOCK = 512
+
+#: Most bytes the pass may keep: the upper half of the similarity, then each
+#: token's entries above the running max (index and value). Past it, gains
+#: keep being evaluated from rows.
+PASS_BYTES = 900 * 2**20
+
+#: Largest N whose kept entries store their column index in 16 bits.
+SMALL_INDEX_N = 2**16
 
 
 class Features:
@@ -79,11 +96,15 @@ class Features:
         BLAS's GEMM gives every row the same bits whatever rows it is batched
         with, while a matrix-vector product may not (checked in the tests).
         """
+        return self.product(indices)
+
+    def product(self, indices, col_start: int = 0) -> np.ndarray:
+        """Rows ``indices`` restricted to the columns ``col_start ..``: :meth:`take`'s GEMM and bits."""
         idx = np.asarray(indices, dtype=np.int64)
         lone = idx.shape[0] == 1
         if lone:
             idx = np.repeat(idx, 2)
-        block = self.unit[idx] @ self.unit.T
+        block = self.unit[idx] @ self.unit[col_start:].T
         np.clip(block, -1.0, 1.0, out=block)  # rounding can leave |cos| a hair above 1
         if self.shift:
             block += 1.0
@@ -120,6 +141,63 @@ def _initial_coverage(feats: Features, w: np.ndarray) -> tuple[np.ndarray, float
     return cov, lowest
 
 
+def _gamma(count: float, unit: float) -> float:
+    """Higham's ``gamma_n = n u / (1 - n u)``: relative error of ``n`` roundings."""
+    return count * unit / (1.0 - count * unit)
+
+
+def coverage_bound(feats: Features, w: np.ndarray) -> np.ndarray:
+    """Upper bounds of the canonical coverage gains at ``S = {}``, in ``O(N d)`` (``shift=True``).
+
+    At ``S = {}`` the running max is 0 and every term ``w_j s[j, i]`` is
+    non-negative, so the gain is ``sum_j w_j (1 + cos_ji) / 2 = (W + v . u_i) / 2``
+    with ``W = sum_j w_j`` and ``v = sum_j w_j u_j``, up to rounding.
+
+    Parameters
+    ----------
+    feats : Features
+        The features (their unit rows ``u``), with ``shift=True``.
+    w : numpy.ndarray, shape (N,)
+        Non-negative coverage row weights.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,), float64
+        ``bound_i >= `` the canonical (:func:`~tops_core.objective.lane_sum`)
+        gain of token ``i``. The margin covers, with room: the BLAS dot
+        product in the features' precision, in any order, with FMA or not
+        (``|err| <= gamma_d |u_j| |u_i|``); clipping at ``-1`` (a row whose
+        norm is ``1 + eta`` has ``cos >= -(1 + eta)^2``; zero rows have
+        ``cos = 0`` exactly); the rounding of ``cos + 1``; the float64 products
+        and canonical sum of ``N`` non-negative terms; and the float64
+        evaluation of ``W`` and ``v . u_i`` here.
+    """
+    u = feats.unit
+    n, d = u.shape
+    unit = float(np.finfo(u.dtype).eps) / 2
+    unit64 = float(np.finfo(np.float64).eps) / 2
+    norms = np.empty(n)
+    v = np.zeros(d)
+    chunk = 4096  # float64 copies of the rows, a chunk at a time
+    for s in range(0, n, chunk):
+        u64 = u[s:s + chunk].astype(np.float64)
+        norms[s:s + chunk] = np.sqrt(np.einsum("ij,ij->i", u64, u64))
+        v += w[s:s + chunk] @ u64
+    est = np.empty(n)
+    for s in range(0, n, chunk):
+        est[s:s + chunk] = u[s:s + chunk].astype(np.float64) @ v
+    big_w = math.fsum(w)
+    est += big_w
+    live = norms > 0
+    eta = float(np.abs(norms[live] - 1.0).max()) + 1e-12 if live.any() else 0.0
+    a_w = float(w @ norms) * (1 + _gamma(n + 2, unit64))  # sum_j w_j |u_j|, rounded up
+    slack = (_gamma(d + 2, unit) * (1 + eta) * a_w * norms  # BLAS dot products
+             + (2 * eta + eta * eta) * big_w  # clipping at -1
+             + _gamma(n + d + 4, unit64) * (big_w + a_w * norms)  # W, v and v . u_i in float64
+             + 4 * unit64 * np.abs(est))
+    return (est + slack) * (0.5 * (1 + 2 * unit) * (1 + _gamma(n + 4, unit64)) * (1 + 8 * unit64))
+
+
 def _coverage_of(rows: np.ndarray, m: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Canonical coverage gains of candidates given their similarity rows (= columns)."""
     if fast_for(rows):
@@ -128,12 +206,55 @@ def _coverage_of(rows: np.ndarray, m: np.ndarray, w: np.ndarray) -> np.ndarray:
     return lane_sum(np.maximum(rows - m, 0.0) * w)
 
 
+def _columns_match(feats: Features) -> bool:
+    """Whether a product over a subset of columns gives the bits of the full rows.
+
+    The half pass relies on it (and on the symmetry every path relies on); it
+    holds for OpenBLAS's GEMM, whose per-entry accumulation does not depend on
+    the block shape. Probed once per pass, at the cost of a few rows.
+    """
+    n = feats.n
+    rows = np.arange(min(n, 2))
+    return bool(np.array_equal(feats.take(rows)[:, n // 2:], feats.product(rows, n // 2)))
+
+
+def _half_bytes(feats: Features, block: int) -> int:
+    """Bytes of the upper half of the similarity kept as row blocks of ``block`` rows."""
+    n = feats.n
+    return sum((min(s + block, n) - s) * (n - s) for s in range(0, n, block)) * feats.dtype.itemsize
+
+
+def _half_pass(feats: Features, block: int):
+    """The upper half of the similarity: tile ``b`` is rows ``b * block ..`` x columns ``b * block ..``.
+
+    Each row block is multiplied by its trailing columns only (half the GEMM);
+    with full rows instead when a column subset would change the bits (see
+    :func:`_columns_match`).
+    """
+    from numba.typed import List
+
+    half = _columns_match(feats)
+    tiles = List()
+    for start in range(0, feats.n, block):
+        rows = np.arange(start, min(start + block, feats.n))
+        tiles.append(feats.product(rows, start) if half else feats.take(rows)[:, start:].copy())
+    return tiles
+
+
 def select_features(scores, feats: Features, k, objective: Objective, batch: int = 16) -> Selection:
-    """Lazy greedy on features: greedy's order, rows built ``batch`` at a time.
+    """Lazy greedy on features: greedy's order and gains, bit for bit.
 
     Canonical gains are non-increasing bit for bit as the set grows (each term
     only shrinks and rounding is monotone), so stale gains bound fresh ones
-    and the lazy pick equals greedy's, lowest index first on ties.
+    and the lazy pick equals greedy's, lowest index first on ties. Initial
+    bounds come from :func:`coverage_bound` (``O(N d)``) for ``shift=True``;
+    ``shift=False`` needs the full pass anyway, to refuse negative entries
+    before answering, and it gives the exact initial gains.
+
+    Gains are first evaluated from rows built ``batch`` at a time. Once the
+    rows a step provably needs (stale bounds above its best fresh gain) would
+    take the rows built past ``N / 4``, one pass keeps the upper half of the
+    similarity (at most :data:`PASS_BYTES`) and :func:`_pass_steps` finishes.
     """
     from tops_core._dispatch import to_numpy
 
@@ -153,38 +274,51 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
     r_pos = np.maximum(r, 0.0)
     w = objective.row_weights(r)
     a, b, c = objective.relevance, objective.coverage, objective.redundancy
-    cov, lowest = _initial_coverage(feats, w)
-    if lowest < 0:
-        raise InvalidInputError(
-            f"sim must be non-negative; got {feats!r} whose similarity has negative entries. "
-            "Use Features(x, shift=True)"
-        )
+    fresh_at = np.full(n, -1, dtype=np.int64)
+    if feats.shift:
+        cov = coverage_bound(feats, w)
+    else:
+        cov, lowest = _initial_coverage(feats, w)
+        if lowest < 0:
+            raise InvalidInputError(
+                f"sim must be non-negative; got {feats!r} whose similarity has negative entries. "
+                "Use Features(x, shift=True)"
+            )
+        fresh_at[:] = 0
     f_bound = a * r + b * cov
     g_bound = a * r_pos + b * cov
     bound = top_sum(g_bound, k)
     m = np.zeros(n, dtype=np.float64)
     penalty = np.zeros(n, dtype=np.float64)
-    fresh_at = np.zeros(n, dtype=np.int64)
+    chosen = np.zeros(n, dtype=bool)
     heap = [(-float(f_bound[i]), i) for i in range(n)]
     heapq.heapify(heap)
     order = np.empty(k, dtype=np.int64)
     gains = np.empty(k, dtype=np.float64)
-    upper_value = 0.0
-    pending = None  # the last pick, whose row rides along with the next refresh
-    for step in range(k):
+    g_gains = np.empty(k, dtype=np.float64)
+    may_switch = b != 0 and fast_for(feats.unit)
+    budget = n // 4
+    rows_built = 0
+    passed = False
+    step = 0
+    while step < k and not passed:
+        best = None  # (f, -i, row) of the best fresh candidate at this step
         while True:
             top = heap[0][1]
             if fresh_at[top] == step:
                 heapq.heappop(heap)
                 break
+            if may_switch and best is not None:
+                need = np.count_nonzero((fresh_at != step) & ~chosen & (f_bound >= best[0]))
+                if rows_built + need > budget:
+                    may_switch = False  # one pass at most
+                    if _half_bytes(feats, min(PASS_BLOCK, n)) <= PASS_BYTES:
+                        passed = True
+                        break
             popped = [heapq.heappop(heap)[1] for _ in range(min(batch, len(heap)))]
             todo = np.array([i for i in popped if fresh_at[i] != step], dtype=np.int64)
-            if pending is not None:
-                rows = feats.take(np.concatenate([[pending], todo]))
-                _add(rows[0], m, penalty, c)
-                rows, pending = rows[1:], None
-            else:
-                rows = feats.take(todo)
+            rows = feats.take(todo)
+            rows_built += todo.size
             cov_now = _coverage_of(rows, m, w)
             for t, i in enumerate(todo):
                 f = a * r[i] + b * cov_now[t]
@@ -192,18 +326,22 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
                     f = f - c * penalty[i]
                 f_bound[i], g_bound[i] = f, a * r_pos[i] + b * cov_now[t]
                 fresh_at[i] = step
+                if best is None or (f, -i) > best[:2]:
+                    best = (f, -i, rows[t])
             for i in popped:
                 heapq.heappush(heap, (-float(f_bound[i]), i))
-        if pending is not None:  # the pick was already fresh: apply the last one alone
-            _add(feats.take([pending])[0], m, penalty, c)
-            pending = None
-        order[step] = top
-        gains[step] = f_bound[top]
-        upper_value += g_bound[top]
-        g_bound[top] = -np.inf
-        pending = top
+        if passed:
+            break
+        row = best[2] if best is not None and -best[1] == top else feats.take([top])[0]
+        _pick(step, top, row, f_bound, g_bound, order, gains, g_gains, chosen, m, penalty, c)
+        step += 1
+    if passed:
+        _pass_steps(feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
+                    f_bound, g_bound, fresh_at, order, gains, g_gains)
+    upper_value = math.fsum(g_gains)
+    g_bound[order] = -np.inf
     bound = min(bound, upper_value + top_sum(g_bound, k))
-    value = _value(feats, r, w, order, objective)
+    value = _value(feats, r, w, m, order, objective)
     bound = max(bound, value)
     closes = bound - value <= 1e-12 * max(1.0, abs(bound))
     return Selection(
@@ -212,26 +350,134 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
     )
 
 
-def _add(row: np.ndarray, m: np.ndarray, penalty: np.ndarray, c: float) -> None:
-    """Add a picked token: its row (= its column) raises the running max."""
+def _pick(step, top, row, f_bound, g_bound, order, gains, g_gains, chosen, m, penalty, c) -> None:
+    """Record a pick and add its row (= its column) to the running max and the penalty."""
+    order[step], gains[step], g_gains[step] = top, f_bound[top], g_bound[top]
+    chosen[top] = True
     np.maximum(m, row, out=m)
     if c:
         penalty += row
 
 
-def _value(feats: Features, r: np.ndarray, w: np.ndarray, order: np.ndarray, objective: Objective) -> float:
-    """``f(S)`` by its definition, from the selected rows only (sim is symmetric)."""
-    import math
+def _pass_steps(feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
+                f_bound, g_bound, fresh_at, order, gains, g_gains) -> None:
+    """Finish the selection after one pass over the similarity (the bounds so far stay valid).
 
+    While most gains would be re-evaluated each step anyway (the lazy count
+    ``#{bound >= pick}`` exceeds half the candidates, as early on with a
+    shrinking noise floor), every gain is evaluated from the kept half
+    similarity, in parallel. Then each token keeps its entries above the
+    running max (at most :data:`PASS_BYTES` in all), the half similarity is
+    dropped, and lazy greedy goes on from the kept entries (or, if they would
+    not fit, from the half similarity's columns).
+    """
+    from numba.typed import List
+
+    from tops_core import _feature_kernels as fk
+
+    a, b, c = objective.relevance, objective.coverage, objective.redundancy
+    n = feats.n
+    block = min(PASS_BLOCK, n)
+    tiles = _half_pass(feats, block)
+    half_bytes = _half_bytes(feats, block)
+    idx_dtype = np.uint16 if n <= SMALL_INDEX_N else np.int32
+    per_entry = np.dtype(idx_dtype).itemsize + feats.dtype.itemsize
+    cov = np.empty(n)
+    counts = np.empty(n, dtype=np.int64)
+    row = np.empty(n, dtype=feats.dtype)
+    while True:
+        fk.dense_sweep(tiles, block, n, m, w, cov, counts)
+        f = a * r + b * cov
+        if c:
+            f = f - c * penalty
+        live = ~chosen
+        top = int(np.argmax(np.where(live, f, -np.inf)))  # first maximum: lowest index on ties
+        need = int(np.count_nonzero(live & (f_bound >= f[top])))  # what lazy would evaluate
+        f_bound[live], g_bound[live], fresh_at[live] = f[live], (a * r_pos + b * cov)[live], step
+        m_swept = m.copy()
+        fk.dense_row(tiles, block, n, top, row)
+        _pick(step, top, row, f_bound, g_bound, order, gains, g_gains, chosen, m, penalty, c)
+        step += 1
+        if step == k:
+            return
+        counts[chosen] = 0
+        if 2 * need <= live.sum():
+            # Entries above the swept max (counted by the sweep) hold all those above m.
+            if half_bytes + (int(counts.sum()) + n) * per_entry <= PASS_BYTES:
+                break
+            _tile_steps(tiles, block, feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
+                        f_bound, g_bound, fresh_at, order, gains, g_gains)
+            return
+    # Going down from the last block, each block's entries are written and its
+    # tile is freed: the kept entries replace the half similarity, never beside it.
+    blocks = len(tiles)
+    starts = np.zeros(n, dtype=np.int64)
+    idx_blocks, val_blocks = List([np.empty(0, dtype=idx_dtype)] * blocks), List([row[:0]] * blocks)
+    for cb in range(blocks - 1, -1, -1):
+        c0, c1 = cb * block, min(cb * block + block, n)
+        np.cumsum(counts[c0:c1 - 1] + 1, out=starts[c0 + 1:c1])  # one spare slot each
+        size = int(counts[c0:c1].sum()) + c1 - c0
+        idx_blocks[cb], val_blocks[cb] = np.empty(size, dtype=idx_dtype), np.empty(size, dtype=feats.dtype)
+        fk.keep_block(tiles, block, n, cb, m_swept, chosen, starts, idx_blocks[cb], val_blocks[cb])
+        tiles[cb] = np.empty((0, 0), dtype=feats.dtype)
+    del tiles
+    store = (idx_blocks, val_blocks, starts, counts, block)
+    heap = np.flatnonzero(~chosen).astype(np.int64)
+    fk.heapify(heap, f_bound)
+    size, last = heap.shape[0], need
+    # Without the penalty the steps run in one call; with it each pick's full row is needed.
+    for stop in ([k] if not c else range(step + 1, k + 1)):
+        size, _, _, last = fk.lazy_steps(
+            store, m, w, r, r_pos, float(a), float(b), float(c), penalty,
+            f_bound, g_bound, fresh_at, heap, size, step, stop, last, order, gains, g_gains)
+        if c:
+            penalty += feats.take([order[stop - 1]])[0]
+        step = stop
+
+
+def _tile_steps(tiles, block, feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
+                f_bound, g_bound, fresh_at, order, gains, g_gains) -> None:
+    """Lazy greedy reading columns of the kept half similarity, when kept entries would not fit.
+
+    Each evaluation gathers one column (``O(N)``) and reduces it canonically.
+    """
+    from tops_core import _feature_kernels as fk
+
+    a, b, c = objective.relevance, objective.coverage, objective.redundancy
+    n = feats.n
+    lane_gain = kernels().lane_gain
+    row = np.empty(n, dtype=feats.dtype)
+    heap = [(-float(f_bound[i]), int(i)) for i in np.flatnonzero(~chosen)]
+    heapq.heapify(heap)
+    while step < k:
+        while True:
+            top = heap[0][1]
+            if fresh_at[top] == step:
+                heapq.heappop(heap)
+                break
+            fk.dense_row(tiles, block, n, top, row)
+            cov = lane_gain(row, m, w)
+            f = a * r[top] + b * cov
+            if c:
+                f = f - c * penalty[top]
+            f_bound[top], g_bound[top], fresh_at[top] = f, a * r_pos[top] + b * cov, step
+            heapq.heapreplace(heap, (-float(f), top))
+        fk.dense_row(tiles, block, n, top, row)
+        _pick(step, top, row, f_bound, g_bound, order, gains, g_gains, chosen, m, penalty, c)
+        step += 1
+
+
+def _value(feats: Features, r: np.ndarray, w: np.ndarray, m: np.ndarray, order: np.ndarray,
+           objective: Objective) -> float:
+    """``f(S)`` by its definition: ``m`` is the exact max over the selected columns (sim >= 0)."""
     if order.size == 0:
         return 0.0
-    rows = feats.take(order)
     terms = []
     if objective.relevance:
         terms.append(objective.relevance * math.fsum(r[order]))
     if objective.coverage:
-        terms.append(objective.coverage * math.fsum(w * rows.max(axis=0).astype(np.float64)))
+        terms.append(objective.coverage * math.fsum(w * m))
     if objective.redundancy and order.size > 1:
-        block = rows[:, order].astype(np.float64)
+        block = feats.take(order)[:, order].astype(np.float64)
         terms.append(-objective.redundancy * math.fsum(block[np.triu_indices(order.size, 1)]))
     return float(math.fsum(terms))
