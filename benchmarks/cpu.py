@@ -400,8 +400,8 @@ def main(argv=None) -> int:
     parser.add_argument("--peer-budget", type=float, default=30.0,
                         help="seconds per call after which a method is skipped at larger N")
     parser.add_argument("--no-peers", action="store_true")
-    parser.add_argument("--features", type=int, nargs=3, default=(4096, 1024, 512), metavar=("N", "D", "K"),
-                        help="features-mode case (the issue's 16384 1024 2048 takes minutes here)")
+    parser.add_argument("--features", type=int, nargs=3, default=(16384, 1024, 2048), metavar=("N", "D", "K"),
+                        help="features-mode case (default: the issue's long-video case)")
     parser.add_argument("--no-features", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
