@@ -4,7 +4,7 @@ One command runs every case and writes ``benchmarks/results/cpu.json``, the
 Markdown table ``benchmarks/results/cpu.md`` (generated from the JSON) and the
 log-log plot ``docs/assets/bench/cpu_scaling.png``::
 
-    python benchmarks/cpu.py            # every case (about 10-20 min on 2 cores)
+    python benchmarks/cpu.py            # every case (about 8 min on 2 cores)
     python benchmarks/cpu.py --quick    # small sizes, fewer repeats (about 1 min)
 
 Every timing is the minimum over repeats (the machine may be shared). Peers
