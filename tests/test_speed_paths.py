@@ -227,6 +227,44 @@ def test_tops_rule_fast_path_is_the_transcription_random(dtype, rule, seed):
     np.testing.assert_array_equal(rule.order(r, sim, 90), rule.transcription(r, sim, 90))
 
 
+def _tiny_spread_problem():
+    r = np.array([3, 0, 1, 2, 1, 0.5]) * 5e-324  # subnormal scores: 1 / scale overflows
+    sim = np.full((6, 6), 0.5)
+    np.fill_diagonal(sim, 1.0)
+    return r, sim
+
+
+@pytest.mark.parametrize(
+    ("scale_r", "scale_s", "rule"),
+    [(5e-324, 1.0, tops_core.TOPSRule(norm="minmax", alpha=0.0, lam=0.0)),
+     (1e-310, 1.0, tops_core.TOPSRule()),
+     (1e-170, 1.0, tops_core.TOPSRule()),
+     (1.0, 1e-300, tops_core.TOPSRule()),
+     (1.0, 1e200, tops_core.TOPSRule(alpha=0.0, lam=1.0)),
+     (1.0, 1e200, tops_core.TOPSRule(norm="minmax")),
+     (1e250, 1.0, tops_core.TOPSRule())],
+)
+def test_tops_rule_fast_path_at_extreme_magnitudes_is_the_transcription(scale_r, scale_s, rule):
+    # Relative rounding bounds fail for subnormal or huge scales: such steps must
+    # go to the transcription (found in review: wrong picks and ZeroDivisionError).
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        n = 60
+        r = rng.random(n) * scale_r
+        if scale_r == 5e-324:
+            r = np.floor(rng.random(n) * 4) * 5e-324
+        sim = tops_core.cosine(rng.normal(size=(n, 5))) * scale_s
+        np.testing.assert_array_equal(rule.order(r, sim, 40), rule.transcription(r, sim, 40))
+        sel = tops_core.select(r, sim, 40, objective=rule)
+        np.testing.assert_array_equal(sel.order, rule.transcription(r, sim, 40))
+
+
+def test_tops_rule_fast_path_with_a_subnormal_spread():
+    r, sim = _tiny_spread_problem()
+    rule = tops_core.TOPSRule(norm="minmax", alpha=0.0, lam=0.0)
+    np.testing.assert_array_equal(rule.order(r, sim, 4), rule.transcription(r, sim, 4))
+
+
 def test_tops_rule_fast_path_on_a_slightly_asymmetric_sim():
     rng = np.random.default_rng(4)
     sim = tops_core.cosine(rng.normal(size=(80, 6)))
@@ -286,16 +324,25 @@ def test_incremental_is_selectable_by_name():
     assert np.array_equal(by_name.order, tops_core.select(scores, sim, 9, method="greedy").order)
 
 
-@pytest.mark.parametrize("objective", [tops_core.Objective(), tops_core.TOPSRule(), tops_core.DivPrune()])
-def test_value_from_the_solvers_running_max_is_the_definition(objective):
+REFERENCES = [tops_core.Objective(), tops_core.Objective(focus=1.0),
+              tops_core.Objective(relevance=0.5, coverage=0.0),
+              tops_core.Objective(relevance=0.3, redundancy=0.05, focus=0.2)]
+
+
+@pytest.mark.parametrize("reference", REFERENCES, ids=range(len(REFERENCES)))
+@pytest.mark.parametrize("objective", [None, tops_core.TOPSRule(), tops_core.DivPrune()])
+def test_value_from_the_solvers_running_max_is_the_definition(objective, reference):
     # select() takes the value from the max the solver (or the certificate) tracked;
     # it must equal the value computed from sim by definition, bit for bit.
     rng = np.random.default_rng(11)
     x = rng.normal(size=(150, 12)).astype(np.float32)
     r = rng.random(150).astype(np.float32)
     sim = tops_core.cosine(x)
-    sel = tops_core.select(r, sim, 37, objective=objective)
-    assert sel.value == tops_core.Objective().value(r, sim, sel.indices)
+    if objective is None:
+        sel = tops_core.select(r, sim, 37, objective=reference)
+    else:
+        sel = tops_core.select(r, sim, 37, objective=objective, reference=reference)
+    assert sel.value == reference.value(r, sim, sel.indices)
 
 
 def test_rule_coverage_kernel_is_the_numpy_coverage_bit_for_bit():
@@ -311,6 +358,35 @@ def test_rule_coverage_kernel_is_the_numpy_coverage_bit_for_bit():
     want = _coverage_gains(sim, m, cand, keep)
     got = coverage_all(np.ascontiguousarray(sim.T), keep, m)[cand]  # c_i reads row i of sim
     assert got.tolist() == want.tolist()
+
+
+def test_symmetry_memo_keeps_no_array_alive():
+    import gc
+    import weakref
+
+    from tops_core._validate import exactly_symmetric, symmetry_memo
+
+    with symmetry_memo():
+        tmp = np.asfortranarray(tops_core.cosine(np.random.default_rng(3).normal(size=(30, 4))))
+        tmp = np.ascontiguousarray(tmp)  # a temporary copy, as the solvers make
+        assert exactly_symmetric(tmp)
+        ref = weakref.ref(tmp)
+        del tmp
+        gc.collect()
+        assert ref() is None  # the memo did not keep the copy
+
+
+def test_batched_noncontiguous_select_matches_rows():
+    rng = np.random.default_rng(8)
+    sims = np.stack([tops_core.cosine(rng.normal(size=(50, 6))) for _ in range(3)])
+    sims_f = np.asfortranarray(sims)
+    r = rng.random((3, 50))
+    for rule in (tops_core.Objective(), tops_core.TOPSRule()):
+        batched = tops_core.select(r, sims_f, 12, objective=rule)
+        for b in range(3):
+            one = tops_core.select(r[b], sims[b], 12, objective=rule)
+            np.testing.assert_array_equal(batched.order[b], one.order)
+            assert batched.value[b] == one.value
 
 
 def test_symmetry_memo_is_scoped_to_one_call_and_one_object():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import numbers
+import weakref
 from collections.abc import Iterable
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -119,13 +120,15 @@ def symmetry_memo():
 def exactly_symmetric(a: np.ndarray, block: int | None = None) -> bool:
     """Whether the 2-D ``a`` equals its transpose exactly, block by block (first miss stops)."""
     memo = _SYMMETRY_MEMO.get()
-    if memo is not None and id(a) in memo:
+    if memo is not None and id(a) in memo and memo[id(a)][0]() is a:
         return memo[id(a)][1]
     if block is None:  # measured: 128 wins while a fits in L2, 256 beyond
         block = 128 if a.shape[0] <= 768 else 256
     result = _blocks_equal_transposed(a, block)
     if memo is not None:
-        memo[id(a)] = (a, result)  # holding ``a`` keeps its id from being reused
+        # A weak reference: temporaries (contiguous copies) are not kept alive,
+        # and a dead entry whose id was reused never matches.
+        memo[id(a)] = (weakref.ref(a), result)
     return result
 
 

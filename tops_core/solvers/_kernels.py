@@ -224,7 +224,7 @@ def greedy_steps(rows, cols, r, r_pos, w, a, b, c, k, cov):
                 pick = i
             elif f > second:
                 second = f
-        if second >= best - 2.0 * tol:
+        if not (best - second > 2.0 * tol):  # (NaN: re-decide too)
             # Contenders within the drift: decide on canonical gains.
             best_exact = -np.inf
             pick = -1
@@ -308,6 +308,12 @@ def max_over_columns(sim, idx):
 
 
 @njit(cache=True)
+def _ordinary(x):
+    """Whether ``x`` is 0 or a normal float well inside the range (relative bounds hold)."""
+    return x == 0.0 or 1e-290 <= abs(x) <= 1e290
+
+
+@njit(cache=True)
 def _norm_from(total, lo, hi, count, minmax):
     """(shift, scale, degenerate) of the per-step normalisation from the candidates' stats."""
     if minmax:
@@ -379,13 +385,20 @@ def tops_rule_steps(rows, cols, r, alpha, lam, minmax, k, order, step, m, chosen
                 r_lo, r_sc, r_deg = _norm_from(r_sum, r_lo, r_hi, count, minmax)
                 d_lo, d_sc, d_deg = _norm_from(d_sum, d_lo, d_hi, count, minmax)
                 c_lo, c_sc, c_deg = _norm_from(c_sum, c_lo, c_hi, count, minmax)
-                # Bounds on |running - transcription| of each normalised term.
+                # Relative rounding bounds need normal, finite magnitudes: outside
+                # them (or with NaN) the step goes to the exact transcription.
+                if not (_ordinary(r_sc) and _ordinary(d_sc) and _ordinary(c_sc)
+                        and _ordinary(r_abs) and _ordinary(d_abs) and _ordinary(c_max + eps_c)
+                        and _ordinary(r_lo) and _ordinary(d_lo) and _ordinary(c_lo)):
+                    return step, updates
+                # Bounds on |running - transcription| of each normalised term
+                # (written as products of ratios: no intermediate over/underflows).
                 if minmax:
                     err_r = 0.0
                     err_d = 0.0
                     safe = c_sc > 4.0 * eps_c
-                    err_c = (2.0 * eps_c / c_sc + (c_sc + 2.0 * eps_c) * 2.0 * eps_c
-                             / (c_sc * (c_sc - 2.0 * eps_c))) if safe else 0.0
+                    err_c = (2.0 * eps_c / c_sc + ((c_sc + 2.0 * eps_c) / c_sc)
+                             * (2.0 * eps_c / (c_sc - 2.0 * eps_c))) if safe else 0.0
                     if lam == 0.0:
                         safe = True
                 else:
@@ -400,12 +413,12 @@ def tops_rule_steps(rows, cols, r, alpha, lam, minmax, k, order, step, m, chosen
                     err_c = 0.0
                     if safe:
                         if r_abs > 0.0:
-                            err_r = r_abs * dm_r / (abs(r_sc) * (abs(r_sc) - dm_r))
+                            err_r = (r_abs / abs(r_sc)) * (dm_r / (abs(r_sc) - dm_r))
                         if alpha != 0.0 and d_abs > 0.0:
-                            err_d = d_abs * dm_d / (abs(d_sc) * (abs(d_sc) - dm_d))
+                            err_d = (d_abs / abs(d_sc)) * (dm_d / (abs(d_sc) - dm_d))
                         if lam != 0.0:
-                            err_c = eps_c / abs(c_sc) + (c_max + eps_c) * dm_c / (
-                                abs(c_sc) * (abs(c_sc) - dm_c))
+                            err_c = eps_c / abs(c_sc) + ((c_max + eps_c) / abs(c_sc)) * (
+                                dm_c / (abs(c_sc) - dm_c))
                 if not safe:
                     return step, updates
                 best = -np.inf
@@ -417,6 +430,8 @@ def tops_rule_steps(rows, cols, r, alpha, lam, minmax, k, order, step, m, chosen
                 inv_r = 0.0 if r_deg else 1.0 / r_sc
                 inv_d = 0.0 if (d_deg or alpha == 0.0) else alpha / d_sc
                 inv_c = 0.0 if (c_deg or lam == 0.0) else lam / c_sc
+                if not (abs(inv_r) < np.inf and abs(inv_d) < np.inf and abs(inv_c) < np.inf):
+                    return step, updates
                 for i in range(n):
                     if chosen[i]:
                         continue
@@ -432,7 +447,8 @@ def tops_rule_steps(rows, cols, r, alpha, lam, minmax, k, order, step, m, chosen
                     elif s > second:
                         second = s
                 bound = err_r + alpha * err_d + lam * err_c + 16.0 * _EPS * (top + 1.0)
-                if best - second <= 2.0 * bound:
+                # Written so that NaN or inf anywhere sends the step to the transcription.
+                if not (best - second > 2.0 * bound and bound < np.inf):
                     return step, updates
         order[step] = pick
         chosen[pick] = True
