@@ -2,26 +2,14 @@
 
 import pytest
 import torch
-import transformers
+from tiny_hf import LLAVA_IMAGE as IMAGE
+from tiny_hf import LLAVA_N as N
+from tiny_hf import llava_prompt, tiny_llava
+from tops_adapters.hf.compat import cache_argument, output_cache
 from tops_adapters.transformers import Budget, Schedule, enable
 
 import tops_core
 from tops_core import InvalidInputError
-
-IMAGE = 99
-N = 16  # 4 x 4 patches
-
-
-def tiny_llava(seed=0):
-    torch.manual_seed(seed)
-    vision = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                                           num_attention_heads=4, image_size=16, patch_size=4)
-    text = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-                                    num_attention_heads=4, num_key_value_heads=2, vocab_size=100,
-                                    max_position_embeddings=256)
-    config = transformers.LlavaConfig(vision_config=vision, text_config=text, image_token_id=IMAGE,
-                                      vision_feature_layer=-2, vision_feature_select_strategy="default")
-    return transformers.LlavaForConditionalGeneration(config).eval()
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +19,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def inputs():
-    torch.manual_seed(1)
-    ids = torch.tensor([[1, 5, 6] + [IMAGE] * N + [7, 8, 9, 10, 11]])
-    return {"input_ids": ids, "pixel_values": torch.randn(1, 3, 16, 16)}
+    return llava_prompt()
 
 
 def greedy(model, inputs, steps=4, **kw):
@@ -104,12 +90,13 @@ def test_pruned_generate_equals_a_direct_run_on_the_pruned_sequence(model, input
     pos = columns if positions == "original" else torch.arange(columns.shape[1])[None]
     shift = length - columns.shape[1] if positions == "original" else 0
     out = model(inputs_embeds=embeds, position_ids=pos, use_cache=True)
-    cache, direct, token = out.past_key_values, [out.logits[:, -1]], out.logits[:, -1].argmax(-1)
+    cache, direct, token = output_cache(out), [out.logits[:, -1]], out.logits[:, -1].argmax(-1)
     tokens = [token]
     for t in range(steps - 1):
         p = torch.tensor([[columns.shape[1] + t + shift]])
-        out = model(input_ids=token[:, None], past_key_values=cache, position_ids=p, use_cache=True)
-        cache, token = out.past_key_values, out.logits[:, -1].argmax(-1)
+        out = model(input_ids=token[:, None], position_ids=p, use_cache=True,
+                    **{cache_argument(model): cache})
+        cache, token = output_cache(out), out.logits[:, -1].argmax(-1)
         direct.append(out.logits[:, -1])
         tokens.append(token)
     assert seq[0, length:].tolist() == torch.cat(tokens).tolist()
@@ -212,13 +199,13 @@ def test_stage2_decoding_continues_from_the_per_layer_pruned_cache(model, inputs
     with enable(model, schedule, positions="original"):
         seq, logits = greedy(model, inputs, steps)
         out = model(**inputs, use_cache=True)
-    cache, length = out.past_key_values, inputs["input_ids"].shape[1]
+    cache, length = output_cache(out), inputs["input_ids"].shape[1]
     assert [cache.layers[i].keys.shape[2] for i in range(4)] == [length - N + 8, length - N + 4,
                                                                  length - N + 4, length - N + 2]
     torch.testing.assert_close(out.logits[:, -1], logits[0], rtol=1e-5, atol=1e-5)
     token = out.logits[:, -1].argmax(-1)
     for t in range(1, steps):
-        out = model(input_ids=token[:, None], past_key_values=cache, use_cache=True,
+        out = model(input_ids=token[:, None], **{cache_argument(model): cache}, use_cache=True,
                     position_ids=torch.tensor([[length + t - 1]]))
         torch.testing.assert_close(out.logits[:, -1], logits[t], rtol=1e-5, atol=1e-5)
         token = out.logits[:, -1].argmax(-1)

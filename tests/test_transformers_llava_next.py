@@ -2,39 +2,21 @@
 
 import pytest
 import torch
-import transformers
+from tiny_hf import llava_next_prompt, tiny_llava_next
 from tops_adapters.hf.budget import split_budget
 from tops_adapters.transformers import Schedule, enable
-from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 
-IMAGE = 99
 SIDE = 4  # 16 / 4 patches per side: 16 tokens per crop
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    vision = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                                           num_attention_heads=4, image_size=16, patch_size=4)
-    text = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-                                    num_attention_heads=4, num_key_value_heads=2, vocab_size=100,
-                                    max_position_embeddings=512)
-    config = transformers.LlavaNextConfig(vision_config=vision, text_config=text, image_token_id=IMAGE,
-                                          vision_feature_layer=-2,
-                                          image_grid_pinpoints=[[16, 32], [32, 16], [32, 32]])
-    return transformers.LlavaNextForConditionalGeneration(config).eval()
+    return tiny_llava_next()
 
 
 @pytest.fixture(scope="module")
 def inputs(model):
-    torch.manual_seed(1)
-    sizes = torch.tensor([[30, 20]])
-    crops = image_size_to_num_patches(sizes[0], model.config.image_grid_pinpoints, 16)
-    pixels = torch.randn(1, crops, 3, 16, 16)
-    with torch.no_grad():
-        features = torch.cat(model.model.get_image_features(pixels, sizes).pooler_output)
-    ids = torch.tensor([[1, 5] + [IMAGE] * features.shape[0] + [7, 8, 9]])
-    return {"input_ids": ids, "pixel_values": pixels, "image_sizes": sizes}, features
+    return llava_next_prompt(model)
 
 
 def newline_rows(model, features):

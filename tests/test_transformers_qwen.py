@@ -2,46 +2,26 @@
 
 import pytest
 import torch
-import transformers
+from tiny_hf import QWEN_END as END
+from tiny_hf import QWEN_IMAGE as IMAGE
+from tiny_hf import QWEN_N as N
+from tiny_hf import QWEN_START as START
+from tiny_hf import qwen_prompt, tiny_qwen
+from tops_adapters.hf.compat import cache_argument, output_cache
 from tops_adapters.transformers import Schedule, enable
 
 import tops_core
 from tops_core import InvalidInputError
 
-IMAGE, START, END = 120, 122, 123
-N = 16  # an 8 x 8 patch grid merged 2 x 2
-TEXT = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=512,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]})
-TOKENS = dict(image_token_id=IMAGE, video_token_id=121, vision_start_token_id=START, vision_end_token_id=END,
-              bos_token_id=1, eos_token_id=2, pad_token_id=0)
-
-
-def tiny(kind):
-    torch.manual_seed(0)
-    if kind == "qwen2_vl":
-        vision = dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, patch_size=2, spatial_merge_size=2,
-                      temporal_patch_size=2)
-        config = transformers.Qwen2VLConfig(vision_config=vision, text_config=TEXT, **TOKENS)
-        return transformers.Qwen2VLForConditionalGeneration(config).eval()
-    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=2,
-                  spatial_merge_size=2, temporal_patch_size=2, window_size=8, out_hidden_size=32,
-                  fullatt_block_indexes=[1])
-    config = transformers.Qwen2_5_VLConfig(vision_config=vision, text_config=TEXT, **TOKENS)
-    return transformers.Qwen2_5_VLForConditionalGeneration(config).eval()
-
 
 @pytest.fixture(scope="module", params=["qwen2_vl", "qwen2_5_vl"])
 def model(request):
-    return tiny(request.param)
+    return tiny_qwen(request.param)
 
 
 @pytest.fixture(scope="module")
 def inputs():
-    torch.manual_seed(1)
-    ids = torch.tensor([[3, 4, START] + [IMAGE] * N + [END, 5, 6, 7, 8]])
-    return {"input_ids": ids, "mm_token_type_ids": (ids == IMAGE).int(),
-            "pixel_values": torch.randn(64, 3 * 2 * 2 * 2), "image_grid_thw": torch.tensor([[1, 8, 8]])}
+    return qwen_prompt()
 
 
 def greedy(model, inputs, steps=4):
@@ -95,11 +75,12 @@ def test_positions_and_rope_deltas_match_a_direct_computation(model, inputs):
                                                         inputs["image_grid_thw"]).pooler_output[0]
     out = model(inputs_embeds=embeds[:, columns], position_ids=kept, use_cache=True)
     direct, token = [out.logits[:, -1]], out.logits[:, -1].argmax(-1)
-    tokens, cache = [token], out.past_key_values
+    tokens, cache = [token], output_cache(out)
     for t in range(steps - 1):
         p = torch.full((3, 1, 1), int(kept.max()) + 1 + t)
-        out = model(input_ids=token[:, None], past_key_values=cache, position_ids=p, use_cache=True)
-        cache, token = out.past_key_values, out.logits[:, -1].argmax(-1)
+        out = model(input_ids=token[:, None], position_ids=p, use_cache=True,
+                    **{cache_argument(model): cache})
+        cache, token = output_cache(out), out.logits[:, -1].argmax(-1)
         direct.append(out.logits[:, -1])
         tokens.append(token)
     assert seq[0, inputs["input_ids"].shape[1]:].tolist() == torch.cat(tokens).tolist()

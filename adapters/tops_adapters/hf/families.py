@@ -8,6 +8,8 @@ import torch
 
 from tops_core._validate import InvalidInputError
 
+from .compat import image_size_to_num_patches
+
 __all__ = ["Family", "family_of", "cls_layer", "next_layout"]
 
 
@@ -80,8 +82,6 @@ def next_layout(inner, cls_rows: torch.Tensor | None, image_sizes, strategy: str
     -------
     relevance, crop, newline : torch.Tensor, each (T,) over all images' tokens
     """
-    from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
-
     cfg = inner.config
     counts = [
         image_size_to_num_patches(image_size=size, grid_pinpoints=cfg.image_grid_pinpoints,

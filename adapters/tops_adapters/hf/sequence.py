@@ -44,10 +44,16 @@ class PrunedSequence:
     columns: torch.Tensor              # (B, L') kept columns of the full prompt
     valid: torch.Tensor                # (B, Lcur) non-padding, current stage
     visual_pos: torch.Tensor           # (B, Ncur) visual positions, current stage
-    cache: object = None
+    session: object = None             # the Pruning session that pruned it
+    prefilling: bool = True            # False once the prefill returned: later forwards decode
     stages: list = field(default_factory=list)   # (layer, cum_columns in L' coords)
     override: dict | None = None       # prefill: kwargs for layers after a Stage II point
     step: dict = field(default_factory=dict)     # decode: per-stage kwargs of this step
+
+    def __deepcopy__(self, memo):
+        # A copied KV cache (the prompt-reuse pattern) holds the same pruned prompt: the bookkeeping
+        # is read-only after the prefill, and copying would also copy the session it points to.
+        return self
 
 
 def kept_columns(visual, visual_pos, kept):

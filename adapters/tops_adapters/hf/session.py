@@ -18,12 +18,17 @@ import tops_core
 from tops_core._validate import InvalidInputError, check_choice
 
 from .budget import Schedule, split_budget
+from .compat import encoded_images, find_cache, output_cache
 from .families import cls_layer, family_of, next_layout
 from .scores import RATERS, cls_attention, cosine_similarity, instruction_relevance
 from .sequence import PrunedSequence, StageRecord, encoded_rows, kept_columns, per_row, renumber
 from .stage2 import Stage2Mixin
 
 __all__ = ["Pruning", "StageRecord"]
+
+# The attribute under which a KV cache carries the pruned sequence it holds: decode steps find
+# their bookkeeping on the cache they continue, whatever transformers calls its argument.
+_SEQUENCE = "_tops_pruned_sequence"
 
 _RELEVANCE = ("auto", "cls", "instruction", "uniform")
 _POSITIONS = ("auto", "contiguous", "original")
@@ -75,7 +80,8 @@ class Pruning(Stage2Mixin):
         self.history: list[StageRecord] = []
         self._pending = None
         self._cls_rows: list[torch.Tensor] = []
-        self._seq: PrunedSequence | None = None
+        self._active: PrunedSequence | None = None   # the sequence of the forward running now
+        self._last: PrunedSequence | None = None     # the last pruned prompt
         self._hooks = []
         self._patched = []
         self._methods = []
@@ -123,7 +129,7 @@ class Pruning(Stage2Mixin):
         if getattr(self.inner, "_tops_pruning", None) is self:
             del self.inner._tops_pruning
         self._patched, self._methods, self._hooks = [], [], []
-        self._seq = self._pending = self._encoded = None
+        self._active = self._last = self._pending = self._encoded = None
         if self.family.mrope:
             self.inner.rope_deltas = None
         self.enabled = False
@@ -164,8 +170,7 @@ class Pruning(Stage2Mixin):
         @functools.wraps(original)
         def forward(*args, **kwargs):
             ids = kwargs.get("input_ids", args[0] if args else None)
-            encoded = kwargs.get("mm_encoder_outputs") or {}
-            has_image = kwargs.get("pixel_values") is not None or encoded.get("image") is not None
+            has_image, image = encoded_images(kwargs)
             self._pending = None
             if not has_image:
                 return original(*args, **kwargs)
@@ -173,7 +178,6 @@ class Pruning(Stage2Mixin):
                 raise InvalidInputError(
                     "TOPS pruning finds the image tokens by input_ids; got inputs_embeds without input_ids"
                 )
-            image = encoded.get("image")
             rows = encoded_rows(image) if image is not None else None
             if rows is not None and self._encoded is not None and rows < self._encoded["rows"]:
                 raise InvalidInputError(
@@ -189,28 +193,72 @@ class Pruning(Stage2Mixin):
     def _wrap_lm(self, original):
         @functools.wraps(original)
         def forward(*args, **kwargs):
-            cache = kwargs.get("past_key_values")
+            cache = find_cache(args, kwargs)
             past = cache.get_seq_length() if cache is not None else 0
-            if self._pending is not None and past == 0 and kwargs.get("inputs_embeds") is not None:
-                pending, self._pending = self._pending, None
+            pending, self._pending = self._pending, None
+            if pending is not None and kwargs.get("inputs_embeds") is not None:
+                if past > 0:
+                    raise InvalidInputError(
+                        "TOPS pruning prunes a prompt's image tokens in its prefill (an empty KV cache); got "
+                        f"images in a forward that continues a KV cache of {past} tokens (images in a later "
+                        "turn on the same cache are not supported)"
+                    )
                 with torch.no_grad():
-                    kwargs = self._stage1(pending, kwargs)
-                try:
-                    out = original(*args, **kwargs)
-                finally:
-                    if self._seq is not None:
-                        self._seq.override = None
-                if self._seq is not None:
-                    self._seq.cache = getattr(out, "past_key_values", None)
+                    kwargs, seq = self._stage1(pending, kwargs)
+                out = self._run(original, seq, args, kwargs)
+                seq.prefilling = False
+                kept = cache if cache is not None else output_cache(out)
+                if kept is not None:  # the decode steps find their pruned sequence on their cache
+                    setattr(kept, _SEQUENCE, seq)
+                self._last = seq
                 return out
-            seq = self._seq
-            if seq is not None and cache is not None and cache is seq.cache and past > 0:
+            seq = getattr(cache, _SEQUENCE, None)
+            if seq is not None and past > 0:
+                if seq.session is not self:
+                    raise InvalidInputError(
+                        "this KV cache holds a prompt pruned by another TOPS pruning session (since "
+                        "disabled); decode it with that session enabled, or prefill again"
+                    )
                 kwargs = self._decode_inputs(seq, kwargs, past)
                 seq.step = {}
-                return original(*args, **kwargs)
-            self._seq = None  # an unrelated call: plain behaviour
-            return original(*args, **kwargs)
+                return self._run(original, seq, args, kwargs)
+            if seq is not None:  # the cache was emptied (reset or reused): nothing pruned is left in it
+                delattr(cache, _SEQUENCE)
+            self._refuse_lost_sequence(cache, kwargs, past)
+            return original(*args, **kwargs)  # a sequence this session never pruned
         return forward
+
+    def _run(self, original, seq, args, kwargs):
+        """The language model's forward with ``seq`` live for the decoder-layer patches."""
+        self._active = seq
+        try:
+            return original(*args, **kwargs)
+        finally:
+            self._active = None
+            seq.override = None
+
+    def _refuse_lost_sequence(self, cache, kwargs, past):
+        """Raise if a call looks like a decode step of the last pruned prompt on a cache without it.
+
+        ``generate()`` keeps the attention mask in the full prompt's
+        coordinates, so such a mask is wider than its KV cache by the tokens
+        pruning removed; the plain model cannot run it, and running it on a
+        cache that lost the pruned sequence would decode at wrong positions.
+        """
+        last = self._last
+        mask = kwargs.get("attention_mask")
+        if last is None or past == 0 or not isinstance(mask, torch.Tensor) or mask.ndim != 2:
+            return
+        removed = last.full_len - last.pruned_len
+        embeds = kwargs.get("inputs_embeds")
+        q = embeds.shape[1] if embeds is not None else kwargs["input_ids"].shape[1]
+        if removed > 0 and mask.shape[1] == past + removed + q:
+            raise InvalidInputError(
+                f"this call decodes the pruned prompt (its attention_mask has shape {tuple(mask.shape)}: the "
+                f"full {last.full_len}-token prompt) but its KV cache ({type(cache).__name__}, "
+                f"{past} tokens) does not carry the pruned sequence; pass the cache the pruned prefill "
+                "filled (a copy.deepcopy of it works)"
+            )
 
     def _stage1(self, pending, kwargs):
         embeds = kwargs["inputs_embeds"]
@@ -251,13 +299,13 @@ class Pruning(Stage2Mixin):
         kwargs["position_ids"] = self._stage1_positions(kwargs.get("position_ids"), columns, b, length,
                                                         kwargs["attention_mask"], dev)
         new_visual = visual.gather(1, columns)
-        self._seq = PrunedSequence(
+        seq = PrunedSequence(
             full_len=length, pruned_len=new_len, columns=columns, valid=kwargs["attention_mask"].bool(),
-            visual_pos=new_visual.nonzero()[:, 1].view(b, -1),
+            visual_pos=new_visual.nonzero()[:, 1].view(b, -1), session=self,
         )
         if self.family.mrope:
             self._store_rope_deltas(kwargs["position_ids"], kwargs["attention_mask"].bool())
-        return kwargs
+        return kwargs, seq
 
     def _stage1_relevance(self, pending, feats, embeds, visual, valid, b, n):
         crop = newline = None

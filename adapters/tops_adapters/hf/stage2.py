@@ -28,12 +28,10 @@ class Stage2Mixin:
 
         @functools.wraps(original)
         def forward(hidden, *args, **kwargs):
-            seq = self._seq
-            if seq is None:
+            seq = self._active
+            if seq is None:  # a sequence this session did not prune
                 return original(hidden, *args, **kwargs)
-            cache = kwargs.get("past_key_values")
-            prefill = seq.cache is None  # set after the prefill returns
-            if prefill:
+            if seq.prefilling:
                 if seq.override is not None:
                     kwargs.update(seq.override)
                 if index in budgets:
@@ -42,7 +40,7 @@ class Stage2Mixin:
                     kwargs.update(seq.override)
                 return original(hidden, *args, **kwargs)
             stage = self._stage_for(seq, index)
-            if stage is not None and cache is not None:
+            if stage is not None:
                 kwargs.update(self._decode_overrides(seq, stage, hidden, kwargs))
             return original(hidden, *args, **kwargs)
         return forward

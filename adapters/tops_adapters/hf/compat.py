@@ -1,0 +1,98 @@
+"""Every dependency of the transformers integration on transformers' internals, in one place.
+
+Checked against the transformers releases in :data:`TESTED_TRANSFORMERS`: the
+extra ``tops-prune[transformers]`` declares that range and ``.ci/run`` runs the
+integration tests on both of its ends (``make test-ends``).
+
+What the integration relies on, beyond the public model classes:
+
+* the KV cache is a :class:`transformers.cache_utils.Cache`, passed to the
+  language model and returned in its output. 5.24 renamed the argument from
+  ``past_key_values`` to ``cache``; it is found here by type, never by name;
+* the multimodal module (``model.model``) exposes ``language_model``,
+  ``get_image_features`` (whose output has ``pooler_output``) and, for
+  LLaVA-NeXT, ``pack_image_features``; generate() may hand pre-encoded images
+  to its forward as ``mm_encoder_outputs`` (5.2x);
+* decoder layers take ``position_embeddings=(cos, sin)``, ``attention_mask``
+  and ``position_ids`` as keyword arguments, the language model has
+  ``rotary_emb``, and Qwen2-VL's multimodal module keeps ``rope_deltas``;
+* attention modules expose ``q_proj``/``k_proj``, ``head_dim`` and ``scaling``
+  (see :mod:`tops_adapters.hf.scores`).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from transformers.cache_utils import Cache
+
+from tops_core._validate import InvalidInputError
+
+__all__ = ["TESTED_TRANSFORMERS", "find_cache", "output_cache", "cache_argument", "image_size_to_num_patches",
+           "encoded_images"]
+
+#: The oldest and newest transformers releases the integration tests pass on.
+TESTED_TRANSFORMERS = ("5.23.0", "5.24.0")
+
+# The argument names a KV cache has had; used only to name a value that is not a Cache in an error.
+_CACHE_NAMES = ("cache", "past_key_values")
+
+
+def find_cache(args: tuple, kwargs: dict) -> Cache | None:
+    """The KV cache among a forward's arguments, found by type (whatever its argument is called).
+
+    Raises
+    ------
+    InvalidInputError
+        If a cache argument holds something that is not a ``Cache`` (legacy
+        tuples): the pruned sequence could not be mapped onto it.
+    """
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, Cache):
+            return value
+    for name in _CACHE_NAMES:
+        value = kwargs.get(name)
+        if value is not None:
+            raise InvalidInputError(
+                f"TOPS pruning needs the KV cache as a transformers Cache (e.g. DynamicCache); got {name} "
+                f"as {type(value).__name__}"
+            )
+    return None
+
+
+def output_cache(out) -> Cache | None:
+    """The KV cache a language-model forward returned (``None`` when it kept none)."""
+    values = out.values() if hasattr(out, "values") else out if isinstance(out, tuple) else ()
+    for value in values:
+        if isinstance(value, Cache):
+            return value
+    return None
+
+
+def cache_argument(module) -> str:
+    """The keyword under which ``module.forward`` takes the KV cache in the installed transformers."""
+    parameters = inspect.signature(type(module).forward).parameters
+    for name in _CACHE_NAMES:
+        if name in parameters:
+            return name
+    raise InvalidInputError(f"{type(module).__name__}.forward takes no KV cache argument (looked for "
+                            f"{', '.join(_CACHE_NAMES)})")
+
+
+def image_size_to_num_patches(image_size, grid_pinpoints, patch_size) -> int:
+    """LLaVA-NeXT's count of anyres crops (plus the base image) for one image size."""
+    from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches as count
+
+    return count(image_size=image_size, grid_pinpoints=grid_pinpoints, patch_size=patch_size)
+
+
+def encoded_images(kwargs: dict):
+    """``(has_image, encoder_output)`` of a multimodal forward's arguments.
+
+    ``encoder_output`` is generate()'s pre-encoded image output
+    (``mm_encoder_outputs["image"]``) or ``None`` when the forward encodes
+    ``pixel_values`` itself.
+    """
+    encoded = kwargs.get("mm_encoder_outputs") or {}
+    image = encoded.get("image")
+    return kwargs.get("pixel_values") is not None or image is not None, image

@@ -1,0 +1,158 @@
+"""Decoding a pruned prompt: every family and position mode, checked against the plain model.
+
+The reference never looks inside the session: it takes the pruned sequence the
+first decoder layer saw in the prefill, runs the unpatched model on it with the
+positions the mode promises, and decodes step by step from its own cache. A
+session that failed to map a decode step (positions, mask) onto the pruned KV
+cache gives other logits, or crashes.
+"""
+
+import copy
+import functools
+
+import pytest
+import torch
+from tiny_hf import (
+    llava_next_prompt,
+    llava_prompt,
+    qwen_prompt,
+    tiny_llava,
+    tiny_llava_next,
+    tiny_qwen,
+)
+from tops_adapters.hf.compat import cache_argument, output_cache
+from tops_adapters.transformers import Schedule, enable
+from transformers.cache_utils import DynamicCache
+
+from tops_core import InvalidInputError
+
+STEPS = 4
+FAMILIES = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl"]
+# M-RoPE families keep their 3-D positions: "original" is their only mode.
+CASES = [("llava", "contiguous"), ("llava", "original"), ("llava_next", "contiguous"),
+         ("llava_next", "original"), ("qwen2_vl", "original"), ("qwen2_5_vl", "original")]
+
+
+def build(family):
+    if family == "llava":
+        return tiny_llava(), llava_prompt()
+    if family == "llava_next":
+        model = tiny_llava_next()
+        return model, llava_next_prompt(model)[0]
+    return tiny_qwen(family), qwen_prompt()
+
+
+@functools.cache
+def family_model(family):
+    model, prompt = build(family)
+    return family, model, prompt
+
+
+def full_positions(model, family, prompt):
+    """Positions of the unpruned prompt as the plain model numbers them: (1, L), or (3, 1, L) for M-RoPE."""
+    length = prompt["input_ids"].shape[1]
+    if family.startswith("qwen"):
+        positions, _ = model.model.get_rope_index(prompt["input_ids"], prompt["mm_token_type_ids"],
+                                                  image_grid_thw=prompt["image_grid_thw"])
+        return positions
+    return torch.arange(length)[None]
+
+
+@torch.no_grad()
+def plain_decode(model, embeds, prefill_positions, next_position, steps):
+    """Greedy logits of the unpatched model on ``embeds``, decoding from position ``next_position``."""
+    out = model(inputs_embeds=embeds, position_ids=prefill_positions, use_cache=True)
+    logits, token = [out.logits[:, -1]], out.logits[:, -1].argmax(-1)
+    tokens = [token]
+    for t in range(steps - 1):
+        position = torch.full((*prefill_positions.shape[:-1], 1), next_position + t)
+        out = model(input_ids=token[:, None], position_ids=position, use_cache=True,
+                    **{cache_argument(model): output_cache(out)})
+        token = out.logits[:, -1].argmax(-1)
+        logits.append(out.logits[:, -1])
+        tokens.append(token)
+    return torch.cat(tokens), torch.stack(logits)
+
+
+@pytest.mark.parametrize(("family", "positions"), CASES)
+@torch.no_grad()
+def test_pruned_generate_decodes_as_the_plain_model_on_the_pruned_prompt(family, positions):
+    family, model, prompt = family_model(family)
+    seen = []
+    hook = model.model.language_model.layers[0].register_forward_pre_hook(
+        lambda module, args: seen.append(args[0]))
+    try:
+        with enable(model, keep=5, positions=positions) as session:
+            out = model.generate(**prompt, max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False,
+                                 output_logits=True, return_dict_in_generate=True)
+    finally:
+        hook.remove()
+    columns = session.history[0].columns
+    pruned = seen[0]  # the prefill: the pruned prompt's embeddings
+    assert pruned.shape[1] == columns.shape[1] < prompt["input_ids"].shape[1]
+    full = full_positions(model, family, prompt)
+    if positions == "original":
+        kept = full[..., columns[0]]
+        start = int(full.max()) + 1
+    else:
+        kept, start = torch.arange(columns.shape[1])[None], columns.shape[1]
+    tokens, logits = plain_decode(model, pruned, kept, start, STEPS)
+    assert out.sequences[0, prompt["input_ids"].shape[1]:].tolist() == tokens.tolist()
+    torch.testing.assert_close(torch.stack(out.logits), logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@torch.no_grad()
+def test_a_prompt_without_image_runs_plain_between_pruned_ones(family):
+    family, model, prompt = family_model(family)
+    text = {"input_ids": torch.tensor([[1, 5, 6, 7]])}
+    ref = model.generate(**text, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    with enable(model, keep=5, positions="original"):
+        model.generate(**prompt, max_new_tokens=2, min_new_tokens=2, do_sample=False)
+        assert torch.equal(model.generate(**text, max_new_tokens=3, min_new_tokens=3, do_sample=False), ref)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@torch.no_grad()
+def test_a_copied_cache_keeps_decoding_the_pruned_prompt(family):
+    """A deepcopy of the prefill's cache (the documented prompt-reuse pattern) carries the pruned sequence."""
+    family, model, prompt = family_model(family)
+    with enable(model, Schedule(stage1=8, stage2=((1, 4),)), positions="original"):
+        out = model(**prompt, use_cache=True)
+        cache = output_cache(out)
+        token = out.logits[:, -1:].argmax(-1)
+        step = dict(input_ids=token, use_cache=True)
+        first = model(**step, **{cache_argument(model): copy.deepcopy(cache)}).logits
+        second = model(**step, **{cache_argument(model): cache}).logits
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@torch.no_grad()
+def test_a_decode_step_that_cannot_be_mapped_raises(family):
+    family, model, prompt = family_model(family)
+    length = prompt["input_ids"].shape[1]
+    with enable(model, keep=5, positions="original"):
+        out = model(**prompt, use_cache=True)
+        token = out.logits[:, -1:].argmax(-1)
+        pruned_len = output_cache(out).get_seq_length()
+        # the full prompt's mask (generate's coordinates) on a cache the pruned prefill did not fill
+        foreign = DynamicCache(config=model.config.get_text_config())
+        model.model.language_model(inputs_embeds=torch.zeros(1, pruned_len, 32), use_cache=True,
+                                   **{cache_argument(model): foreign})
+        full_mask = torch.ones(1, length + 1, dtype=torch.long)
+        with pytest.raises(InvalidInputError, match="does not carry the pruned sequence"):
+            model(input_ids=token, attention_mask=full_mask, use_cache=True,
+                  **{cache_argument(model): foreign})
+        # a new image on a cache that already holds a prompt
+        with pytest.raises(InvalidInputError, match="images in a forward that continues a KV cache"):
+            model(**prompt, use_cache=True, **{cache_argument(model): output_cache(out)})
+        # a cache that is not a transformers Cache (legacy tuples)
+        with pytest.raises(InvalidInputError, match="as a transformers Cache"):
+            model.model.language_model(input_ids=token, use_cache=True, **{cache_argument(model): ((1, 2),)})
+    out = None
+    with enable(model, keep=5, positions="original"):
+        out = model(**prompt, use_cache=True)
+    with enable(model, keep=5, positions="original"), \
+            pytest.raises(InvalidInputError, match="pruned by another TOPS pruning session"):
+        model(input_ids=token, use_cache=True, **{cache_argument(model): output_cache(out)})
