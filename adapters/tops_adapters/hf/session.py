@@ -173,6 +173,7 @@ class Pruning(Stage2Mixin):
             has_image, image = encoded_images(kwargs)
             self._pending = None
             if not has_image:
+                self._refuse_prompt_without_images(ids, args, kwargs)
                 return original(*args, **kwargs)
             if ids is None:
                 raise InvalidInputError(
@@ -188,6 +189,24 @@ class Pruning(Stage2Mixin):
             self._pending = {"input_ids": ids}
             return original(*args, **kwargs)
         return forward
+
+    def _refuse_prompt_without_images(self, ids, args, kwargs):
+        """Raise if a prefill holds image tokens but no image to encode (nothing could be pruned).
+
+        Some transformers releases (5.20-5.22) drop the images from a chunked
+        prefill (``prefill_chunk_size``); the model would then read the image
+        tokens as text.
+        """
+        cache = find_cache(args, kwargs)
+        if ids is None or (cache is not None and cache.get_seq_length() > 0):
+            return
+        count = int((ids == self.image_token_id).sum())
+        if count:
+            raise InvalidInputError(
+                f"TOPS pruning needs the images of a prompt's {count} image tokens in its prefill; got "
+                "input_ids without pixel_values or encoded images (chunked prefill, prefill_chunk_size, "
+                "is not supported)"
+            )
 
     # ------------------------------------------------------------------ LM boundary
     def _wrap_lm(self, original):
