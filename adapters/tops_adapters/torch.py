@@ -281,9 +281,11 @@ class _Torch:
 
     @staticmethod
     def triton_ready(r: torch.Tensor) -> bool:
+        if r.device.type != "cuda":
+            return False
         from tops_adapters import triton_kernels
 
-        return r.device.type == "cuda" and triton_kernels.available()
+        return triton_kernels.available()
 
     @staticmethod
     def finish(fields: dict) -> dict:
