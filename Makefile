@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint docs serve-docs bench clean
+.PHONY: demo test lint docs serve-docs bench device-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench: $(STAMP)
 	if $(PY) -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then \
 		$(PY) benchmarks/prefill_gpu.py; \
 	else echo "no CUDA device: benchmarks/prefill_gpu.py needs one (it builds LLaVA-NeXT-7B shapes)"; fi
+
+# On a CUDA machine (under 8 minutes): CUDA tests, GPU selection and prefill benchmarks -> benchmarks/results/.
+device-check: $(STAMP)
+	PY=$(PY) bash benchmarks/device_check.sh
 
 clean:
 	rm -rf $(VENV) site demo_output .pytest_cache .hypothesis

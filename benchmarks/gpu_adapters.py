@@ -1,9 +1,15 @@
-"""Native PyTorch selection vs the NumPy core and vs straightforward peer loops, side by side.
+"""PyTorch (and MLX) selection vs the NumPy core and vs straightforward peer loops, side by side.
 
 One command (on a GPU machine it picks CUDA; elsewhere CPU)::
 
     python benchmarks/gpu_adapters.py                # -> benchmarks/results/adapters_<device>.{json,md}
-    python benchmarks/gpu_adapters.py --device cpu
+    python benchmarks/gpu_adapters.py --device cpu --cases targets
+
+``--cases targets`` (the default) times the issue's targets only: the NumPy
+core, then the same call on torch tensors (CPU: the core on a zero-copy
+view; CUDA: the fused Triton kernel, launches counted) and on MLX arrays
+(CPU runs, when MLX is installed), every ratio against the core's row.
+``--cases all`` adds the peer loops and the on-device reference loops below.
 
 Cases are the issue's targets: certified greedy at N=2880, k=640; the TOPS rule
 at N=2880, k=1280; 5 crops x N=576, k=128 batched; and the DPP rule at
@@ -32,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "adapters")]
@@ -111,6 +118,74 @@ def as_order(x):
     return np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x).reshape(-1)
 
 
+class _CountOps(TorchDispatchMode):
+    """Counts dispatched aten ops (each is at least one kernel launch on a GPU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def launches(fn):
+    """``(aten ops, Triton launches)`` of one call of ``fn``."""
+    from tops_adapters import triton_kernels
+
+    before = triton_kernels.launch_count()
+    with _CountOps() as counter:
+        fn()
+    return counter.ops, triton_kernels.launch_count() - before
+
+
+def target_cases(rng, device, repeats):
+    """The issue's targets: the core first, then torch tensors (and MLX arrays on the CPU)."""
+    cases = []
+    objective = Objective()
+    mlx = None
+    if device.type == "cpu":
+        try:
+            import mlx.core as mlx
+        except ImportError:
+            print("    (mlx not installed: no MLX rows)")
+    def select(s, m, k, **kw):
+        return lambda: tops_core.select(s, m, k, objective=objective, **kw)
+
+    for n, k in ((576, 64), (2880, 640)):
+        scores, sim = image_tokens(rng, n)
+        t_scores, t_sim = torch.from_numpy(scores).to(device), torch.from_numpy(sim).to(device)
+        contenders = [("numpy core (auto)", select(scores, sim, k)),
+                      (f"torch {device.type} tensors (auto)", select(t_scores, t_sim, k))]
+        if mlx is not None:
+            contenders.append(("mlx arrays, mlx[cpu] (auto)", select(mlx.array(scores), mlx.array(sim), k)))
+        if device.type == "cuda":
+            contenders.append(("torch cuda, PyTorch loop (greedy)",
+                               select(t_scores, t_sim, k, method="greedy")))
+        case = run_case(f"certified greedy, N={n}, k={k}", contenders, device, repeats)
+        if device.type == "cuda" and n == 2880:
+            ops, kernels = launches(select(t_scores, t_sim, k))
+            case["launches"] = {"aten_ops_including_input_checks": ops, "triton_launches": kernels}
+        cases.append(case)
+    if device.type == "cuda":
+        scores, sim = image_tokens(rng, 2880)
+        t_scores, t_sim = torch.from_numpy(scores).to(device), torch.from_numpy(sim).to(device)
+        cases.append(run_case("TOPSRule, N=2880, K=1280", [
+            ("numpy core", lambda: tops_core.select(scores, sim, 1280, objective=TOPSRule())),
+            ("torch cuda (PyTorch loop)",
+             lambda: tops_core.select(t_scores, t_sim, 1280, objective=TOPSRule())),
+        ], device, repeats))
+        crops = [image_tokens(rng, 576) for _ in range(5)]
+        c_scores, c_sim = np.stack([c[0] for c in crops]), np.stack([c[1] for c in crops])
+        tc_scores, tc_sim = torch.from_numpy(c_scores).to(device), torch.from_numpy(c_sim).to(device)
+        cases.append(run_case("certified greedy, 5 crops x N=576, k=128, batched", [
+            ("numpy core (auto)", select(c_scores, c_sim, 128)),
+            ("torch cuda batched (auto)", select(tc_scores, tc_sim, 128)),
+        ], device, repeats))
+    return cases
+
+
 def run_case(name, contenders, device, repeats):
     print(f"- {name}", flush=True)
     rows, native_ms, native_order = [], None, None
@@ -134,6 +209,8 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per contender")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cases", choices=["targets", "all"], default="targets",
+                        help="the issue's targets only (default), or also the peer and reference loops")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (fewer spin less on a shared machine)")
     args = parser.parse_args(argv)
@@ -146,26 +223,42 @@ def main(argv=None):
     def dev(x):
         return torch.from_numpy(x).to(device)
 
+    cases = target_cases(rng, device, repeats)
+    if args.cases == "all":
+        cases += peer_cases(rng, device, repeats, dev)
+    write_report(cases, device, repeats, argv)
+
+
+def peer_cases(rng, device, repeats, dev):
+    """Peers and the on-device reference loops (slow on a CPU: minutes)."""
+    from tops_adapters.torch import use_route
+
     cases = []
     objective = Objective()  # the default certified objective (focus 0.5)
+
+    def loop(fn):
+        def run():
+            with use_route("loop"):
+                return fn()
+        return run
 
     scores, sim = image_tokens(rng, 2880)
     t_scores, t_sim = dev(scores), dev(sim)
     cases.append(run_case("certified greedy, N=2880, k=640, batch 1", [
         ("native (auto)", lambda: tops_core.select(t_scores, t_sim, 640, objective=objective)),
-        ("native (greedy)", lambda: tops_core.select(t_scores, t_sim, 640, objective=objective,
-                                                     method="greedy")),
+        ("PyTorch loop (greedy)", loop(lambda: tops_core.select(t_scores, t_sim, 640, objective=objective,
+                                                               method="greedy"))),
         ("numpy core (auto = lazy)", lambda: tops_core.select(scores, sim, 640, objective=objective)),
         ("MMTok-style loop", lambda: mmtok_style_greedy(t_scores, t_sim, 640, objective.focus)),
     ], device, repeats))
 
     cases.append(run_case("TOPSRule, N=2880, k=1280", [
-        ("native", lambda: tops_core.select(t_scores, t_sim, 1280, objective=TOPSRule())),
+        ("native", loop(lambda: tops_core.select(t_scores, t_sim, 1280, objective=TOPSRule()))),
         ("numpy core", lambda: tops_core.select(scores, sim, 1280, objective=TOPSRule())),
     ], device, repeats))
 
     cases.append(run_case("DPP rule, N=2880, k=640", [
-        ("native", lambda: tops_core.select(t_scores, t_sim, 640, objective=DPP())),
+        ("native", loop(lambda: tops_core.select(t_scores, t_sim, 640, objective=DPP()))),
         ("numpy core", lambda: tops_core.select(scores, sim, 640, objective=DPP())),
         ("CDPruner DPP loop", lambda: cdpruner_dpp(t_scores, t_sim, 640)),
     ], device, repeats))
@@ -182,7 +275,10 @@ def main(argv=None):
         ("MMTok-style loop, crop by crop", lambda: torch.stack([
             mmtok_style_greedy(tc_scores[b], tc_sim[b], 128, objective.focus) for b in range(5)])),
     ], device, repeats))
+    return cases
 
+
+def write_report(cases, device, repeats, argv):
     name = device.type
     report = {
         "benchmark": "adapters",
@@ -209,7 +305,7 @@ def markdown(report):
         f"median of up to {report['repeats']} runs after a warm-up. "
         f"Command: `{report['command']}`.",
         "",
-        "| case | contender | time (ms) | time / native | same order as native |",
+        "| case | contender | time (ms) | time / first row | same order as first row |",
         "|---|---|---:|---:|:---:|",
     ]
     for case in report["cases"]:
@@ -221,6 +317,10 @@ def markdown(report):
                 f"| {case['case'] if i == 0 else ''} | {row['contender']} | {row['ms']:.2f} | "
                 f"{row['ratio_vs_native']:.2f} | {same} |"
             )
+        if "launches" in case:
+            counts = case["launches"]
+            lines.append(f"| | launches of one call | {counts['aten_ops_including_input_checks']} aten ops + "
+                         f"{counts['triton_launches']} Triton | | |")
     return "\n".join(lines) + "\n"
 
 

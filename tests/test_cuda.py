@@ -5,7 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tops_adapters import _native_solvers  # noqa: E402
+from tops_adapters import _native_solvers, triton_kernels  # noqa: E402
+from tops_adapters import torch as torch_adapter  # noqa: E402
 
 import tops_core  # noqa: E402
 from tops_core import DPP, DivPrune, Objective, TopK, TOPSRule  # noqa: E402
@@ -39,8 +40,12 @@ def test_cuda_equals_core(objective, method, dtype):
     assert sel.order.device.type == "cuda" and sel.order.dtype == torch.int64
     assert sel.value.device.type == "cuda" and sel.value.dtype == torch.float64
     assert not sel.method.endswith("+host")
-    # "auto" on a device runs greedy: the core's answer, with greedy's certificate.
-    core_method = "greedy" if isinstance(objective, Objective) and method == "auto" else method
+    # The objective's "auto" runs the fused kernel (the core's Incremental, its certificate included)
+    # where Triton is installed, else the loop as greedy (the same answer, greedy's certificate).
+    fused = isinstance(objective, Objective) and method == "auto" and triton_kernels.available()
+    core_method = "greedy" if isinstance(objective, Objective) and method == "auto" and not fused else method
+    named = core_method if isinstance(objective, Objective) else objective.name
+    assert sel.method == ("incremental" if fused else named)
     core = tops_core.select(scores, sim, 24, objective=objective, method=core_method)
     np.testing.assert_array_equal(sel.order.cpu().numpy(), core.order)
     np.testing.assert_allclose(sel.value.cpu().numpy(), core.value, rtol=1e-5)
@@ -62,6 +67,7 @@ def test_cuda_loops_never_sync(monkeypatch, objective, method):
 
     for name in ("objective_greedy", "rule_order", "certify_order"):
         monkeypatch.setattr(_native_solvers, name, strict(getattr(_native_solvers, name)))
+    monkeypatch.setattr(triton_kernels, "incremental_greedy", strict(triton_kernels.incremental_greedy))
     scores, sim = _continuous(1, batch=2)
     sel = tops_core.select(torch.tensor(scores, dtype=torch.float32, device="cuda"),
                            torch.tensor(sim, dtype=torch.float32, device="cuda"), 16,
@@ -78,3 +84,23 @@ def test_cuda_bfloat16_and_mixed_devices():
     np.testing.assert_array_equal(sel.order.cpu().numpy(), core.order)
     with pytest.raises(tops_core.InvalidInputError, match="same device"):
         tops_core.select(b_scores.cpu(), b_sim, 4)
+
+
+@pytest.mark.skipif(not triton_kernels.available(), reason="needs triton (the gpu extra)")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_kernel_equals_loop_and_core_on_the_gpu(dtype):
+    """The compiled kernel (not the interpreter): batched crops, the loop's order, the core's certificate."""
+    scores, sim = _continuous(3, n=200, batch=5)
+    t_scores = torch.tensor(scores, dtype=dtype, device="cuda")
+    t_sim = torch.tensor(sim, dtype=dtype, device="cuda")
+    with torch_adapter.use_route("triton"):
+        fused = tops_core.select(t_scores, t_sim, 40)
+    with torch_adapter.use_route("loop"):
+        loop = tops_core.select(t_scores, t_sim, 40)
+    assert fused.method == "incremental" and loop.method == "greedy"
+    torch.testing.assert_close(fused.order, loop.order, rtol=0, atol=0)
+    for b in range(5):
+        core = tops_core.select(t_scores[b].cpu().numpy(), t_sim[b].cpu().numpy(), 40)
+        np.testing.assert_array_equal(fused.order[b].cpu().numpy(), core.order)
+        np.testing.assert_allclose(fused.gains[b].cpu().numpy(), core.gains, rtol=1e-9)
+        np.testing.assert_allclose(float(fused.upper_bound[b]), core.upper_bound, rtol=1e-9)

@@ -1,4 +1,9 @@
-"""PyTorch adapter: native answers equal the core's, on the device, without host syncs."""
+"""PyTorch adapter: answers equal the core's on every route, on the device, without host syncs.
+
+On CPU tensors the default route is the core on a zero-copy view; the
+on-device loops (the CUDA route and the Triton kernel's reference) run here
+with ``use_route("loop")``.
+"""
 
 import numpy as np
 import pytest
@@ -7,7 +12,7 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
-from tops_adapters import _native_solvers  # noqa: E402
+from tops_adapters import _native, _native_solvers  # noqa: E402
 from tops_adapters import torch as torch_adapter  # noqa: E402
 
 import tops_core  # noqa: E402
@@ -40,36 +45,79 @@ def _assert_same(native, core, batched=False):
     np.testing.assert_array_equal(native.optimal.numpy(), core.optimal)
 
 
-def _both(scores, sim, k, objective, method="auto", dtype=torch.float32, reference=REFERENCE):
-    # On a device, "auto" runs greedy (same answer as the core's "auto", greedy's certificate).
-    core_method = "greedy" if method == "auto" else method
+def _both(scores, sim, k, objective, method="auto", dtype=torch.float32, reference=REFERENCE, route="loop"):
+    # The loop runs the objective's "auto" as greedy (the same answer as the core's "auto", with
+    # greedy's certificate); the core route is the core itself, method names included.
+    core_method = "greedy" if method == "auto" and route == "loop" else method
     core = tops_core.select(scores, sim, k, objective=objective, method=core_method, reference=reference)
-    native = tops_core.select(torch.tensor(scores, dtype=dtype), torch.tensor(sim, dtype=dtype), k,
-                              objective=objective, method=method, reference=reference)
+    with torch_adapter.use_route(route):
+        native = tops_core.select(torch.tensor(scores, dtype=dtype), torch.tensor(sim, dtype=dtype), k,
+                                  objective=objective, method=method, reference=reference)
     return native, core
+
+
+routes = st.sampled_from(["core", "loop"])
 
 
 @settings(max_examples=60)
 @given(problems(max_n=8), exact_objectives, st.sampled_from(["auto", "lazy", "greedy"]),
-       st.sampled_from([torch.float32, torch.float64]))
-def test_objective_greedy_equals_core(problem, objective, method, dtype):
+       st.sampled_from([torch.float32, torch.float64]), routes)
+def test_objective_greedy_equals_core(problem, objective, method, dtype, route):
     scores, sim, k = problem
-    _assert_same(*_both(scores, sim, k, objective, method, dtype))
+    _assert_same(*_both(scores, sim, k, objective, method, dtype, route=route))
 
 
 @settings(max_examples=40)
-@given(problems(max_n=8), exact_rules, st.sampled_from([torch.float32, torch.bfloat16]), exact_objectives)
-def test_exact_rules_equal_core(problem, rule, dtype, reference):
+@given(problems(max_n=8), exact_rules, st.sampled_from([torch.float32, torch.bfloat16]), exact_objectives,
+       routes)
+def test_exact_rules_equal_core(problem, rule, dtype, reference, route):
     scores, sim, k = problem  # multiples of 1/8 up to 2: exact in bfloat16 too
     # The reference objective certifies the rule's set: its gains, value and bound must match too.
-    _assert_same(*_both(scores, sim, k, rule, dtype=dtype, reference=reference))
+    _assert_same(*_both(scores, sim, k, rule, dtype=dtype, reference=reference, route=route))
 
 
 @settings(max_examples=40)
-@given(problems(max_n=8), float64_rules)
-def test_tops_rule_equals_core_in_float64(problem, rule):
+@given(problems(max_n=8), float64_rules, routes)
+def test_tops_rule_equals_core_in_float64(problem, rule, route):
     scores, sim, k = problem
-    _assert_same(*_both(scores, sim, k, rule, dtype=torch.float64))
+    _assert_same(*_both(scores, sim, k, rule, dtype=torch.float64, route=route))
+
+
+def test_cpu_tensors_run_the_core_on_a_zero_copy_view(monkeypatch):
+    """The default route on CPU tensors hands the core the tensors' own memory, and answers in tensors."""
+    import tops_core.api
+
+    seen = []
+    original = tops_core.api._select_numpy
+
+    def spy(scores, sim, *args, **kwargs):
+        seen.append((scores, sim))
+        return original(scores, sim, *args, **kwargs)
+
+    monkeypatch.setattr(tops_core.api, "_select_numpy", spy)
+    scores, sim = _continuous(0, n=24)
+    t_scores, t_sim = torch.tensor(scores, dtype=torch.float32), torch.tensor(sim, dtype=torch.float32)
+    sel = tops_core.select(t_scores, t_sim[:, :], 6)
+    assert len(seen) == 1
+    assert np.shares_memory(seen[0][0], t_scores.numpy()) and np.shares_memory(seen[0][1], t_sim.numpy())
+    core = tops_core.select(scores.astype(np.float32), sim.astype(np.float32), 6)
+    assert sel.method == core.method == "incremental"
+    assert isinstance(sel.order, torch.Tensor) and sel.order.dtype == torch.int64
+    assert sel.value.shape == () and sel.value.dtype == torch.float64 and sel.optimal.dtype == torch.bool
+    np.testing.assert_array_equal(sel.order.numpy(), core.order)
+    assert float(sel.value) == core.value and float(sel.upper_bound) == core.upper_bound
+
+
+def test_forced_routes_that_cannot_run_say_why():
+    scores, sim = torch.ones(3), torch.eye(3)
+    with pytest.raises(tops_core.InvalidInputError, match="route must be one of"):
+        with torch_adapter.use_route("gpu"):
+            pass
+    refused = pytest.raises(tops_core.InvalidInputError, match="route 'triton'")
+    with torch_adapter.use_route("triton"), refused:
+        tops_core.select(scores, sim, 1, objective=TopK())
+    with torch_adapter.use_route("core"), pytest.raises(tops_core.InvalidInputError, match="host memory"):
+        tops_core.select(torch.ones(3, device="meta"), torch.ones(3, 3, device="meta"), 1)
 
 
 def _continuous(seed, n=40, dim=64, batch=None):
@@ -87,7 +135,7 @@ def _continuous(seed, n=40, dim=64, batch=None):
 @pytest.mark.parametrize("seed", range(4))
 def test_division_rules_equal_core_with_clear_gaps(rule, dtype, seed):
     scores, sim = _continuous(seed)
-    native, core = _both(scores, sim, 24, rule, dtype=dtype)
+    native, core = _both(scores, sim, 24, rule, dtype=dtype, route="loop")
     np.testing.assert_array_equal(native.order.numpy(), core.order)
     np.testing.assert_allclose(native.value.numpy(), core.value, rtol=1e-5)
 
@@ -100,10 +148,12 @@ def test_division_rules_equal_core_with_clear_gaps(rule, dtype, seed):
 def test_batched_equals_row_by_row(problem, objective, method):
     scores, sim, k = problem
     t_scores, t_sim = torch.tensor(scores), torch.tensor(sim)
-    batched = tops_core.select(t_scores, t_sim, k, objective=objective, method=method)
+    with torch_adapter.use_route("loop"):
+        batched = tops_core.select(t_scores, t_sim, k, objective=objective, method=method)
     assert batched.order.shape == (3, k) and batched.value.shape == (3,)
     for b in range(3):
-        row = tops_core.select(t_scores[b], t_sim[b], k, objective=objective, method=method)
+        with torch_adapter.use_route("loop"):
+            row = tops_core.select(t_scores[b], t_sim[b], k, objective=objective, method=method)
         assert torch.equal(batched.order[b], row.order)
         assert torch.equal(batched.indices[b], row.indices)
         assert torch.allclose(batched.gains[b], row.gains)
@@ -114,7 +164,8 @@ def test_batched_equals_row_by_row(problem, objective, method):
 def test_batched_continuous_all_methods():
     scores, sim = _continuous(7, n=30, batch=4)
     for objective in [Objective(), TOPSRule(), DPP(), DivPrune(), TopK()]:
-        batched = tops_core.select(torch.tensor(scores), torch.tensor(sim), 12, objective=objective)
+        with torch_adapter.use_route("loop"):
+            batched = tops_core.select(torch.tensor(scores), torch.tensor(sim), 12, objective=objective)
         # "auto" on a device is greedy: same answer as the core's, greedy's certificate.
         method = "greedy" if isinstance(objective, Objective) else "auto"
         core = tops_core.select(scores, sim, 12, objective=objective, method=method)
@@ -152,7 +203,7 @@ def no_host_sync(monkeypatch):
 
     for name in ("objective_greedy", "rule_order", "certify_order"):
         monkeypatch.setattr(_native_solvers, name, watched(getattr(_native_solvers, name)))
-    monkeypatch.setattr(torch_adapter, "_selection", watched(torch_adapter._selection))
+    monkeypatch.setattr(_native, "_assemble", watched(_native._assemble))
     return active
 
 
@@ -163,13 +214,15 @@ def no_host_sync(monkeypatch):
 ])
 def test_no_host_sync_in_the_loop(no_host_sync, objective, method):
     scores, sim = _continuous(3, n=20, batch=2)
-    sel = tops_core.select(torch.tensor(scores, dtype=torch.float32),
-                           torch.tensor(sim, dtype=torch.float32), 8, objective=objective, method=method)
+    with torch_adapter.use_route("loop"):
+        sel = tops_core.select(torch.tensor(scores, dtype=torch.float32),
+                               torch.tensor(sim, dtype=torch.float32), 8, objective=objective, method=method)
     assert not no_host_sync[0]
     assert not sel.method.endswith("+host")
     # The guard is live: the same call outside the watched functions does convert.
     core = tops_core.select(scores, sim, 8, objective=objective, method=method)
     np.testing.assert_array_equal(sel.order.numpy(), core.order)
+    assert sel.method == ("greedy" if method == "auto" and isinstance(objective, Objective) else core.method)
 
 
 def test_guard_catches_a_sync(no_host_sync):
@@ -179,33 +232,39 @@ def test_guard_catches_a_sync(no_host_sync):
     no_host_sync[0] = False
 
 
+@pytest.mark.parametrize("route", ["auto", "loop"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_is_computed_in_float32(dtype):
+def test_half_precision_is_computed_in_float32(dtype, route):
     scores, sim = _continuous(5, n=24)
     half_scores, half_sim = torch.tensor(scores, dtype=dtype), torch.tensor(sim, dtype=dtype)
-    sel = tops_core.select(half_scores, half_sim, 10)
+    with torch_adapter.use_route(route):
+        sel = tops_core.select(half_scores, half_sim, 10)
     core = tops_core.select(half_scores.float().numpy(), half_sim.float().numpy(), 10)
     np.testing.assert_array_equal(sel.order.numpy(), core.order)
     assert sel.gains.dtype == torch.float64 and sel.value.dtype == torch.float64
     np.testing.assert_allclose(sel.value.numpy(), core.value, rtol=1e-6)
 
 
-def test_requires_grad_leaves_no_graph():
+@pytest.mark.parametrize("route", ["auto", "loop"])
+def test_requires_grad_leaves_no_graph(route):
     scores, sim = _continuous(1, n=16)
     t_scores = torch.tensor(scores, requires_grad=True)
     t_sim = torch.tensor(sim, requires_grad=True)
     for objective in [Objective(), TOPSRule(), DPP()]:
-        sel = tops_core.select(t_scores, t_sim, 6, objective=objective)
+        with torch_adapter.use_route(route):
+            sel = tops_core.select(t_scores, t_sim, 6, objective=objective)
         for field in (sel.gains, sel.value, sel.upper_bound):
             assert not field.requires_grad and field.grad_fn is None
 
 
-def test_inputs_not_mutated():
+@pytest.mark.parametrize("route", ["auto", "loop"])
+def test_inputs_not_mutated(route):
     scores, sim = _continuous(2, n=16, batch=2)
     t_scores, t_sim = torch.tensor(scores), torch.tensor(sim)
     before = (t_scores.clone(), t_sim.clone())
     for objective in [Objective(), TOPSRule(), DPP(), DivPrune()]:
-        tops_core.select(t_scores, t_sim, 6, objective=objective)
+        with torch_adapter.use_route(route):
+            tops_core.select(t_scores, t_sim, 6, objective=objective)
     assert torch.equal(before[0], t_scores) and torch.equal(before[1], t_sim)
 
 
@@ -214,9 +273,12 @@ def test_inputs_not_mutated():
 ])
 def test_methods_without_native_loop_say_host(objective, method):
     scores, sim = _continuous(4, n=12)
-    sel = tops_core.select(torch.tensor(scores), torch.tensor(sim), 4, objective=objective, method=method)
+    with torch_adapter.use_route("loop"):  # as on a GPU: no loop for these methods, a host copy
+        sel = tops_core.select(torch.tensor(scores), torch.tensor(sim), 4, objective=objective, method=method)
     core = tops_core.select(scores, sim, 4, objective=objective, method=method)
     assert sel.method == core.method + "+host"
+    on_cpu = tops_core.select(torch.tensor(scores), torch.tensor(sim), 4, objective=objective, method=method)
+    assert on_cpu.method == core.method  # CPU tensors: the core on a view, no host copy to report
     assert isinstance(sel.order, torch.Tensor) and sel.order.dtype == torch.int64
     np.testing.assert_array_equal(sel.order.numpy(), core.order)
 
@@ -262,9 +324,10 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.mark.parametrize("route", ["auto", "loop"])
 @pytest.mark.parametrize("case, scores, sim, k, objective", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
-def test_bad_input_raises_the_core_error(case, scores, sim, k, objective):
-    with pytest.raises(tops_core.InvalidInputError) as info:
+def test_bad_input_raises_the_core_error(case, scores, sim, k, objective, route):
+    with torch_adapter.use_route(route), pytest.raises(tops_core.InvalidInputError) as info:
         tops_core.select(scores, sim, k, objective=objective)
     assert str(info.value) == _core_message(scores, sim, k, objective)
     assert "torch.Tensor with shape" in str(info.value) or "k " in str(info.value)
@@ -298,8 +361,9 @@ def test_certificate_equals_core_across_bound_chunks():
     # k + 1 = 81 bound snapshots: more than one chunk of _OnlineBound.CHUNK = 64.
     scores, sim = _continuous(9, n=160, dim=32)
     for method in ("auto", "greedy"):
-        sel = tops_core.select(torch.tensor(scores, dtype=torch.float32),
-                               torch.tensor(sim, dtype=torch.float32), 80, method=method)
+        with torch_adapter.use_route("loop"):
+            sel = tops_core.select(torch.tensor(scores, dtype=torch.float32),
+                                   torch.tensor(sim, dtype=torch.float32), 80, method=method)
         core = tops_core.select(scores.astype(np.float32), sim.astype(np.float32), 80, method="greedy")
         np.testing.assert_array_equal(sel.order.numpy(), core.order)
         assert float(sel.value) <= float(sel.upper_bound)

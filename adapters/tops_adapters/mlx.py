@@ -1,21 +1,26 @@
-"""MLX adapter for ``tops_core.select``: native selection with ``mx.array`` (Metal, or ``mlx[cpu]``).
+"""MLX adapter for ``tops_core.select``: ``mx.array`` (Metal, or ``mlx[cpu]``).
 
-The same native methods and semantics as :mod:`tops_adapters.torch` (the
-loops are shared, :mod:`tops_adapters._native_solvers`): the objective's
-greedy (``"auto"``, ``"lazy"``, ``"greedy"``), ``TOPSRule``, ``TopK``,
-``DivPrune`` and ``DPP`` natively; other methods through a host copy with
-``"+host"`` in ``Selection.method``.
+MLX arrays live in unified memory, so the fastest correct route (``"auto"``,
+see :mod:`tops_adapters._native`) runs the NumPy/Numba core on a zero-copy
+NumPy view of the evaluated arrays and answers with MLX arrays: every
+method, the core's answers and ``method`` names exactly.
+
+The on-device loops stay available with ``use_route("loop")`` (the same loops
+as PyTorch's, :mod:`tops_adapters._native_solvers`): the objective's greedy
+(``"auto"`` runs as ``"greedy"``, ``"lazy"``, ``"greedy"``), ``TOPSRule``,
+``TopK``, ``DivPrune`` and ``DPP``.
 
 MLX specifics:
 
-* Each step ends with one ``mx.eval`` of the loop state, so the lazy graph
+* ``bfloat16``/``float16`` are widened to ``float32`` (NumPy cannot take
+  ``bfloat16``).
+* Metal has no ``float64``: with the GPU as default device, ``gains``,
+  ``value`` and ``upper_bound`` are ``float32`` arrays (the core computed them
+  in float64). On the CPU device (``mlx[cpu]``) they are ``float64``. In the
+  loop, integer and ``float64`` inputs are computed in ``float64`` on the CPU
+  device, ``float32`` on the GPU.
+* The loop ends each step with one ``mx.eval`` of its state, so the lazy graph
   stays one step deep.
-* ``bfloat16``/``float16`` are computed in ``float32`` (NumPy cannot take
-  ``bfloat16`` directly; the host copy widens it too).
-* Metal has no ``float64``: on the GPU everything, including ``value`` and
-  ``upper_bound``, is ``float32``. On the CPU device (``mlx[cpu]``) integer
-  and ``float64`` inputs are computed, and ``value``/``upper_bound``
-  accumulated, in ``float64`` as in the core.
 * ``indices`` and ``order`` are ``int64`` arrays; ``value``,
   ``upper_bound`` and ``optimal`` are 0-d arrays (``(B,)`` when batched).
 """
@@ -25,12 +30,17 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-from tops_adapters import _native_solvers as native
-from tops_core._validate import InvalidInputError, check_budget
-from tops_core.objective import Objective
-from tops_core.selection import Selection
+from tops_adapters import _native
+from tops_adapters._native import SharedOps, use_route
+from tops_core._validate import InvalidInputError
 
-__all__ = ["describe", "to_numpy", "from_numpy", "check_pair", "select_native", "MlxOps"]
+__all__ = ["describe", "to_numpy", "from_numpy", "check_pair", "select_native", "MlxOps", "use_route"]
+
+_HALF = (mx.bfloat16, mx.float16)
+
+# NumPy dtype -> MLX dtype for the answers (mx.array(float64 ndarray) would narrow to float32).
+_MX_DTYPES = {np.dtype(np.int64): mx.int64, np.dtype(np.float64): mx.float64,
+              np.dtype(np.float32): mx.float32, np.dtype(bool): mx.bool_}
 
 
 def describe(x: mx.array) -> str:
@@ -40,14 +50,22 @@ def describe(x: mx.array) -> str:
 
 def to_numpy(x: mx.array) -> np.ndarray:
     """Host copy as NumPy; bfloat16/float16 are widened to float32 first."""
-    if x.dtype in (mx.bfloat16, mx.float16):
+    if x.dtype in _HALF:
         x = x.astype(mx.float32)
     return np.array(x)
 
 
 def from_numpy(arr: np.ndarray, like: mx.array) -> mx.array:
-    """``arr`` as an MLX array."""
-    return mx.array(arr)
+    """``arr`` as an MLX array of the same dtype (float64 only on the CPU device)."""
+    return _to_mx(arr)
+
+
+def _to_mx(arr: np.ndarray, dtype=None) -> mx.array:
+    if dtype is None:
+        dtype = _MX_DTYPES.get(arr.dtype)
+        if dtype == mx.float64 and not _on_cpu():
+            dtype = mx.float32
+    return mx.array(arr, dtype=dtype)
 
 
 def _is_real(dtype) -> bool:
@@ -73,8 +91,10 @@ def compute_dtype(scores: mx.array, sim: mx.array):
     return mx.float64 if wide and _on_cpu() else mx.float32
 
 
-class MlxOps:
-    """The framework-specific calls of :mod:`tops_adapters._native_solvers`, for MLX."""
+class MlxOps(SharedOps):
+    """:class:`~tops_adapters._native.ArrayOps` for MLX: the calls MLX spells its own way."""
+
+    xp = mx
 
     bool = mx.bool_
     index = mx.int64
@@ -90,10 +110,6 @@ class MlxOps:
     @staticmethod
     def full(shape, value, dtype):
         return mx.full(shape, value, dtype=dtype)
-
-    @staticmethod
-    def ones_like(x):
-        return mx.ones_like(x)
 
     @staticmethod
     def arange(n):
@@ -116,35 +132,16 @@ class MlxOps:
 
     # elementwise and reductions over the last axis
     @staticmethod
-    def where(cond, x, y):
-        return mx.where(cond, x, y)
-
-    @staticmethod
-    def maximum(x, y):
-        return mx.maximum(x, y)
-
-    @staticmethod
-    def minimum(x, y):
-        return mx.minimum(x, y)
-
-    @staticmethod
     def relu(x):
         return mx.maximum(x, 0.0)
 
     @staticmethod
-    def sqrt(x):
-        return mx.sqrt(x)
+    def at_least(x, lo):
+        return mx.maximum(x, lo)
 
     @staticmethod
     def cast(x, dtype):
         return x.astype(dtype)
-
-    def to_acc(self, x):
-        return x.astype(self.acc)
-
-    @staticmethod
-    def asum(x):
-        return x.sum(-1)
 
     @staticmethod
     def amax(x):
@@ -247,21 +244,57 @@ class MlxOps:
         return mx.argsort(rank, axis=-1)[:, :k]
 
     @staticmethod
+    def sort_last(x):
+        return mx.sort(x, axis=-1)
+
+    @staticmethod
     def step(*arrays):
         """One ``mx.eval`` per step keeps the lazy graph bounded."""
         mx.eval(*[a for a in arrays if a is not None])
 
 
-_native_plan = native.native_plan
+class _Mlx:
+    """The MLX side of :class:`~tops_adapters._native.Framework`."""
+
+    describe = staticmethod(describe)
+    is_real = staticmethod(_is_real)
+
+    @staticmethod
+    def host_view(x: mx.array) -> np.ndarray:
+        # Unified memory: after evaluation NumPy reads the array's own buffer (no copy).
+        if x.dtype in _HALF:
+            x = x.astype(mx.float32)
+        return np.asarray(x)
+
+    @staticmethod
+    def wrap(arr: np.ndarray, like: mx.array, dtype=None) -> mx.array:
+        return _to_mx(arr, dtype)
+
+    @staticmethod
+    def acc_dtype(like):
+        return mx.float64 if _on_cpu() else mx.float32
+
+    @staticmethod
+    def prepare(scores, sim, need_symmetric, focus):
+        dtype = compute_dtype(scores, sim)
+        r, s = scores.astype(dtype), sim.astype(dtype)
+        if scores.ndim == 1:
+            r, s = r[None], s[None]
+        if not _values_ok(r, s, need_symmetric, focus):
+            return None
+        return MlxOps(), r, s
+
+    @staticmethod
+    def triton_ready(r) -> bool:
+        return False
+
+    @staticmethod
+    def finish(fields: dict) -> dict:
+        mx.eval(*fields.values())
+        return fields
 
 
-def _shapes_ok(scores: mx.array, sim: mx.array) -> bool:
-    if scores.ndim not in (1, 2) or sim.ndim != scores.ndim + 1:
-        return False
-    n = scores.shape[-1]
-    if n == 0 or (scores.ndim == 2 and scores.shape[0] == 0):
-        return False
-    return tuple(sim.shape) == (*scores.shape, n) and _is_real(scores.dtype) and _is_real(sim.dtype)
+_MLX = _Mlx()
 
 
 def _values_ok(r: mx.array, s: mx.array, need_symmetric: bool, focus: float) -> bool:
@@ -276,48 +309,9 @@ def _values_ok(r: mx.array, s: mx.array, need_symmetric: bool, focus: float) -> 
 
 
 def select_native(scores, sim, k, objective, solver, reference):
-    """Native selection; ``None`` means "use the core through a host copy".
+    """Select on MLX arrays (see the module docstring); ``None`` means "use the core through a host copy".
 
-    Also ``None`` for input the core must reject, so that the core raises its
-    own error with its own wording.
+    Also ``None`` for input the loop route must hand to the core, so that the
+    core raises its own error with its own wording.
     """
-    plan = _native_plan(objective, solver)
-    if plan is None or not _shapes_ok(scores, sim):
-        return None
-    name, lazy = plan
-    if isinstance(objective, Objective):
-        evaluator, need_symmetric = objective, objective.needs_symmetric
-    else:
-        if reference is not None and not isinstance(reference, Objective):
-            return None
-        evaluator = Objective() if reference is None else reference
-        need_symmetric = objective.needs_symmetric
-    dtype = compute_dtype(scores, sim)
-    batched = scores.ndim == 2
-    r, s = scores.astype(dtype), sim.astype(dtype)
-    if not batched:
-        r, s = r[None], s[None]
-    if not _values_ok(r, s, need_symmetric, evaluator.focus):
-        return None
-    k = check_budget(k, scores.shape[-1])  # after the value checks, in the core's order
-    ops = MlxOps()
-    if isinstance(objective, Objective):
-        result = native.objective_greedy(ops, objective, r, s, k, lazy=lazy)
-    else:
-        order = native.rule_order(ops, objective, r, s, k)
-        result = native.certify_order(ops, evaluator, r, s, order)
-    bound = mx.maximum(result.bound, result.value)
-    closes = bound - result.value <= 1e-12 * mx.maximum(mx.abs(bound), 1.0)
-    order = result.order.astype(mx.int64)
-    fields = {
-        "indices": mx.sort(order, axis=-1),
-        "order": order,
-        "gains": result.gains.astype(ops.acc),
-        "value": result.value,
-        "upper_bound": bound,
-        "optimal": closes | (k == r.shape[-1]),
-    }
-    if not batched:
-        fields = {key: v[0] for key, v in fields.items()}
-    mx.eval(*fields.values())
-    return Selection(method=name, **fields)
+    return _native.select_native(_MLX, scores, sim, k, objective, solver, reference)

@@ -1,25 +1,34 @@
-"""PyTorch adapter for ``tops_core.select``: on-device selection, CPU and CUDA.
+"""PyTorch adapter for ``tops_core.select``: CPU tensors through the Numba core, GPUs on the device.
 
-Native (on the input's device, batched ``(B, N)`` / ``(B, N, N)`` as one loop):
-the certified objective's greedy (``method="auto"``, ``"lazy"``, ``"greedy"``),
-:class:`~tops_core.TOPSRule`, :class:`~tops_core.TopK`,
-:class:`~tops_core.DivPrune` and :class:`~tops_core.DPP`. Everything else
-(``"stochastic"``, ``"exact"``, :class:`~tops_core.SCOPE`) runs in the core
-through a host copy, and ``Selection.method`` ends in ``"+host"``.
+Routes (see :mod:`tops_adapters._native`; :func:`use_route` forces one):
 
-Semantics of a native answer:
+* CPU tensors run the NumPy/Numba core on a zero-copy ``Tensor.numpy()``
+  view, every method, answers identical to the core's (same ``method``
+  name); half precision is widened to a float32 copy first.
+* CUDA tensors with Triton installed run the objective's ``method="auto"``
+  as one fused incremental kernel per call
+  (:mod:`tops_adapters.triton_kernels`, ``method`` ``"incremental"``).
+* Otherwise, on the device, batched ``(B, N)`` / ``(B, N, N)`` as one loop:
+  the objective's greedy (``"auto"`` runs as ``"greedy"``, ``"lazy"``,
+  ``"greedy"``), :class:`~tops_core.TOPSRule`, :class:`~tops_core.TopK`,
+  :class:`~tops_core.DivPrune` and :class:`~tops_core.DPP`. Everything else
+  (``"stochastic"``, ``"exact"``, :class:`~tops_core.SCOPE`) on a GPU runs
+  in the core through a host copy, and ``Selection.method`` ends in
+  ``"+host"``.
+
+Semantics of an answer (every route):
 
 * ``indices`` and ``order`` are ``int64`` tensors on the input's device;
   ``gains`` are ``float64`` tensors there.
 * ``value``, ``upper_bound`` (``float64``) and ``optimal`` (``bool``) are 0-d
   tensors (``(B,)`` when batched) on the device, so that nothing waits for the
   GPU; ``float(sel.value)`` syncs when you need the number.
-* Computation runs under ``torch.no_grad()``; ``float16``/``bfloat16`` are
-  computed in ``float32``, ``float32`` in ``float32``, ``float64`` and
-  integer inputs in ``float64`` (as the core widens integers). Mixed real
-  dtypes are promoted by the same rule.
-* Input checks run on the device and are read back once, before the loop;
-  bad input is handed to the core, which raises its usual error.
+* Computation runs under ``torch.no_grad()``; on the device ``float16``/
+  ``bfloat16`` are computed in ``float32``, ``float32`` in ``float32``,
+  ``float64`` and integer inputs in ``float64`` (as the core widens
+  integers). Mixed real dtypes are promoted by the same rule.
+* Device input checks run on the device and are read back once, before the
+  loop; bad input is handed to the core, which raises its usual error.
 """
 
 from __future__ import annotations
@@ -27,12 +36,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tops_adapters import _native_solvers as native
-from tops_core._validate import InvalidInputError, check_budget
-from tops_core.objective import Objective
-from tops_core.selection import Selection
+from tops_adapters import _native
+from tops_adapters._native import SharedOps, use_route
+from tops_core._validate import InvalidInputError
 
-__all__ = ["describe", "to_numpy", "from_numpy", "check_pair", "select_native", "TorchOps"]
+__all__ = ["describe", "to_numpy", "from_numpy", "check_pair", "select_native", "TorchOps", "use_route"]
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -84,8 +92,10 @@ def compute_dtype(scores: torch.Tensor, sim: torch.Tensor) -> torch.dtype:
     return torch.float64 if wide else torch.float32
 
 
-class TorchOps:
-    """The framework-specific calls of :mod:`tops_adapters._native_solvers`, for PyTorch."""
+class TorchOps(SharedOps):
+    """:class:`~tops_adapters._native.ArrayOps` for PyTorch: the calls PyTorch spells its own way."""
+
+    xp = torch
 
     bool = torch.bool
     index = torch.int64
@@ -101,9 +111,6 @@ class TorchOps:
 
     def full(self, shape, value, dtype):
         return torch.full(shape, value, dtype=dtype, device=self.device)
-
-    def ones_like(self, x):
-        return torch.ones_like(x)
 
     def arange(self, n):
         return torch.arange(n, device=self.device)
@@ -122,35 +129,8 @@ class TorchOps:
 
     # elementwise and reductions over the last axis
     @staticmethod
-    def where(cond, x, y):
-        return torch.where(cond, x, y)
-
-    @staticmethod
-    def maximum(x, y):
-        return torch.maximum(x, y)
-
-    @staticmethod
-    def minimum(x, y):
-        return torch.minimum(x, y)
-
-    @staticmethod
-    def relu(x):
-        return x.clamp(min=0)
-
-    @staticmethod
-    def sqrt(x):
-        return torch.sqrt(x)
-
-    @staticmethod
     def cast(x, dtype):
         return x.to(dtype)
-
-    def to_acc(self, x):
-        return x.to(self.acc)
-
-    @staticmethod
-    def asum(x):
-        return x.sum(-1)
 
     @staticmethod
     def amax(x):
@@ -249,21 +229,70 @@ class TorchOps:
         return torch.sort(-r, dim=-1, stable=True).indices[:, :k]
 
     @staticmethod
-    def step(*arrays):
-        """Nothing to do: PyTorch runs eagerly (CUDA queues the kernels asynchronously)."""
+    def sort_last(x):
+        return torch.sort(x, dim=-1).values
+
+    @staticmethod
+    def relu(x):
+        return x.clamp(min=0)
+
+    @staticmethod
+    def at_least(x, lo):
+        return x.clamp(min=lo)
 
 
-_native_plan = native.native_plan
+class _Torch:
+    """The PyTorch side of :class:`~tops_adapters._native.Framework`."""
+
+    describe = staticmethod(describe)
+    is_real = staticmethod(_is_real)
+
+    @staticmethod
+    def host_view(x: torch.Tensor) -> np.ndarray | None:
+        if x.device.type != "cpu":
+            return None
+        x = x.detach()
+        if x.dtype in _HALF:
+            return x.float().numpy()  # NumPy has no bfloat16: a float32 copy
+        # Lazy conjugate/negative views would refuse .numpy(); resolving them is a no-op otherwise.
+        return x.resolve_conj().resolve_neg().numpy()
+
+    @staticmethod
+    def wrap(arr: np.ndarray, like: torch.Tensor, dtype=None) -> torch.Tensor:
+        # np.require keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d).
+        out = torch.from_numpy(np.require(arr, requirements="C"))
+        if dtype is not None:
+            out = out.to(dtype)
+        return out if like.device.type == "cpu" else out.to(like.device)
+
+    @staticmethod
+    def acc_dtype(like) -> torch.dtype:
+        return torch.float64
+
+    @staticmethod
+    def prepare(scores, sim, need_symmetric, focus):
+        dtype = compute_dtype(scores, sim)
+        r, s = scores.detach().to(dtype), sim.detach().to(dtype)
+        if scores.ndim == 1:
+            r, s = r[None], s[None]
+        if not _values_ok(r, s, need_symmetric, focus):
+            return None
+        return TorchOps(r.device), r, s
+
+    @staticmethod
+    def triton_ready(r: torch.Tensor) -> bool:
+        if r.device.type != "cuda":
+            return False
+        from tops_adapters import triton_kernels
+
+        return triton_kernels.available()
+
+    @staticmethod
+    def finish(fields: dict) -> dict:
+        return fields
 
 
-def _shapes_ok(scores: torch.Tensor, sim: torch.Tensor) -> bool:
-    """The core's shape and dtype requirements (its ``check_problem``), without reading data."""
-    if scores.ndim not in (1, 2) or sim.ndim != scores.ndim + 1:
-        return False
-    n = scores.shape[-1]
-    if n == 0 or (scores.ndim == 2 and scores.shape[0] == 0):
-        return False
-    return tuple(sim.shape) == (*scores.shape, n) and _is_real(scores.dtype) and _is_real(sim.dtype)
+_TORCH = _Torch()
 
 
 def _values_ok(r: torch.Tensor, s: torch.Tensor, need_symmetric: bool, focus: float) -> bool:
@@ -279,54 +308,9 @@ def _values_ok(r: torch.Tensor, s: torch.Tensor, need_symmetric: bool, focus: fl
 
 @torch.no_grad()
 def select_native(scores, sim, k, objective, solver, reference):
-    """On-device selection; ``None`` means "use the core through a host copy".
+    """Select on tensors (see the module docstring); ``None`` means "use the core through a host copy".
 
-    Also ``None`` for input the core must reject, so that the core raises its
-    own error with its own wording.
+    Also ``None`` for device input the core must reject, so that the core
+    raises its own error with its own wording.
     """
-    plan = _native_plan(objective, solver)
-    if plan is None or not _shapes_ok(scores, sim):
-        return None
-    name, lazy = plan
-    if isinstance(objective, Objective):
-        evaluator, need_symmetric = objective, objective.needs_symmetric
-    else:
-        if reference is not None and not isinstance(reference, Objective):
-            return None
-        evaluator = Objective() if reference is None else reference
-        need_symmetric = objective.needs_symmetric
-    dtype = compute_dtype(scores, sim)
-    batched = scores.ndim == 2
-    r = scores.detach().to(dtype)
-    s = sim.detach().to(dtype)
-    if not batched:
-        r, s = r[None], s[None]
-    if not _values_ok(r, s, need_symmetric, evaluator.focus):
-        return None
-    k = check_budget(k, scores.shape[-1])  # after the value checks, in the core's order
-    ops = TorchOps(r.device)
-    if isinstance(objective, Objective):
-        result = native.objective_greedy(ops, objective, r, s, k, lazy=lazy)
-    else:
-        order = native.rule_order(ops, objective, r, s, k)
-        result = native.certify_order(ops, evaluator, r, s, order)
-    return _selection(result, name, k, r.shape[-1], batched)
-
-
-def _selection(result: native.NativeResult, name: str, k: int, n: int, batched: bool) -> Selection:
-    """Assemble the core's ``Selection`` from device arrays (no host sync)."""
-    bound = torch.maximum(result.bound, result.value)
-    closes = bound - result.value <= 1e-12 * torch.clamp(bound.abs(), min=1.0)
-    optimal = closes | (k == n)
-    order = result.order.to(torch.int64)
-    fields = {
-        "indices": torch.sort(order, dim=-1).values,
-        "order": order,
-        "gains": result.gains.to(torch.float64),
-        "value": result.value,
-        "upper_bound": bound,
-        "optimal": optimal,
-    }
-    if not batched:
-        fields = {key: v[0] for key, v in fields.items()}
-    return Selection(method=name, **fields)
+    return _native.select_native(_TORCH, scores, sim, k, objective, solver, reference)

@@ -1,0 +1,138 @@
+"""Fused Triton kernels: the core's incremental greedy on a GPU, all ``k`` steps in one launch.
+
+A whole selection is two launches, whatever ``k``:
+
+1. ``initial_gains``, grid ``(B, ceil(N / BLOCK_I))``: the coverage gains at
+   ``S = {}``, ``cov0_i = sum_j w_j s[j, i]``, the one dense pass, spread over
+   the GPU.
+2. ``greedy_steps``, grid ``(B,)``: one persistent program per batch row runs
+   every step. Each step takes the argmax of ``a r + b cov - c penalty`` over
+   the candidates (ties to the lowest index), records the pick, then finds
+   the rows ``j`` whose running max ``m_j`` rose (``s[j, p] > m_j``),
+   compacts them, and lowers every candidate's gain by those rows' terms
+   ``w_j (min(s[j, i], m_j') - m_j)^+`` only: the core's
+   :func:`~tops_core.solvers._kernels.greedy_steps` update. Early steps touch
+   many rows, late steps a handful. Nothing returns to the host until the end.
+
+Gains are kept in float64 whatever the input dtype. The certificate is the
+core's ``Incremental`` one (online bound at ``S = {}`` and at the final set,
+the final gains padded by the core's drift bound), computed by a few tensor
+operations after the kernel. On exactly representable inputs (the tests' dyadic
+grid) every sum is exact, so order, gains, value and bound equal the core's;
+elsewhere picks agree except between gains closer than the rounding drift
+(the core re-decides such steps on canonically summed gains, this kernel does
+not).
+
+The kernels are built on first use, so ``TRITON_INTERPRET=1`` set before that
+runs them on CPU tensors through Triton's interpreter (how CI tests them).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+
+from tops_adapters._native_solvers import NativeResult
+
+__all__ = ["available", "incremental_greedy", "launch_count", "Blocks"]
+
+#: Kernel launches issued since import (the launch-count test and benchmark read it).
+_LAUNCHES = [0]
+
+
+def available() -> bool:
+    """Whether Triton is installed (without importing it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def launch_count() -> int:
+    """Triton kernel launches issued by this module so far."""
+    return _LAUNCHES[0]
+
+
+class Blocks:
+    """Tile sizes (powers of two): ``vector`` entries per pass over N; ``rows`` x ``cols`` update tiles."""
+
+    def __init__(self, vector: int = 1024, rows: int = 16, cols: int = 256) -> None:
+        self.vector, self.rows, self.cols = vector, rows, cols
+
+    @classmethod
+    def for_size(cls, n: int) -> Blocks:
+        """Defaults capped at ``N`` rounded up to a power of two (small problems, small tiles)."""
+        top = 1 << max(n - 1, 1).bit_length()
+        return cls(min(1024, top), min(16, top), min(256, top))
+
+
+@functools.cache
+def _kernels():
+    """The JIT kernels (Triton is imported here, on first use)."""
+    from tops_adapters import _triton_kernels
+
+    return _triton_kernels.initial_gains, _triton_kernels.greedy_steps
+
+
+def _launch(kernel, grid, *args, **meta) -> None:
+    """Launch ``kernel`` on ``grid`` and count it.
+
+    Fused multiply-adds are off: they would round ``a * r + b * cov`` once
+    where the core rounds twice, and move picks between near-equal gains.
+    """
+    _LAUNCHES[0] += 1
+    kernel[grid](*args, enable_fp_fusion=False, **meta)
+
+
+def _top_sum(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Sum of the ``k`` largest positive entries per row (the core's ``top_sum``), float64."""
+    return torch.topk(x, k, dim=-1, sorted=False).values.clamp(min=0).sum(-1)
+
+
+
+@torch.no_grad()
+def incremental_greedy(objective, r: torch.Tensor, s: torch.Tensor, k: int,
+                       blocks: Blocks | None = None) -> NativeResult:
+    """The core's ``Incremental`` on ``(B, N)`` scores and ``(B, N, N)`` similarities, fused.
+
+    Parameters
+    ----------
+    objective : tops_core.Objective
+        The objective; its weights select the kernel's terms.
+    r, s : torch.Tensor
+        Validated scores ``(B, N)`` and similarities ``(B, N, N)`` on one
+        device, float32 or float64 (each read in its own dtype).
+    k : int
+        Budget, ``0 <= k <= N``.
+    blocks : Blocks, optional
+        Tile sizes (default :meth:`Blocks.for_size`); tests shrink them to
+        run multi-block paths at small ``N``.
+
+    Returns
+    -------
+    NativeResult
+        ``order`` (B, k) int64, ``gains`` (B, k) float64 (the running gains at
+        each pick), ``value`` and ``bound`` (B,) float64, on the device.
+    """
+    initial_gains, greedy_steps = _kernels()
+    batch, n = r.shape
+    dev = r.device
+    a, bw, c, focus = objective.relevance, objective.coverage, objective.redundancy, objective.focus
+    r, s = r.contiguous(), s.contiguous()
+    blocks = blocks or Blocks.for_size(n)
+    # One allocation per dtype (each allocation is a dispatched op): float64 state, int32 marks.
+    cov, g0, gfin, m, pen, old = torch.zeros((6, batch, n), dtype=torch.float64, device=dev).unbind(0)
+    chosen, changed = torch.zeros((2, batch, n), dtype=torch.int32, device=dev).unbind(0)
+    f_gains, g_gains = torch.empty((2, batch, k), dtype=torch.float64, device=dev).unbind(0)
+    order = torch.empty((batch, k), dtype=torch.int64, device=dev)
+    out = torch.zeros((batch, 3), dtype=torch.float64, device=dev)
+    flags = {"FOCUS": bool(focus), "HAS_COV": bool(bw)}
+    _launch(initial_gains, (batch, -(-n // blocks.cols)), s, r, cov, g0, n, a, bw, focus, **flags,
+            BLOCK_J=blocks.rows, BLOCK_I=blocks.cols)
+    _launch(greedy_steps, (batch,), s, r, cov, gfin, m, pen, old, chosen, changed, order, f_gains, g_gains,
+            out, n, k, a, bw, c, focus, **flags, HAS_PEN=bool(c),
+            BLOCK=blocks.vector, ROWS=blocks.rows, BLOCK_I=blocks.cols)
+    upper, value, _ = out.unbind(1)
+    # The core's certificate: min(top-k of g at S = {}, g(S) + top-k of the padded final gains);
+    # chosen tokens are -inf in gfin, so with k = N the second term is g(S) itself.
+    bound = torch.minimum(_top_sum(g0, k), upper + _top_sum(gfin, k))
+    return NativeResult(order, f_gains, value, bound)

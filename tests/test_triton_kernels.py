@@ -1,0 +1,208 @@
+"""The fused Triton kernel against the plain PyTorch loop and the core.
+
+Without a GPU the kernels run on CPU tensors through Triton's interpreter
+(``TRITON_INTERPRET=1``, set here before Triton is first imported, which is
+when Triton reads it), so these tests run in every ``pytest`` run where
+Triton is installed (the ``gpu`` extra). Sizes stay small: the interpreter
+executes every step in Python.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+import typing
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+pytest.importorskip("triton")
+
+from tops_adapters import _native_solvers  # noqa: E402
+from tops_adapters import torch as torch_adapter  # noqa: E402
+from tops_adapters import triton_kernels as tk  # noqa: E402
+from tops_adapters.torch import TorchOps  # noqa: E402
+
+import tops_core  # noqa: E402
+from tops_core import Objective  # noqa: E402
+
+ON_CPU = not torch.cuda.is_available()
+DEVICE = "cpu" if ON_CPU else "cuda"
+
+
+def _dyadic(seed, n, batch=1, zero_tokens=()):
+    """Symmetric similarities and scores on the 1/8 grid (sums exact in float32 and float64)."""
+    rng = np.random.default_rng(seed)
+    sim = rng.integers(0, 9, (batch, n, n)) / 8
+    sim = np.triu(sim) + np.swapaxes(np.triu(sim, 1), -1, -2)
+    for t in zero_tokens:  # a token similar to nothing, itself included
+        sim[:, t, :] = 0
+        sim[:, :, t] = 0
+    return rng.integers(0, 9, (batch, n)) / 8, sim
+
+
+def _kernel(objective, scores, sim, k, dtype=torch.float64, blocks=None):
+    r = torch.tensor(scores, dtype=dtype, device=DEVICE)
+    s = torch.tensor(sim, dtype=dtype, device=DEVICE)
+    return tk.incremental_greedy(objective, r, s, k, blocks)
+
+
+def _loop(objective, scores, sim, k, dtype=torch.float64):
+    r = torch.tensor(scores, dtype=dtype, device=DEVICE)
+    s = torch.tensor(sim, dtype=dtype, device=DEVICE)
+    return _native_solvers.objective_greedy(TorchOps(r.device), objective, r, s, k, lazy=False)
+
+
+def _check_against_reference(objective, scores, sim, k, dtype=torch.float64, blocks=None):
+    """Order, gains and value equal the loop's; the certificate equals the core's ``auto`` one."""
+    fused = _kernel(objective, scores, sim, k, dtype, blocks)
+    loop = _loop(objective, scores, sim, k, dtype)
+    np.testing.assert_array_equal(fused.order.cpu().numpy(), loop.order.cpu().numpy())
+    np.testing.assert_array_equal(fused.gains.cpu().numpy(), loop.gains.cpu().numpy().astype(np.float64))
+    np.testing.assert_array_equal(fused.value.cpu().numpy(), loop.value.cpu().numpy())
+    for b in range(scores.shape[0]):
+        core = tops_core.select(scores[b], sim[b], k, objective=objective)  # "auto": the core's Incremental
+        np.testing.assert_array_equal(fused.order[b].cpu().numpy(), core.order)
+        np.testing.assert_array_equal(fused.gains[b].cpu().numpy(), core.gains)
+        assert float(fused.value[b]) == core.value
+        np.testing.assert_allclose(float(fused.bound[b]), core.upper_bound, rtol=1e-12, atol=1e-12)
+        # Greedy's bound (the loop's) is a minimum over more steps: never above the incremental one.
+        assert float(loop.bound[b]) <= float(fused.bound[b]) + 1e-12
+    return fused
+
+
+OBJECTIVES = [
+    Objective(focus=0.0),
+    Objective(relevance=0.5, redundancy=0.25, focus=0.0),
+    Objective(relevance=1.0, coverage=0.0, focus=0.0),
+]
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=["coverage", "all-terms", "relevance-only"])
+def test_random_dyadic_equals_reference(objective):
+    scores, sim = _dyadic(0, 13)
+    _check_against_reference(objective, scores, sim, 6)
+
+
+def test_batched_rows_in_one_launch_with_multi_block_tiles():
+    # N = 21 with 8-wide tiles and 2-row update groups: every loop runs several blocks.
+    scores, sim = _dyadic(1, 21, batch=3, zero_tokens=(4,))
+    before = tk.launch_count()
+    fused = _check_against_reference(Objective(focus=0.0), scores, sim, 9, blocks=tk.Blocks(8, 2, 8))
+    assert tk.launch_count() - before == 2  # initial gains + all steps of all rows
+    assert fused.order.shape == (3, 9)
+
+
+@pytest.mark.parametrize("k", [0, 1, 10])
+def test_budgets_none_one_and_all(k):
+    scores, sim = _dyadic(2, 10, batch=2)
+    _check_against_reference(Objective(relevance=0.25, redundancy=0.125, focus=0.0), scores, sim, k)
+
+
+def test_ties_go_to_the_lowest_index():
+    n = 9
+    scores, sim = np.ones((1, n)), np.full((1, n, n), 0.5)
+    fused = _check_against_reference(Objective(focus=0.0), scores, sim, n)
+    assert fused.order[0].tolist() == list(range(n))
+    # Two identical clusters: the first member of each wins its ties.
+    block = np.kron(np.eye(2), np.ones((3, 3)))[None] * 0.75
+    _check_against_reference(Objective(focus=0.0), np.ones((1, 6)), block, 4)
+
+
+def test_zero_rows_and_an_all_zero_matrix():
+    scores, sim = _dyadic(3, 11, zero_tokens=(0, 5, 10))
+    _check_against_reference(Objective(focus=0.0), scores, sim, 11)
+    fused = _check_against_reference(Objective(focus=0.0), scores, np.zeros((1, 11, 11)), 4)
+    assert fused.order[0].tolist() == [0, 1, 2, 3] and float(fused.value[0]) == 0.0
+
+
+def test_float32_similarities_and_focus_weights():
+    scores, sim = _dyadic(4, 12)
+    _check_against_reference(Objective(focus=0.0), scores, sim, 5, dtype=torch.float32)
+    # focus > 0: weights r_j / mean(r) are not dyadic; the core's order still holds on clear gaps.
+    rng = np.random.default_rng(4)
+    feats = rng.normal(size=(12, 16))
+    sim = tops_core.cosine(feats)[None]
+    scores = rng.random((1, 12))
+    fused = _kernel(Objective(), scores, sim, 5)
+    core = tops_core.select(scores[0], sim[0], 5)
+    np.testing.assert_array_equal(fused.order[0].cpu().numpy(), core.order)
+    np.testing.assert_allclose(fused.gains[0].cpu().numpy(), core.gains, rtol=1e-12)
+    np.testing.assert_allclose(float(fused.bound[0]), core.upper_bound, rtol=1e-12)
+
+
+def test_select_with_the_triton_route_equals_the_core():
+    scores, sim = _dyadic(5, 10)
+    with torch_adapter.use_route("triton"):
+        sel = tops_core.select(torch.tensor(scores[0], device=DEVICE), torch.tensor(sim[0], device=DEVICE),
+                               4, objective=Objective(focus=0.0))
+    core = tops_core.select(scores[0], sim[0], 4, objective=Objective(focus=0.0))
+    assert sel.method == core.method == "incremental"
+    assert sel.order.device.type == DEVICE and sel.value.dtype == torch.float64
+    np.testing.assert_array_equal(sel.order.cpu().numpy(), core.order)
+    assert float(sel.value) == core.value and bool(sel.optimal) == core.optimal
+
+
+def test_whole_selection_is_few_launches_and_aten_ops(monkeypatch):
+    """N=2880, k=640: kernel launches plus dispatched aten ops, counted without running the kernels."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        ops = 0
+        names: typing.ClassVar[set] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.ops += 1
+            Count.names.add(str(func))
+            return func(*args, **(kwargs or {}))
+
+    launched = []
+    monkeypatch.setattr(tk, "_launch", lambda kernel, grid, *args, **meta: launched.append(grid))
+    n, k = 2880, 640
+    r = torch.rand(1, n)
+    s = torch.rand(1, n, n)
+    with Count():
+        result = tk.incremental_greedy(Objective(), r, s, k)
+    assert result.order.shape == (1, k)
+    assert len(launched) == 2
+    assert "aten._local_scalar_dense.default" not in Count.names  # no .item(): nothing waits for the GPU
+    total = Count.ops + len(launched)
+    assert total <= 64, f"{Count.ops} aten ops + {len(launched)} launches"
+
+
+def test_kernels_compile_for_an_h100():
+    """The kernels lower to sm_90 machine code without a GPU: what the interpreter cannot check."""
+    script = textwrap.dedent("""
+        import triton
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+        from tops_adapters import _triton_kernels as kern
+
+        target = GPUTarget("cuda", 90, 32)
+        flags = {"FOCUS": True, "HAS_COV": True}
+        for s_type in ("*fp32", "*fp64"):
+            sig = {"s_ptr": s_type, "r_ptr": s_type, "cov_ptr": "*fp64", "g0_ptr": "*fp64", "n": "i32",
+                   "a": "fp64", "bw": "fp64", "focus": "fp64"}
+            meta = flags | {"BLOCK_J": 16, "BLOCK_I": 256}
+            sig |= dict.fromkeys(meta, "constexpr")
+            assert "cubin" in triton.compile(ASTSource(kern.initial_gains, sig, meta), target=target).asm
+            names = ["s_ptr", "r_ptr", "cov_ptr", "gfin_ptr", "m_ptr", "pen_ptr", "old_ptr", "chosen_ptr",
+                     "changed_ptr", "order_ptr", "f_ptr", "g_ptr", "out_ptr",
+                     "n", "k", "a", "bw", "c", "focus"]
+            types = [s_type, s_type] + ["*fp64"] * 5 + ["*i32", "*i32", "*i64"] + ["*fp64"] * 3 + [
+                "i32", "i32", "fp64", "fp64", "fp64", "fp64"]
+            meta = flags | {"HAS_PEN": True, "BLOCK": 1024, "ROWS": 16, "BLOCK_I": 256}
+            sig = dict(zip(names, types)) | dict.fromkeys(meta, "constexpr")
+            compiled = triton.compile(ASTSource(kern.greedy_steps, sig, meta), target=target,
+                                      options={"enable_fp_fusion": False})
+            assert "cubin" in compiled.asm
+        print("compiled")
+    """)
+    env = {key: v for key, v in os.environ.items() if key != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "0"
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
