@@ -53,9 +53,8 @@ def test_stage1_keeps_the_tokens_the_selector_chose(model, inputs, objective):
         model.model.vision_tower.set_attn_implementation("sdpa")
     cls = vision.attentions[-2].mean(dim=1)[0, 0, 1:]  # penultimate layer, CLS row, patches
     features = model.model.get_image_features(inputs["pixel_values"]).pooler_output[0]
-    # On torch tensors "auto" runs greedy natively: the same answer as the core's greedy.
-    expected = tops_core.select(cls.numpy(), tops_core.cosine(features.numpy()), k, objective=objective,
-                                method="greedy" if isinstance(objective, tops_core.Objective) else "auto")
+    # CPU tensors run the core on a zero-copy view: the same answer and method as NumPy input.
+    expected = tops_core.select(cls.numpy(), tops_core.cosine(features.numpy()), k, objective=objective)
     seen = {}
     def keep_input(module, args):
         seen["hidden"] = args[0]
