@@ -1,17 +1,31 @@
-# Two commands do all set-up: `make demo` (the main job) and `make test`.
+# Two commands do all set-up: `make demo` (the main job) and `make test`. Both install from the
+# committed lock (requirements/lock.txt), so a fresh clone gets the versions CI tested.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements/lock.txt
+FLOOR_LOCK := requirements/floor.txt
+PINS := requirements/pins.txt
+UV_VERSION := 0.13.9
+# The tests that depend on transformers' and mlx-vlm's internals: run on both ends of the declared range.
+INTEGRATION_TESTS := tests/test_transformers_decode.py tests/test_transformers_llava.py \
+	tests/test_transformers_llava_next.py tests/test_transformers_qwen.py tests/test_mlx_vlm.py
+INTEGRATION_EXTRAS := transformers,mlx,mlx-vlm,test
 
-.PHONY: demo test lint docs serve-docs bench device-check clean
+.PHONY: demo test test-floor test-latest test-ends lock lint docs serve-docs bench device-check clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# The pinned torch resolves to the local CPU wheel; unpinned it pulls a multi-GB CUDA build.
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[all]"
+# venv DIR, constraints, extras: a fresh virtualenv with torch first (the pinned CPU wheel), then the package.
+define make_venv
+	rm -rf $(1)
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q -c $(PINS) pip
+	$(1)/bin/python -m pip install -q -c $(2) torch
+	$(1)/bin/python -m pip install -q -c $(2) -e ".[$(3)]"
+endef
+
+$(STAMP): pyproject.toml $(LOCK)
+	$(call make_venv,$(VENV),$(LOCK),all)
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -21,6 +35,39 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 	$(PY) -m mkdocs build --strict --quiet --site-dir site
+
+# The integration tests on the oldest transformers / mlx-vlm the extras admit (requirements/floor.txt).
+test-floor: .venv-floor/.installed
+	.venv-floor/bin/python -m pytest -q -p no:cacheprovider $(INTEGRATION_TESTS)
+
+.venv-floor/.installed: pyproject.toml $(FLOOR_LOCK)
+	$(call make_venv,.venv-floor,$(FLOOR_LOCK),$(INTEGRATION_EXTRAS))
+	touch $@
+
+# The suite against the newest releases (only torch pinned): what the next user who installs gets.
+# CI runs the integration tests this way: LATEST_EXTRAS=... LATEST_TESTS=...
+LATEST_EXTRAS ?= all
+LATEST_TESTS ?= tests
+test-latest:
+	$(call make_venv,.venv-latest,$(PINS),$(LATEST_EXTRAS))
+	.venv-latest/bin/python -m pip install -q -c $(PINS) --upgrade --upgrade-strategy eager -e ".[$(LATEST_EXTRAS)]"
+	.venv-latest/bin/python -m pip list 2>/dev/null | grep -i -E "^(transformers|mlx-vlm|mlx|torch|numpy) "
+	.venv-latest/bin/python -m pytest -q -p no:cacheprovider $(LATEST_TESTS)
+
+# Both ends of the integrations' declared range.
+test-ends: test-floor
+	$(MAKE) test-latest LATEST_EXTRAS=$(INTEGRATION_EXTRAS) LATEST_TESTS="$(INTEGRATION_TESTS)"
+
+# Refresh the locks with uv (in a small tool venv of its own, so a stale lock never blocks this):
+# the newest versions the extras admit, and the declared floors of the integrations' libraries.
+comma := ,
+UV := .venv-lock/bin/uv
+lock:
+	test -x $(UV) || ($(PYTHON) -m venv .venv-lock && .venv-lock/bin/python -m pip install -q uv==$(UV_VERSION) packaging)
+	$(UV) pip compile -q pyproject.toml --extra all -c $(PINS) --python-version 3.11 --upgrade -o $(LOCK)
+	.venv-lock/bin/python tools/floor_pins.py > .venv-lock/floor-pins.txt
+	$(UV) pip compile -q pyproject.toml $(foreach e,$(subst $(comma), ,$(INTEGRATION_EXTRAS)),--extra $(e)) \
+		-c $(PINS) -c .venv-lock/floor-pins.txt --python-version 3.11 --upgrade -o $(FLOOR_LOCK)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -46,4 +93,4 @@ device-check: $(STAMP)
 	PY=$(PY) bash benchmarks/device_check.sh
 
 clean:
-	rm -rf $(VENV) site demo_output .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-floor .venv-latest .venv-lock site demo_output .pytest_cache .hypothesis

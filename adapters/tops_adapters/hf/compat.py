@@ -32,7 +32,7 @@ __all__ = ["TESTED_TRANSFORMERS", "find_cache", "output_cache", "cache_argument"
            "encoded_images"]
 
 #: The oldest and newest transformers releases the integration tests pass on.
-TESTED_TRANSFORMERS = ("5.23.0", "5.24.0")
+TESTED_TRANSFORMERS = ("5.17.0", "5.24.0")
 
 # The argument names a KV cache has had; used only to name a value that is not a Cache in an error.
 _CACHE_NAMES = ("cache", "past_key_values")

@@ -1,0 +1,61 @@
+"""The committed locks agree with the declared ranges: what CI tests is what the extras promise."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import tomllib
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def locked(name: str) -> dict[str, Version]:
+    """``{package: version}`` pinned by ``requirements/<name>.txt``."""
+    pins = {}
+    for line in (ROOT / "requirements" / f"{name}.txt").read_text().splitlines():
+        if "==" in line and not line.lstrip().startswith("#"):
+            package, version = line.split("==")
+            pins[package.strip().lower()] = Version(version.split(";")[0].strip())
+    return pins
+
+
+def extra_requirements():
+    for extra, lines in PYPROJECT["project"]["optional-dependencies"].items():
+        for line in lines:
+            requirement = Requirement(line)
+            if requirement.name != "tops-prune" and (requirement.marker is None
+                                                     or requirement.marker.evaluate()):
+                yield extra, requirement
+
+
+def floor_pins():
+    spec = importlib.util.spec_from_file_location("floor_pins", ROOT / "tools" / "floor_pins.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.floor_pins(ROOT / "pyproject.toml")
+
+
+@pytest.mark.parametrize("lock", ["lock", "floor"])
+def test_every_locked_version_satisfies_the_declared_range(lock):
+    pins = locked(lock)
+    checked = 0
+    for extra, requirement in extra_requirements():
+        name = requirement.name.lower()
+        if name in pins:
+            assert requirement.specifier.contains(pins[name], prereleases=True), \
+                (lock, extra, str(requirement))
+            checked += 1
+    assert checked >= (20 if lock == "lock" else 5)
+
+
+def test_the_floor_lock_pins_the_declared_floors_and_the_main_lock_the_newest_tested():
+    floor, newest = locked("floor"), locked("lock")
+    for pin in floor_pins():
+        name, version = pin.split("==")
+        assert floor[name] == Version(version), f"requirements/floor.txt is stale for {pin}: run make lock"
+    from tops_adapters.hf.compat import TESTED_TRANSFORMERS
+
+    assert [Version(v) for v in TESTED_TRANSFORMERS] == [floor["transformers"], newest["transformers"]]
