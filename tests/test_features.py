@@ -179,3 +179,31 @@ def test_one_pass_and_few_rows(monkeypatch):
     assert passes == [1]
     assert sum(built) <= n + n // 4 + 16 + 2  # one pass, the rows before it and the probe
     np.testing.assert_array_equal(got.order, Greedy().run(tops_core.Objective(), r, feats.dense(), k).order)
+
+
+@pytest.mark.parametrize("products", ["canonical", "auto"])
+def test_entries_have_one_value_whatever_the_batch_and_the_route(monkeypatch, products):
+    """The fixed-order kernel is symmetric and batch-independent by construction; "auto" only takes BLAS
+    where the probe found it so."""
+    monkeypatch.setattr(features_mode, "PRODUCTS", products)
+    monkeypatch.setattr(features_mode, "ROW_BLOCK", 5)
+    for dtype, d in ((np.float32, 13), (np.float64, 8), (np.float32, 1)):
+        feats = tops_core.Features(_tokens(23, d=d, seed=d, dtype=dtype))
+        dense = feats.dense()
+        assert dense.dtype == dtype
+        np.testing.assert_array_equal(dense, dense.T)
+        for rows in ([4], [22, 0, 9], list(range(23))):
+            for col in (0, 3, 22):
+                np.testing.assert_array_equal(feats.product(rows, col), dense[rows, col:])
+        x64 = feats.unit.astype(np.float64)
+        np.testing.assert_allclose(dense, (1 + np.clip(x64 @ x64.T, -1, 1)) / 2, rtol=0, atol=1e-6)
+
+
+def test_auto_takes_blas_only_where_the_probe_passes(monkeypatch):
+    feats = tops_core.Features(_tokens(10))
+    monkeypatch.setattr(features_mode, "blas_is_consistent", lambda dtype, d: False)
+    assert feats.products == "canonical"
+    monkeypatch.setattr(features_mode, "blas_is_consistent", lambda dtype, d: True)
+    assert feats.products == "blas"
+    monkeypatch.setattr(features_mode, "PRODUCTS", "canonical")
+    assert feats.products == "canonical"

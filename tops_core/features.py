@@ -1,7 +1,11 @@
 """Features mode: select from token features without ever holding the N x N similarity.
 
 ``select(scores, Features(x), k)`` gives the order and gains of greedy on
-``Features(x).dense()``, bit for bit. Similarity rows are built by BLAS: a
+``Features(x).dense()``, bit for bit. That needs every similarity entry to have
+one value whatever rows it is computed with, and ``s_ij == s_ji``: rows are
+built by BLAS where this process's GEMM behaves so (probed once per dtype and
+``d``, :func:`blas_is_consistent`), else by a fixed-order kernel
+(:data:`PRODUCTS` forces either). Rows are built a
 few on demand at first, then (when most gains keep needing re-evaluation,
 as when a noise floor shrinks every gain each step) one pass that keeps the
 upper half of the similarity for a few steps, then only each token's entries
@@ -11,6 +15,7 @@ above the running max. Extra memory stays under :data:`PASS_BYTES` plus
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 
@@ -39,6 +44,40 @@ PASS_BYTES = 900 * 2**20
 
 #: Largest N whose kept entries store their column index in 16 bits.
 SMALL_INDEX_N = 2**16
+
+#: How similarity rows are multiplied: ``"auto"`` (BLAS where
+#: :func:`blas_is_consistent`, else the fixed-order kernel), ``"blas"`` or
+#: ``"canonical"``.
+PRODUCTS = "auto"
+
+
+def _blas_products(unit: np.ndarray, idx: np.ndarray, col_start: int) -> np.ndarray:
+    """``unit[idx] @ unit[col_start:].T`` as one matrix-matrix product (a lone row is computed twice:
+    a matrix-vector product may round differently from GEMM)."""
+    lone = idx.shape[0] == 1
+    block = unit[np.repeat(idx, 2) if lone else idx] @ unit[col_start:].T
+    return block[:1] if lone else block
+
+
+@functools.cache
+def blas_is_consistent(dtype: np.dtype, d: int) -> bool:
+    """Whether BLAS gives each entry of ``U Uᵀ`` the same bits in any row batch and column range, symmetric.
+
+    OpenBLAS does on some CPU kernels and not on others (edge tiles, AVX2 vs
+    AVX-512 paths); probed on 67 random rows of width ``d`` with the batch
+    shapes features mode uses.
+    """
+    rng = np.random.default_rng(0)
+    unit = rng.standard_normal((67, d)).astype(dtype)
+    full = _blas_products(unit, np.arange(67), 0)
+    if not np.array_equal(full, full.T):
+        return False
+    for start, size in ((0, 1), (3, 7), (17, 16), (40, 27)):
+        for col in (0, 5, 33):
+            rows = np.arange(start, start + size)
+            if not np.array_equal(_blas_products(unit, rows, col), full[rows, col:]):
+                return False
+    return True
 
 
 class Features:
@@ -89,27 +128,37 @@ class Features:
         """Float dtype of the similarity rows."""
         return self.unit.dtype
 
+    @property
+    def products(self) -> str:
+        """``"blas"`` or ``"canonical"``: how this object multiplies rows (see :data:`PRODUCTS`)."""
+        if PRODUCTS != "auto":
+            return PRODUCTS
+        return "blas" if blas_is_consistent(self.unit.dtype, self.unit.shape[1]) else "canonical"
+
     def take(self, indices) -> np.ndarray:
         """Similarity rows ``indices`` (any order), shape ``(len(indices), N)``.
 
-        Always one matrix-matrix product (a single row is computed twice):
-        BLAS's GEMM gives every row the same bits whatever rows it is batched
-        with, while a matrix-vector product may not (checked in the tests).
+        Every entry has the same bits whatever rows it is batched with, and
+        ``take([i])[0, j] == take([j])[0, i]`` (checked in the tests).
         """
         return self.product(indices)
 
     def product(self, indices, col_start: int = 0) -> np.ndarray:
-        """Rows ``indices`` restricted to the columns ``col_start ..``: :meth:`take`'s GEMM and bits."""
+        """Rows ``indices`` restricted to the columns ``col_start ..``: :meth:`take`'s bits."""
         idx = np.asarray(indices, dtype=np.int64)
-        lone = idx.shape[0] == 1
-        if lone:
-            idx = np.repeat(idx, 2)
-        block = self.unit[idx] @ self.unit[col_start:].T
+        if self.products == "blas":
+            block = _blas_products(self.unit, idx, col_start)
+        else:
+            from tops_core._feature_kernels import canonical_products
+
+            exact = np.empty((idx.shape[0], self.n - col_start))
+            canonical_products(self.unit, idx, col_start, exact)
+            block = exact.astype(self.unit.dtype)
         np.clip(block, -1.0, 1.0, out=block)  # rounding can leave |cos| a hair above 1
         if self.shift:
             block += 1.0
             block *= 0.5
-        return block[:1] if lone else block
+        return block
 
     def blocks(self):
         """Yield ``(start, rows)`` over blocks of :data:`ROW_BLOCK` rows."""
