@@ -257,7 +257,7 @@ BAD_INPUTS = [
     ("sim not square", torch.ones(2), torch.ones(2, 3), 1, None),
     ("scores 3-d", torch.ones(1, 2, 2), torch.ones(1, 2, 2, 2), 1, None),
     ("batch mismatch", torch.ones(2, 2), torch.ones(3, 2, 2), 1, None),
-    ("empty", torch.ones(0), torch.ones(0, 0), 0, None),
+    ("empty with k > 0", torch.ones(0), torch.ones(0, 0), 1, None),
     ("bool dtype", torch.ones(2, dtype=torch.bool), torch.ones(2, 2, dtype=torch.bool), 1, None),
 ]
 

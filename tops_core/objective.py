@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tops_core._validate import InvalidInputError, check_problem, check_weight
+from tops_core._validate import InvalidInputError, check_problem, check_weight, pow2_scale
 
 __all__ = ["Objective", "ObjectiveState", "lane_sum"]
 
@@ -118,8 +118,13 @@ class Objective:
     def row_weights(self, scores: np.ndarray) -> np.ndarray:
         """Coverage row weights ``w_j = (1 - beta) + beta * r_j / mean(r)``, float64."""
         r = np.asarray(scores, dtype=np.float64)
-        mean = r.mean() if r.size else 0.0
-        if self.focus == 0 or mean == 0:
+        if self.focus == 0 or not r.size:
+            return np.ones_like(r)
+        # Scaled by a power of two first: the mean of scores near 1e308 cannot
+        # overflow, nor subnormal ones lose their digits; the ratios keep their bits.
+        r = pow2_scale(r)
+        mean = r.mean()
+        if mean == 0:
             return np.ones_like(r)
         return (1.0 - self.focus) + self.focus * (r / mean)
 

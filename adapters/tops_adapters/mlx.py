@@ -291,7 +291,7 @@ def select_native(scores, sim, k, objective, solver, reference):
         if reference is not None and not isinstance(reference, Objective):
             return None
         evaluator = Objective() if reference is None else reference
-        need_symmetric = objective.needs_symmetric
+        need_symmetric = objective.needs_symmetric or evaluator.needs_symmetric
     dtype = compute_dtype(scores, sim)
     batched = scores.ndim == 2
     r, s = scores.astype(dtype), sim.astype(dtype)
