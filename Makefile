@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint docs serve-docs bench clean
+.PHONY: demo test fuzz lint docs serve-docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 	$(PY) -m mkdocs build --strict --quiet --site-dir site
+
+# Many random inputs over the public surface (a bounded run is part of `make test`).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -156,9 +156,10 @@ LARGEST = float(np.finfo(np.float64).max) / 1024
 def check_magnitudes(evaluators, rule, r_abs: float, s_max: float, n: int, k: int) -> None:
     """Refuse scores and sim whose objective terms float64 cannot carry (they would overflow).
 
-    The bound on every quantity a solver forms: ``relevance * N * max|r|``
-    (bonus sums), ``coverage * N * max s`` (coverage sums, with the greedy's
-    rounding slack), ``redundancy * k * N * max s`` (penalty sums). Rules sum
+    The bound on every quantity a solver forms, for each term in use: ``N * max|r|``
+    (bonus sums), ``N * max s`` (coverage sums, with the greedy's rounding
+    slack), ``k * N * max s`` (penalty sums), each also times its weight when
+    the weight exceeds 1. Rules sum
     ``N`` entries of ``sim`` (coverage); ``DPP(quality="raw")`` forms ``r^2 s``.
     """
     eps = float(np.finfo(np.float64).eps)
@@ -167,9 +168,11 @@ def check_magnitudes(evaluators, rule, r_abs: float, s_max: float, n: int, k: in
         terms = [n * s_max] if rule is not None else []
         if getattr(rule, "quality", None) == "raw":
             terms.append(r_abs * r_abs * s_max)
-        for obj in evaluators:
-            terms.append(obj.relevance * n * r_abs + obj.coverage * n * s_max * slack
-                         + obj.redundancy * k * n * s_max)
+        for obj in evaluators:  # the sums, before and after weighting (a weight may be < 1)
+            for weight, raw in ((obj.relevance, n * r_abs), (obj.coverage, n * s_max * slack),
+                                (obj.redundancy, k * n * s_max)):
+                if weight:
+                    terms.append(max(1.0, weight) * raw)
         reach = max(terms, default=0.0)
     if not reach <= LARGEST:
         raise InvalidInputError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from tops_core._dispatch import adapter_for, framework_of
@@ -151,7 +153,7 @@ def select(scores, sim, k, /, *, objective=None, method="auto", reference=None) 
     adapter.check_pair(scores, sim)
     check_array_kind("scores", scores)
     check_array_kind("sim", sim)
-    if _native_may_run(scores, sim):
+    if _native_may_run(scores, sim, objective, reference):
         native = adapter.select_native(scores, sim, k, objective, solver, reference)
         if native is not None:
             return native
@@ -172,18 +174,23 @@ def _size_of(x) -> float:
 _NATIVE_LARGEST = float(np.finfo(np.float32).max) / 1024
 
 
-def _native_may_run(scores, sim) -> bool:
+def _native_may_run(scores, sim, objective, reference) -> bool:
     """Whether the adapter's native path may run; else the host path (float64, every check).
 
     The native paths compute in float32 for float32 and half inputs: inputs
-    whose sums could overflow float32 go through the core (one read-back of
-    two maxima).
+    whose sums could overflow float32 (one read-back of two maxima), and
+    weights outside float32's normal range, go through the core.
     """
+    weights = [float(getattr(o, f.name)) for o in (objective, reference) if dataclasses.is_dataclass(o)
+               for f in dataclasses.fields(o) if isinstance(getattr(o, f.name), (int, float))]
+    tiny = float(np.finfo(np.float32).tiny)
+    if any(w != 0 and not tiny <= w <= _NATIVE_LARGEST for w in weights):
+        return False
     n = scores.shape[-1] if len(scores.shape) else 0
     if not n or not _size_of(sim):
         return True  # the native path hands empty input to the core
     try:
-        top = abs(scores).max() * n + abs(sim).max() * n
+        top = (abs(scores).max() * n + abs(sim).max() * n) * max([1.0, *weights])
         return bool(top <= _NATIVE_LARGEST)  # False for NaN: the core names it
     except Exception:  # e.g. no abs for the dtype: the core validates and names it
         return False

@@ -112,18 +112,24 @@ class Exact:
                 add_row([int(z_var[t]), int(pi[t]), int(pj[t])], [1.0, -1.0, -1.0], -1.0, np.inf)
 
         matrix = coo_array((vals, (rows, cols)), shape=(n_rows, n_vars)).tocsr()
+        cost = np.concatenate(cost)
+        # HiGHS works to absolute tolerances: costs scaled by a power of two to at
+        # most 1 in magnitude (exact), the value and bound scaled back.
+        scale = float(np.ldexp(1.0, int(np.frexp(np.abs(cost).max(initial=0.0))[1])))
+        scale = scale if scale > 0 else 1.0
         integrality = np.zeros(n_vars)
         integrality[:n] = 1
         res = milp(
-            np.concatenate(cost),
+            cost / scale,
             constraints=LinearConstraint(matrix, lo, hi),
             integrality=integrality,
             bounds=Bounds(0.0, 1.0),
             options={"time_limit": float(self.time_limit), "disp": False, "mip_rel_gap": 0.0},
         )
         dual = getattr(res, "mip_dual_bound", None)
+        dual = None if dual is None else float(dual) * scale
         chosen = None if res.x is None else np.flatnonzero(res.x[:n] > 0.5).astype(np.int64)
-        if chosen is None or chosen.size != k:
+        if chosen is None or chosen.size != k or not np.isfinite(res.fun):
             # Stopped before a feasible set (a very short time limit): the greedy
             # set, certified by the better of its own bound and HiGHS's.
             greedy = Lazy().run(objective, scores, sim, k)
@@ -132,5 +138,5 @@ class Exact:
                 bound = min(bound, float(-dual))
             return SolverResult(np.sort(greedy.order), np.zeros(0), bound, False)
         optimal = res.status == 0
-        bound = float(-res.fun) if optimal or dual is None or not np.isfinite(dual) else float(-dual)
+        bound = float(-res.fun * scale) if optimal or dual is None or not np.isfinite(dual) else -dual
         return SolverResult(chosen, np.zeros(0), bound, bool(optimal))
