@@ -37,7 +37,7 @@ from tops_core import (
 )
 
 FUZZ = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
-EXAMPLES = settings.default.max_examples if FUZZ else 150
+EXAMPLES = settings.default.max_examples if FUZZ else 400
 
 #: Words one of which every message must contain: the argument it is about.
 ARGUMENTS = ("scores", "sim", "k ", "k must", "objective", "method", "reference", "features",
@@ -131,17 +131,13 @@ def _as(framework, x, dtype):
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         a = np.asarray(x).astype(dtype)
+        if framework == "mlx" and a.dtype == np.float64:  # MLX has no float64 on the GPU
+            a = a.astype(np.float32)
     if framework == "torch":
         import torch
 
-        if dtype == "uint8" or a.dtype == np.uint8:
-            return torch.from_numpy(a.copy())
         return torch.from_numpy(a.copy())
-    if framework == "mlx":
-        if a.dtype in (np.float64, np.complex64):  # MLX has no float64 on the GPU; complex kept
-            return mx.array(a) if a.dtype == np.complex64 else mx.array(a.astype(np.float32))
-        return mx.array(a)
-    return a
+    return mx.array(a) if framework == "mlx" else a
 
 
 def _snapshot(x):
@@ -238,7 +234,14 @@ def test_select_answers_validly_or_names_the_argument(problem, framework, dtype,
     if (framework == "numpy" and dtype in ("float32", "float16") and sim_dtype in (None, dtype)
             and np.array_equal(np.asarray(scores, dtype=np.float64), scores64)
             and np.array_equal(np.asarray(sim, dtype=np.float64), sim64)):
-        ref = tops_core.select(scores64, sim64, k, objective=objective, method=method, reference=reference)
+        try:
+            ref = tops_core.select(scores64, sim64, k, objective=objective, method=method,
+                                   reference=reference)
+        except InvalidInputError as exc:
+            # Symmetry is checked within the dtype's rounding (16 eps of the largest entry):
+            # float64 may see an asymmetry that float32 forgives.
+            assert "symmetric" in str(exc)
+            return
         np.testing.assert_array_equal(_np(sel.order), _np(ref.order))
 
 
