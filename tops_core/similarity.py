@@ -15,18 +15,29 @@ _CHUNK = 4096
 def unit_rows(x: np.ndarray) -> np.ndarray:
     """Rows (last axis) of the float array ``x`` scaled to unit L2 norm, in ``x``'s dtype.
 
-    Each row is first scaled by a power of two (exact) and its norm taken in
-    float64, so no magnitude overflows or vanishes: a float16 token with
-    ``|x| = 400`` (whose square passes float16's 65504), a float64 one at
-    ``1e200`` and a subnormal one all keep their direction. Zero rows stay zero.
+    Norms are taken in ``x``'s dtype where that is safe (the bits every test
+    and benchmark was run with); rows whose norm overflows or loses its
+    digits to underflow are redone in float64 after an exact power-of-two
+    scaling, so a float16 token with ``|x| = 400`` (whose square passes
+    float16's 65504), a float64 one at ``1e200`` and a subnormal one all keep
+    their direction. Zero rows stay zero.
     """
-    flat = x.reshape(int(np.prod(x.shape[:-1])), x.shape[-1])
-    out = np.empty(flat.shape, dtype=x.dtype)
-    for start in range(0, flat.shape[0], _CHUNK):
-        x64 = pow2_scale(flat[start:start + _CHUNK].astype(np.float64), axis=-1)
-        norm = np.sqrt(np.einsum("ij,ij->i", x64, x64))[:, None]
-        out[start:start + _CHUNK] = x64 / np.where(norm == 0, 1.0, norm)
-    return out.reshape(x.shape)
+    info = np.finfo(x.dtype)
+    with np.errstate(over="ignore", under="ignore"):
+        norm = np.linalg.norm(x, axis=-1, keepdims=True)
+        unit = x / np.where(norm == 0, 1, norm).astype(x.dtype)
+    # norm**2 >= tiny / eps: no square that matters has underflowed.
+    nonzero = np.abs(x).max(axis=-1, keepdims=True, initial=0) > 0
+    risky = ~np.isfinite(norm) | ((norm < np.sqrt(info.tiny / info.eps)) & nonzero)
+    rows = np.flatnonzero(risky.reshape(-1))
+    if rows.size:
+        flat, out = x.reshape(-1, x.shape[-1]), unit.reshape(-1, x.shape[-1])
+        for start in range(0, rows.size, _CHUNK):
+            pick = rows[start:start + _CHUNK]
+            x64 = pow2_scale(flat[pick].astype(np.float64), axis=-1)
+            n64 = np.sqrt(np.einsum("ij,ij->i", x64, x64))[:, None]
+            out[pick] = x64 / np.where(n64 == 0, 1.0, n64)
+    return np.ascontiguousarray(unit)
 
 
 def cosine(features, *, shift: bool = True) -> np.ndarray:
