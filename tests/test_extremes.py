@@ -206,6 +206,7 @@ def test_exact_falls_back_to_greedy_when_highs_finds_no_set(monkeypatch):
     lambda torch: (torch.ones(4).to_sparse(), torch.eye(4)),
     lambda torch: (torch.ones(4), torch.eye(4).to_sparse_csr()),
 ])
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 def test_tensors_without_dense_data_are_refused(make):
     torch = pytest.importorskip("torch")
     scores, sim = make(torch)
