@@ -238,3 +238,12 @@ def test_no_tokens_give_the_empty_answer_in_every_mode():
     torch = pytest.importorskip("torch")
     sel = tops_core.select(torch.ones(0), torch.ones(0, 0), 0)
     assert isinstance(sel.indices, torch.Tensor) and sel.indices.shape == (0,)
+
+
+def test_objective_value_and_gains_refuse_what_overflows():
+    objective = Objective(relevance=1.0)
+    huge = R * 2.0**1020
+    for call in (lambda: objective.value(huge, S, [0, 1]), lambda: objective.gains(huge, S)):
+        with pytest.raises(InvalidInputError, match=r"too large for float64 arithmetic"):
+            call()
+    assert Objective().value(R * 2.0**1020, S, [0, 1]) == Objective().value(R, S, [0, 1])

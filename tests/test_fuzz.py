@@ -40,7 +40,7 @@ FUZZ = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
 EXAMPLES = settings.default.max_examples if FUZZ else 400
 
 #: Words one of which every message must contain: the argument it is about.
-ARGUMENTS = ("scores", "sim", "k ", "k must", "objective", "method", "reference", "features",
+ARGUMENTS = ("scores", "sim", "k ", "k must", "indices", "objective", "method", "reference", "features",
              "seed", "epsilon", "time_limit", "max_n", "relevance", "coverage", "redundancy",
              "focus", "alpha", "lam", "norm", "power", "quality", "Features")
 
@@ -285,3 +285,19 @@ def test_bad_parameters_are_refused_at_construction(factory):
     with pytest.raises(InvalidInputError) as info:
         factory()
     assert len(str(info.value)) < 500
+
+
+@settings(max_examples=max(EXAMPLES // 3, 20), suppress_health_check=[HealthCheck.too_slow])
+@given(problem=problems(), dtype=st.sampled_from(DTYPES), objective=objectives,
+       indices=st.lists(st.integers(-1, 8), max_size=4))
+def test_objective_value_and_gains_answer_or_name_the_argument(problem, dtype, objective, indices):
+    scores64, sim64, _ = problem
+    if not isinstance(objective, Objective):
+        objective = Objective()
+    scores, sim = _as("numpy", scores64, dtype), _as("numpy", sim64, dtype)
+    value = _run(lambda: objective.value(scores, sim, indices), [scores, sim])
+    if value is not None:
+        assert np.isfinite(value)
+    gains = _run(lambda: objective.gains(scores, sim, indices), [scores, sim])
+    if gains is not None:
+        assert gains.shape == scores64.shape and np.isfinite(gains).all()
