@@ -37,7 +37,7 @@ from tops_core import (
 )
 
 FUZZ = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
-EXAMPLES = settings.default.max_examples if FUZZ else 400
+EXAMPLES = settings.default.max_examples if FUZZ else 300
 
 #: Words one of which every message must contain: the argument it is about.
 ARGUMENTS = ("scores", "sim", "k ", "k must", "indices", "objective", "method", "reference", "features",
@@ -84,7 +84,8 @@ def problems(draw):
     if draw(st.integers(0, 3)):
         sim = _symmetrise(sim)
     if draw(st.integers(0, 15)) == 0:  # a wrong shape
-        sim = sim[..., : max(n - 1, 0)] if draw(st.booleans()) else sim.sum(axis=-1)
+        with np.errstate(over="ignore"):
+            sim = sim[..., : max(n - 1, 0)] if draw(st.booleans()) else sim.sum(axis=-1)
     k = draw(st.one_of(
         st.integers(-1, n + 1), st.integers(0, n), st.integers(0, n), st.integers(0, n),
         st.sampled_from([2.0, True, "2", None, [1] * 10_000, 10**400, np.int32(1)]),
@@ -235,8 +236,10 @@ def test_select_answers_validly_or_names_the_argument(problem, framework, dtype,
             and np.array_equal(np.asarray(scores, dtype=np.float64), scores64)
             and np.array_equal(np.asarray(sim, dtype=np.float64), sim64)):
         try:
-            ref = tops_core.select(scores64, sim64, k, objective=objective, method=method,
-                                   reference=reference)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                ref = tops_core.select(scores64, sim64, k, objective=objective, method=method,
+                                       reference=reference)
         except InvalidInputError as exc:
             # Symmetry is checked within the dtype's rounding (16 eps of the largest entry):
             # float64 may see an asymmetry that float32 forgives.

@@ -238,7 +238,7 @@ def _validate_and_solve(scores, sim, k, objective, solver, reference, scores_giv
     evaluator.check_scores(r, scores_given or describe(scores))
     n = r.shape[-1]
     check_magnitudes([evaluator], rule, r_abs, s_max, n, k)
-    check_memory(f"sim of N = {n} tokens", _working_bytes(objective, solver, s))
+    check_memory(f"sim of N = {n} tokens", _working_bytes(objective, s))
     if r.ndim == 1:
         return _checked(_solve_one(r, s, k, objective, solver, evaluator), n)
     rows = [_checked(_solve_one(r[b], s[b], k, objective, solver, evaluator), n) for b in range(r.shape[0])]
@@ -254,7 +254,7 @@ def _validate_and_solve(scores, sim, k, objective, solver, reference, scores_giv
     )
 
 
-def _working_bytes(objective, solver, s: np.ndarray) -> float:
+def _working_bytes(objective, s: np.ndarray) -> float:
     """Working memory a dense path may allocate for one problem, beyond its inputs.
 
     Up to two ``N x N`` float64 working copies (a transposed copy for column
