@@ -44,6 +44,13 @@ def test_weights_that_overflow_float64_are_refused(objective):
         tops_core.select(R, S, 4, objective=objective)
 
 
+@pytest.mark.parametrize("rule", [tops_core.TOPSRule(alpha=1.7e308), tops_core.TOPSRule(lam=1e307)])
+def test_rule_weights_that_overflow_are_refused(rule):
+    for k in (2, 5):  # the transcription and the compiled path
+        with pytest.raises(InvalidInputError, match=r"too large for float64 arithmetic"):
+            tops_core.select(R, S, k, objective=rule)
+
+
 def test_scores_whose_sum_overflows_are_refused_with_a_relevance_bonus():
     with pytest.raises(InvalidInputError, match=r"max \|scores\| = 1.12e\+307"):
         tops_core.select(R * 2.0**1020, S, 4, objective=Objective(relevance=1e-300))

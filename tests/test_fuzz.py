@@ -104,7 +104,7 @@ def features_problems(draw):
     return scores, x, draw(st.integers(-1, n + 1))
 
 
-weights = st.sampled_from([0.0, 0.5, 1.0, 3.0, 1e300, 2.0**-1074])
+weights = st.sampled_from([0.0, 0.5, 1.0, 3.0, 1e300, 1.7e308, 2.0**-1074])
 objectives = st.one_of(
     st.none(),
     st.builds(Objective, relevance=weights, coverage=weights, redundancy=weights,

@@ -159,13 +159,16 @@ def check_magnitudes(evaluators, rule, r_abs: float, s_max: float, n: int, k: in
     The bound on every quantity a solver forms, for each term in use: ``N * max|r|``
     (bonus sums), ``N * max s`` (coverage sums, with the greedy's rounding
     slack), ``k * N * max s`` (penalty sums), each also times its weight when
-    the weight exceeds 1. Rules sum
+    the weight exceeds 1; for :class:`~tops_core.TOPSRule`, ``alpha`` and ``lam``
+    times ``N`` (a mean-normalised term of non-negative values is at most ``N``). Rules sum
     ``N`` entries of ``sim`` (coverage); ``DPP(quality="raw")`` forms ``r^2 s``.
     """
     eps = float(np.finfo(np.float64).eps)
     slack = 1.0 + 8 * eps * (4.0 * n * k + n + 16)
     with np.errstate(over="ignore", invalid="ignore"):
         terms = [n * s_max] if rule is not None else []
+        for name in ("alpha", "lam"):  # TOPSRule: weight times a normalised term (at most N)
+            terms.append(getattr(rule, name, 0.0) * n * max(1.0, s_max))
         if getattr(rule, "quality", None) == "raw":
             terms.append(r_abs * r_abs * s_max)
         for obj in evaluators:  # the sums, before and after weighting (a weight may be < 1)
