@@ -13,7 +13,7 @@ INTEGRATION_TESTS := tests/test_transformers_decode.py tests/test_transformers_l
 	tests/test_transformers_llava_next.py tests/test_transformers_qwen.py tests/test_mlx_vlm.py
 INTEGRATION_EXTRAS := transformers,mlx,mlx-vlm,test
 
-.PHONY: demo test test-floor test-latest test-ends lock lint docs serve-docs bench device-check clean
+.PHONY: demo test test-floor test-latest test-ends lock fuzz lint docs serve-docs bench device-check clean
 
 # venv DIR, constraints, extras: a fresh virtualenv with torch first (the pinned CPU wheel), then the package.
 define make_venv
@@ -68,6 +68,10 @@ lock:
 	.venv-lock/bin/python tools/floor_pins.py > .venv-lock/floor-pins.txt
 	$(UV) pip compile -q pyproject.toml $(foreach e,$(subst $(comma), ,$(INTEGRATION_EXTRAS)),--extra $(e)) \
 		-c $(PINS) -c .venv-lock/floor-pins.txt --python-version 3.11 --upgrade -o $(FLOOR_LOCK)
+
+# Many random inputs over the public surface (a bounded run is part of `make test`).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -108,7 +108,7 @@ def test_cpu_tensors_run_the_core_on_a_zero_copy_view(monkeypatch):
     assert float(sel.value) == core.value and float(sel.upper_bound) == core.upper_bound
 
 
-def test_forced_routes_that_cannot_run_say_why():
+def test_forced_routes_that_cannot_run_say_why(monkeypatch):
     scores, sim = torch.ones(3), torch.eye(3)
     with pytest.raises(tops_core.InvalidInputError, match="route must be one of"):
         with torch_adapter.use_route("gpu"):
@@ -116,8 +116,11 @@ def test_forced_routes_that_cannot_run_say_why():
     refused = pytest.raises(tops_core.InvalidInputError, match="route 'triton'")
     with torch_adapter.use_route("triton"), refused:
         tops_core.select(scores, sim, 1, objective=TopK())
-    with torch_adapter.use_route("core"), pytest.raises(tops_core.InvalidInputError, match="host memory"):
+    with pytest.raises(tops_core.InvalidInputError, match="meta tensor"):  # refused before any route
         tops_core.select(torch.ones(3, device="meta"), torch.ones(3, 3, device="meta"), 1)
+    monkeypatch.setattr(type(torch_adapter._TORCH), "host_view", lambda self, x: None)  # as on a GPU
+    with torch_adapter.use_route("core"), pytest.raises(tops_core.InvalidInputError, match="host memory"):
+        tops_core.select(scores, sim, 1)
 
 
 def _continuous(seed, n=40, dim=64, batch=None):
@@ -319,7 +322,7 @@ BAD_INPUTS = [
     ("sim not square", torch.ones(2), torch.ones(2, 3), 1, None),
     ("scores 3-d", torch.ones(1, 2, 2), torch.ones(1, 2, 2, 2), 1, None),
     ("batch mismatch", torch.ones(2, 2), torch.ones(3, 2, 2), 1, None),
-    ("empty", torch.ones(0), torch.ones(0, 0), 0, None),
+    ("empty with k > 0", torch.ones(0), torch.ones(0, 0), 1, None),
     ("bool dtype", torch.ones(2, dtype=torch.bool), torch.ones(2, 2, dtype=torch.bool), 1, None),
 ]
 

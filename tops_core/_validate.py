@@ -7,7 +7,9 @@ device), never the data itself.
 from __future__ import annotations
 
 import difflib
+import math
 import numbers
+import os
 import weakref
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -17,12 +19,19 @@ import numpy as np
 
 __all__ = [
     "InvalidInputError",
+    "check_array_kind",
     "check_budget",
     "check_choice",
+    "check_magnitudes",
+    "check_memory",
     "check_problem",
     "check_weight",
     "describe",
+    "short",
 ]
+
+#: Longest rendering of a given value in a message (the value is cut, never the message's sense).
+SHORT = 60
 
 
 class InvalidInputError(ValueError, TypeError):
@@ -47,11 +56,143 @@ def describe(x: object) -> str:
     return f"type {type(x).__name__}"
 
 
+def short(value: object) -> str:
+    """``repr(value)`` cut to :data:`SHORT` characters: messages stay short whatever was given."""
+    if isinstance(value, (str, int, float, complex, bool, type(None), np.generic)):
+        try:
+            text = repr(value)
+        except ValueError:  # an int past Python's digit limit for str()
+            text = f"<int of {value.bit_length()} bits>"
+    else:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= SHORT else text[: SHORT - 3] + "..."
+
+
+def check_array_kind(name: str, x: object) -> None:
+    """Reject framework arrays that hold no readable dense data (meta, sparse, nested, quantized).
+
+    Checked by attribute, so no framework is imported; other frameworks pass.
+    """
+    from tops_core._dispatch import framework_of
+
+    if framework_of(x) != "torch":
+        return
+    import torch
+
+    if x.is_meta or x.layout is not torch.strided or x.is_nested or x.is_quantized:
+        kind = ("a meta tensor (it holds no data)" if x.is_meta else
+                "a nested tensor" if x.is_nested else
+                "a quantized tensor" if x.is_quantized else f"a tensor with layout {x.layout}")
+        raise InvalidInputError(
+            f"{name} must be a dense (strided) tensor with data; got {kind}: "
+            f"torch.Tensor with shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device}. "
+            "Convert it with .to_dense() or materialise it first"
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now: ``MemAvailable`` on Linux, else physical memory; ``None`` if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _size(nbytes: float) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{int(nbytes)} bytes"
+
+
+#: Allocations below this many bytes are not checked (reading /proc costs more than they risk).
+MEMORY_CHECK_FROM = 64 * 2**20
+
+
+def check_memory(what: str, nbytes: float) -> None:
+    """Refuse, before allocating, working memory of ``nbytes`` that is not available.
+
+    Parameters
+    ----------
+    what
+        What needs it, naming the argument (e.g. ``"sim of N = 100000 tokens"``).
+    nbytes
+        Bytes the path would allocate beyond its inputs.
+    """
+    if nbytes < MEMORY_CHECK_FROM:
+        return
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise InvalidInputError(
+            f"{what} would need {_size(nbytes)} of working memory; {_size(free)} is available. "
+            "Use fewer tokens, Features(x) for long inputs, or a machine with more memory"
+        )
+
+
+def pow2_scale(x: np.ndarray, axis=None) -> np.ndarray:
+    """``x`` times the power of two that brings ``max |x|`` (along ``axis``) into ``[0.5, 1)``.
+
+    Sums of ``N`` such values cannot overflow and subnormal inputs regain full
+    precision, while every ratio of them keeps its bits (scaling by a power of
+    two is exact unless it underflows).
+    """
+    top = np.abs(x).max(axis=axis, keepdims=axis is not None, initial=0.0)
+    _, exponent = np.frexp(top)
+    return np.ldexp(x, -exponent)
+
+
+#: Largest value the objective's terms may reach: float64's maximum over 2**10 leaves
+#: headroom for the certificate's sums and the solvers' rounding slack.
+LARGEST = float(np.finfo(np.float64).max) / 1024
+
+
+def check_magnitudes(evaluators, rule, r_abs: float, s_max: float, n: int, k: int) -> None:
+    """Refuse scores and sim whose objective terms float64 cannot carry (they would overflow).
+
+    The bound on every quantity a solver forms, for each term in use: ``N * max|r|``
+    (bonus sums), ``N * max s`` (coverage sums, with the greedy's rounding
+    slack), ``k * N * max s`` (penalty sums), each also times its weight when
+    the weight exceeds 1; for :class:`~tops_core.TOPSRule`, ``alpha`` and ``lam``
+    times ``N`` (a mean-normalised term of non-negative values is at most ``N``). Rules sum
+    ``N`` entries of ``sim`` (coverage); ``DPP(quality="raw")`` forms ``r^2 s``.
+    """
+    eps = float(np.finfo(np.float64).eps)
+    slack = 1.0 + 8 * eps * (4.0 * n * k + n + 16)
+    with np.errstate(over="ignore", invalid="ignore"):
+        terms = [n * s_max] if rule is not None else []
+        for name in ("alpha", "lam"):  # TOPSRule: weight times a normalised term (at most N)
+            terms.append(getattr(rule, name, 0.0) * n * max(1.0, s_max))
+        if getattr(rule, "quality", None) == "raw":
+            terms.append(r_abs * r_abs * s_max)
+        for obj in evaluators:  # the sums, before and after weighting (a weight may be < 1)
+            for weight, raw in ((obj.relevance, n * r_abs), (obj.coverage, n * s_max * slack),
+                                (obj.redundancy, k * n * s_max)):
+                if weight:
+                    terms.append(max(1.0, weight) * raw)
+        reach = max(terms, default=0.0)
+    if not reach <= LARGEST:
+        raise InvalidInputError(
+            f"scores and sim are too large for float64 arithmetic: the objective's terms reach "
+            f"about {reach:.3g} (weights times N = {n} times max |scores| = {r_abs:.3g} or max "
+            f"sim = {s_max:.3g}), above {LARGEST:.3g}. Rescale scores or sim (or the weights)"
+        )
+
+
 def check_weight(name: str, value: object, *, upper: float | None = None) -> float:
     """Check a non-negative finite real weight (optionally ``<= upper``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidInputError(f"{name} must be a real number; got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int too large for a float
+        value = math.inf
     if not np.isfinite(value) or value < 0 or (upper is not None and value > upper):
         bound = f"0 <= {name} <= {upper}" if upper is not None else f"{name} >= 0"
         raise InvalidInputError(f"{name} must be finite with {bound}; got {value!r}")
@@ -65,22 +206,23 @@ def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
         return value
     hint = ""
     if isinstance(value, str):
-        close = difflib.get_close_matches(value, choices, n=1)
+        close = difflib.get_close_matches(value[:SHORT], choices, n=1)
         if close:
             hint = f" Did you mean {close[0]!r}?"
     listed = ", ".join(repr(c) for c in choices)
-    raise InvalidInputError(f"{name} must be one of {listed}; got {value!r}.{hint}")
+    raise InvalidInputError(f"{name} must be one of {listed}; got {short(value)}.{hint}")
 
 
 def check_budget(k: object, n: int) -> int:
     """Check the budget ``k``: an integer (not bool) with ``0 <= k <= n``."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise InvalidInputError(
-            f"k must be an integer with 0 <= k <= N = {n}; got {type(k).__name__} {k!r}"
+            f"k must be an integer with 0 <= k <= N = {n}; got {type(k).__name__}"
+            + (f" {short(k)}" if isinstance(k, (str, bool, float, complex, np.generic)) else "")
         )
     k = int(k)
     if k < 0 or k > n:
-        raise InvalidInputError(f"k must satisfy 0 <= k <= N = {n}; got k = {k}")
+        raise InvalidInputError(f"k must satisfy 0 <= k <= N = {n}; got k = {short(k)}")
     return k
 
 
@@ -162,7 +304,7 @@ def _symmetric(sim: np.ndarray, lo: float, hi: float, block: int = 256) -> bool:
     return True
 
 
-def check_problem(
+def check_problem_extremes(
     scores: object,
     sim: object,
     k: object,
@@ -171,36 +313,8 @@ def check_problem(
     why_symmetric: str = "",
     scores_given: str | None = None,
     sim_given: str | None = None,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Validate one selection problem given as NumPy-convertible arrays.
-
-    Parameters
-    ----------
-    scores, sim
-        Relevance ``(N,)`` or ``(B, N)`` and similarity ``(N, N)`` or ``(B, N, N)``.
-    k
-        Budget, ``0 <= k <= N``.
-    need_symmetric
-        Whether the method reads ``sim`` as symmetric.
-    why_symmetric
-        Which method needs symmetry, for the message.
-    scores_given, sim_given
-        Descriptions of the caller's original arrays (framework, device) when
-        they were converted before validation.
-
-    Returns
-    -------
-    scores, sim : numpy.ndarray
-        Float arrays (the input's float dtype, integers widened to float64);
-        never copies of floating inputs, never modified.
-    k : int
-
-    Raises
-    ------
-    InvalidInputError
-        On any violated requirement; the message names the argument, the
-        requirement and what was given.
-    """
+) -> tuple[np.ndarray, np.ndarray, int, float, float]:
+    """:func:`check_problem`, also returning ``max |scores|`` and ``max sim`` (read anyway)."""
     sg = scores_given or describe(scores)
     mg = sim_given or describe(sim)
     try:
@@ -220,15 +334,16 @@ def check_problem(
             f"sim must have shape {want} to match scores of shape {tuple(scores_arr.shape)}; got {mg}"
         )
     n = scores_arr.shape[-1]
-    if n == 0 or (batched and scores_arr.shape[0] == 0):
-        raise InvalidInputError(f"scores must hold at least one token (N >= 1, B >= 1); got {sg}")
     expected = (*scores_arr.shape, n)
     if sim_arr.shape != expected:
         raise InvalidInputError(
             f"sim must be square and match scores: shape {expected} for scores of shape "
             f"{tuple(scores_arr.shape)}; got {mg}"
         )
-    scores_arr, _, _ = _as_real_array("scores", scores_arr, sg)
+    if sim_arr.dtype.kind in "iu":
+        check_memory(f"sim of N = {n} tokens (an integer dtype, widened to float64)", sim_arr.size * 8.0)
+    scores_arr, r_lo, r_hi = _as_real_array("scores", scores_arr, sg)
+    r_abs = max(abs(r_lo), abs(r_hi))
     sim_arr, sim_min, sim_max = _as_real_array("sim", sim_arr, mg)
     if sim_min < 0:
         raise InvalidInputError(
@@ -241,4 +356,36 @@ def check_problem(
         raise InvalidInputError(
             f"sim must be symmetric (s[i, j] == s[j, i]) for {why_symmetric}; got {mg} that is not"
         )
-    return scores_arr, sim_arr, check_budget(k, n)
+    return scores_arr, sim_arr, check_budget(k, n), r_abs, sim_max
+
+
+def check_problem(scores: object, sim: object, k: object, **kwargs) -> tuple[np.ndarray, np.ndarray, int]:
+    """Validate one selection problem given as NumPy-convertible arrays.
+
+    Parameters
+    ----------
+    scores, sim
+        Relevance ``(N,)`` or ``(B, N)`` and similarity ``(N, N)`` or ``(B, N, N)``
+        (``N = 0`` and ``B = 0`` allowed: empty problems have empty answers).
+    k
+        Budget, ``0 <= k <= N``.
+    **kwargs
+        ``need_symmetric`` (whether the method reads ``sim`` as symmetric),
+        ``why_symmetric`` (which method needs it, for the message),
+        ``scores_given``, ``sim_given`` (descriptions of the caller's original
+        arrays when they were converted before validation).
+
+    Returns
+    -------
+    scores, sim : numpy.ndarray
+        Float arrays (the input's float dtype, integers widened to float64);
+        never copies of floating inputs, never modified.
+    k : int
+
+    Raises
+    ------
+    InvalidInputError
+        On any violated requirement; the message names the argument, the
+        requirement and what was given.
+    """
+    return check_problem_extremes(scores, sim, k, **kwargs)[:3]

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from tops_core._dispatch import adapter_for, framework_of
-from tops_core._validate import InvalidInputError, check_choice, check_problem, describe, symmetry_memo
+from tops_core._validate import (
+    InvalidInputError,
+    check_array_kind,
+    check_choice,
+    check_magnitudes,
+    check_memory,
+    check_problem_extremes,
+    describe,
+    symmetry_memo,
+)
 from tops_core.features import Features, select_features
 from tops_core.objective import Objective
 from tops_core.rules import DPP, SCOPE, DivPrune, TopK, TOPSRule
@@ -121,6 +132,7 @@ def select(scores, sim, k, /, *, objective=None, method="auto", reference=None) 
     """
     objective, solver = resolve(objective, method)
     if isinstance(sim, Features):
+        check_array_kind("scores", scores)
         if not isinstance(objective, Objective) or not isinstance(solver, (Incremental, Greedy, Lazy)):
             raise InvalidInputError(
                 "sim given as tops_core.Features runs the greedy of an Objective (method 'auto', "
@@ -128,7 +140,7 @@ def select(scores, sim, k, /, *, objective=None, method="auto", reference=None) 
                 f"{getattr(solver, 'name', method)!r}. Pass a dense sim (e.g. "
                 "tops_core.cosine(features)) for rules and other solvers"
             )
-        return select_features(scores, sim, k, objective)
+        return _in_framework_of(scores, select_features(scores, sim, k, objective))
     if framework_of(scores) != framework_of(sim):
         raise InvalidInputError(
             f"scores and sim must come from the same framework; got scores as "
@@ -139,21 +151,65 @@ def select(scores, sim, k, /, *, objective=None, method="auto", reference=None) 
     if adapter is None:
         return _select_numpy(scores, sim, k, objective, solver, reference)
     adapter.check_pair(scores, sim)
+    check_array_kind("scores", scores)
+    check_array_kind("sim", sim)
     native = adapter.select_native(scores, sim, k, objective, solver, reference)
     if native is not None:
         return native
+    check_memory(f"sim of shape {tuple(sim.shape)} (a host copy)", 8.0 * _size_of(sim))
     host = _select_numpy(
         adapter.to_numpy(scores), adapter.to_numpy(sim), k, objective, solver, reference,
         scores_given=adapter.describe(scores), sim_given=adapter.describe(sim),
     )
+    return _in_framework_of(scores, host, adapter)
+
+
+def _size_of(x) -> float:
+    return float(np.prod(tuple(x.shape), dtype=np.float64))
+
+
+#: Largest magnitude the native (float32) paths of the adapters are given: their
+#: sums of N terms must not overflow float32.
+_NATIVE_LARGEST = float(np.finfo(np.float32).max) / 1024
+
+
+def native_may_run(scores, sim, objective, reference) -> bool:
+    """Whether an adapter's on-device loop or kernel may run; else the host path (float64, every check).
+
+    Adapters call it before a device route (host-memory routes run the core,
+    which checks magnitudes itself). The device paths compute in float32 for
+    float32 and half inputs: inputs
+    whose sums could overflow float32 (one read-back of two maxima), and
+    weights outside float32's normal range, go through the core.
+    """
+    weights = [float(getattr(o, f.name)) for o in (objective, reference) if dataclasses.is_dataclass(o)
+               for f in dataclasses.fields(o) if isinstance(getattr(o, f.name), (int, float))]
+    tiny = float(np.finfo(np.float32).tiny)
+    if any(w != 0 and not tiny <= w <= _NATIVE_LARGEST for w in weights):
+        return False
+    n = scores.shape[-1] if len(scores.shape) else 0
+    if not n or not _size_of(sim):
+        return True  # the native path hands empty input to the core
+    try:
+        top = (abs(scores).max() * n + abs(sim).max() * n) * max([1.0, *weights])
+        return bool(top <= _NATIVE_LARGEST)  # False for NaN: the core names it
+    except Exception:  # e.g. no abs for the dtype: the core validates and names it
+        return False
+
+
+def _in_framework_of(like, sel: Selection, adapter=None) -> Selection:
+    """A host ``Selection`` with its arrays in ``like``'s framework and on its device."""
+    adapter = adapter if adapter is not None else adapter_for(like)
+    if adapter is None:
+        return sel
     return Selection(
-        indices=adapter.from_numpy(host.indices, scores),
-        order=adapter.from_numpy(host.order, scores),
-        gains=adapter.from_numpy(host.gains, scores),
-        value=host.value,
-        upper_bound=host.upper_bound,
-        method=host.method + "+host",
-        optimal=host.optimal,
+        indices=adapter.from_numpy(sel.indices, like),
+        order=adapter.from_numpy(sel.order, like),
+        gains=adapter.from_numpy(sel.gains, like),
+        value=sel.value,
+        upper_bound=sel.upper_bound,
+        method=sel.method + "+host",
+        optimal=sel.optimal,
     )
 
 
@@ -166,32 +222,75 @@ def _select_numpy(scores, sim, k, objective, solver, reference, scores_given=Non
 def _validate_and_solve(scores, sim, k, objective, solver, reference, scores_given, sim_given):
     if isinstance(objective, Objective):
         need_sym, why = objective.needs_symmetric, "the redundancy penalty (redundancy > 0)"
-        evaluator = objective
+        evaluator, rule = objective, None
     else:
-        need_sym, why = objective.needs_symmetric, type(objective).__name__
-        evaluator = Objective() if reference is None else reference
+        evaluator, rule = Objective() if reference is None else reference, objective
         if not isinstance(evaluator, Objective):
             raise InvalidInputError(
                 f"reference must be a tops_core.Objective; got {type(evaluator).__name__}"
             )
-    r, s, k = check_problem(scores, sim, k, need_symmetric=need_sym, why_symmetric=why,
-                            scores_given=scores_given, sim_given=sim_given)
+        # The reference's value must not depend on the pick order either.
+        need_sym = objective.needs_symmetric or evaluator.needs_symmetric
+        why = (type(objective).__name__ if objective.needs_symmetric
+               else "the reference's redundancy penalty (redundancy > 0)")
+    r, s, k, r_abs, s_max = check_problem_extremes(
+        scores, sim, k, need_symmetric=need_sym, why_symmetric=why,
+        scores_given=scores_given, sim_given=sim_given)
     evaluator.check_scores(r, scores_given or describe(scores))
+    n = r.shape[-1]
+    check_magnitudes([evaluator], rule, r_abs, s_max, n, k)
+    check_memory(f"sim of N = {n} tokens", _working_bytes(objective, s))
     if r.ndim == 1:
-        return _solve_one(r, s, k, objective, solver, evaluator)
-    rows = [_solve_one(r[b], s[b], k, objective, solver, evaluator) for b in range(r.shape[0])]
+        return _checked(_solve_one(r, s, k, objective, solver, evaluator), n)
+    rows = [_checked(_solve_one(r[b], s[b], k, objective, solver, evaluator), n) for b in range(r.shape[0])]
+    empty = np.zeros((0, k))
     return Selection(
-        indices=np.stack([x.indices for x in rows]),
-        order=np.stack([x.order for x in rows]),
-        gains=np.stack([x.gains for x in rows]),
+        indices=np.stack([x.indices for x in rows]) if rows else empty.astype(np.int64),
+        order=np.stack([x.order for x in rows]) if rows else empty.astype(np.int64),
+        gains=np.stack([x.gains for x in rows]) if rows else empty,
         value=np.array([x.value for x in rows], dtype=np.float64),
         upper_bound=np.array([x.upper_bound for x in rows], dtype=np.float64),
-        method=rows[0].method,
+        method=rows[0].method if rows else (objective.name if solver is None else solver.name),
         optimal=np.array([x.optimal for x in rows], dtype=bool),
     )
 
 
+def _working_bytes(objective, s: np.ndarray) -> float:
+    """Working memory a dense path may allocate for one problem, beyond its inputs.
+
+    Up to two ``N x N`` float64 working copies (a transposed copy for column
+    reads, a float64 widening); top-k needs none. ``Exact`` is bounded by its
+    own size guard.
+    """
+    n = s.shape[-1]
+    copies = 0 if isinstance(objective, TopK) else 2
+    return copies * 8.0 * n * n
+
+
+def _checked(sel: Selection, n: int) -> Selection:
+    """Refuse to return an answer that is not one: the last line of defence.
+
+    ``k`` distinct indices in ``[0, N)`` and a finite value and bound; cheap
+    (``O(k log k)``). Overflow is refused up front by :func:`check_magnitudes`;
+    a breach here is a bug, reported as such.
+    """
+    order = sel.order
+    valid = (order.size == 0 or (order.min() >= 0 and order.max() < n)) and \
+        np.unique(order).size == order.size
+    if not (valid and np.isfinite(sel.value) and np.isfinite(sel.upper_bound)):
+        raise RuntimeError(
+            f"tops-prune produced an invalid answer ({sel.method}, N = {n}, k = {order.size}); "
+            "please report this input's shapes, dtypes and magnitudes as a bug"
+        )
+    return sel
+
+
 def _solve_one(r, s, k, objective, solver, evaluator) -> Selection:
+    if k == 0:  # the empty set: f = 0, optimal (also for N = 0, an image cropped to nothing)
+        empty = np.zeros(0, dtype=np.int64)
+        name = objective.name if solver is None else solver.name
+        return Selection(indices=empty, order=empty, gains=np.zeros(0), value=0.0, upper_bound=0.0,
+                         method=name, optimal=True)
     if solver is None:
         order = objective.order(r, s, k)
         gains, state = gains_along(evaluator, r, s, order)

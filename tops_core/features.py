@@ -21,9 +21,17 @@ import math
 
 import numpy as np
 
-from tops_core._validate import InvalidInputError, check_budget, describe
+from tops_core._validate import (
+    InvalidInputError,
+    check_array_kind,
+    check_budget,
+    check_magnitudes,
+    check_memory,
+    describe,
+)
 from tops_core.objective import LANES, Objective, lane_sum
 from tops_core.selection import Selection
+from tops_core.similarity import unit_rows
 from tops_core.solvers._result import top_sum
 from tops_core.solvers.incremental import fast_for, kernels
 
@@ -103,18 +111,19 @@ class Features:
     def __init__(self, features, *, shift: bool = True) -> None:
         from tops_core._dispatch import to_numpy
 
+        check_array_kind("features", features)
         given = describe(features)
         x = to_numpy(features)
-        if x.ndim != 2 or x.shape[0] == 0 or x.dtype.kind not in "fiu":
-            raise InvalidInputError(
-                f"features must be a real array of shape (N, d) with N >= 1; got {given}"
-            )
+        if x.ndim != 2 or x.dtype.kind not in "fiu":
+            raise InvalidInputError(f"features must be a real array of shape (N, d); got {given}")
         if x.dtype.kind != "f":
+            check_memory(f"features of shape {x.shape} (an integer dtype, widened to float64)",
+                         16.0 * x.size)
             x = x.astype(np.float64)
+        check_memory(f"features of shape {x.shape} (their unit rows)", 1.0 * x.nbytes)
         if not np.isfinite(x).all():
             raise InvalidInputError(f"features must be finite (no NaN or inf); got {given} with NaN or inf")
-        norm = np.linalg.norm(x, axis=1, keepdims=True)
-        self.unit = np.ascontiguousarray(x / np.where(norm == 0, 1, norm).astype(x.dtype))
+        self.unit = unit_rows(x)
         self.shift = bool(shift)
         self.given = given
 
@@ -167,6 +176,8 @@ class Features:
 
     def dense(self) -> np.ndarray:
         """The full ``(N, N)`` similarity this object stands for (for small N and tests)."""
+        check_memory(f"Features.dense() with N = {self.n} tokens",
+                     1.0 * self.n * self.n * self.dtype.itemsize)
         return np.vstack([rows for _, rows in self.blocks()])
 
     def __repr__(self) -> str:
@@ -319,6 +330,13 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
     k = check_budget(k, feats.n)
     objective.check_scores(r_in, given)
     n = feats.n
+    r_abs = float(np.abs(r_in).max(initial=0))
+    check_magnitudes([objective], None, r_abs, 1.0, n, k)
+    check_memory(f"Features with N = {n} tokens", _working_bytes(feats, k, objective, batch))
+    if k == 0:  # the empty set (also for N = 0)
+        empty = np.zeros(0, dtype=np.int64)
+        return Selection(indices=empty, order=empty, gains=np.zeros(0), value=0.0, upper_bound=0.0,
+                         method="lazy+features", optimal=True)
     r = r_in.astype(np.float64)
     r_pos = np.maximum(r, 0.0)
     w = objective.row_weights(r)
@@ -397,6 +415,25 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
         indices=np.sort(order), order=order, gains=gains, value=value, upper_bound=bound,
         method="lazy+features", optimal=bool(closes or k == n),
     )
+
+
+def _working_bytes(feats: Features, k: int, objective: Objective, batch: int) -> float:
+    """Memory :func:`select_features` may need beyond the features (a generous estimate).
+
+    Per token: the heap (a Python tuple of a float and an int, about 120 bytes)
+    and a dozen float64 state arrays; rows built ``batch`` at a time with
+    their float64 temporaries; ``ROW_BLOCK`` rows for the exact initial gains
+    (``shift=False``); the pass, at most :data:`PASS_BYTES`; and for the
+    penalty the ``k`` chosen rows of the final value.
+    """
+    n, item = feats.n, feats.dtype.itemsize
+    need = n * (120.0 + 12 * 8) + batch * n * (item + 3 * 8.0)
+    need += min(PASS_BYTES, _half_bytes(feats, PASS_BLOCK))
+    if not feats.shift:
+        need += ROW_BLOCK * n * item + LANES * n * 8.0
+    if objective.redundancy:
+        need += k * n * item + k * k * 8.0
+    return need
 
 
 def _pick(step, top, row, f_bound, g_bound, order, gains, g_gains, chosen, m, penalty, c) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tops_core._validate import check_choice
+from tops_core._validate import check_choice, pow2_scale
 
 __all__ = ["normalize", "NORMS"]
 
@@ -37,7 +37,9 @@ def normalize(x, how: str = "mean") -> np.ndarray:
     [0.0, 0.5, 1.0]
     """
     check_choice("how", how, NORMS)
-    x = np.asarray(x, dtype=np.float64)
+    # Scaled by a power of two per row: sums and spans cannot overflow, and
+    # every ratio keeps its bits (the scale cancels exactly).
+    x = pow2_scale(np.asarray(x, dtype=np.float64), axis=-1)
     if how == "mean":
         mean = x.mean(axis=-1, keepdims=True)
         safe = np.where(mean == 0, 1.0, mean)

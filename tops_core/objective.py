@@ -21,7 +21,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tops_core._validate import InvalidInputError, check_problem, check_weight
+from tops_core._validate import (
+    InvalidInputError,
+    check_array_kind,
+    check_magnitudes,
+    check_memory,
+    check_problem_extremes,
+    check_weight,
+    pow2_scale,
+)
 
 __all__ = ["Objective", "ObjectiveState", "lane_sum"]
 
@@ -118,8 +126,13 @@ class Objective:
     def row_weights(self, scores: np.ndarray) -> np.ndarray:
         """Coverage row weights ``w_j = (1 - beta) + beta * r_j / mean(r)``, float64."""
         r = np.asarray(scores, dtype=np.float64)
-        mean = r.mean() if r.size else 0.0
-        if self.focus == 0 or mean == 0:
+        if self.focus == 0 or not r.size:
+            return np.ones_like(r)
+        # Scaled by a power of two first: the mean of scores near 1e308 cannot
+        # overflow, nor subnormal ones lose their digits; the ratios keep their bits.
+        r = pow2_scale(r)
+        mean = r.mean()
+        if mean == 0:
             return np.ones_like(r)
         return (1.0 - self.focus) + self.focus * (r / mean)
 
@@ -143,13 +156,25 @@ class Objective:
         """
         from tops_core._dispatch import to_numpy
 
-        r, s, _ = check_problem(to_numpy(scores), to_numpy(sim), 0,
-                                need_symmetric=self.needs_symmetric,
-                                why_symmetric="the redundancy penalty (redundancy > 0)")
-        if r.ndim != 1:
-            raise InvalidInputError(f"scores must have shape (N,) for value(); got shape {r.shape}")
-        self.check_scores(r, f"shape {r.shape}, dtype {r.dtype}")
+        r, s = self._inputs(scores, sim, "value")
         return self.value_of(r, s, _check_indices(to_numpy(indices), r.shape[0]))
+
+    def _inputs(self, scores, sim, what: str) -> tuple[np.ndarray, np.ndarray]:
+        """Validated NumPy ``(r, s)`` of one problem for :meth:`value` and :meth:`gains`."""
+        from tops_core._dispatch import to_numpy
+
+        check_array_kind("scores", scores)
+        check_array_kind("sim", sim)
+        r, s, _, r_abs, s_max = check_problem_extremes(
+            to_numpy(scores), to_numpy(sim), 0, need_symmetric=self.needs_symmetric,
+            why_symmetric="the redundancy penalty (redundancy > 0)")
+        if r.ndim != 1:
+            raise InvalidInputError(f"scores must have shape (N,) for {what}(); got shape {r.shape}")
+        self.check_scores(r, f"shape {r.shape}, dtype {r.dtype}")
+        n = r.shape[0]
+        check_magnitudes([self], None, r_abs, s_max, n, n)
+        check_memory(f"sim of N = {n} tokens", 1.0 * s.nbytes)  # the transposed copy
+        return r, s
 
     def value_of(self, scores: np.ndarray, sim: np.ndarray, indices: np.ndarray,
                  best: np.ndarray | None = None) -> float:
@@ -192,10 +217,7 @@ class Objective:
         """
         from tops_core._dispatch import to_numpy
 
-        r, s, _ = check_problem(to_numpy(scores), to_numpy(sim), 0,
-                                need_symmetric=self.needs_symmetric,
-                                why_symmetric="the redundancy penalty (redundancy > 0)")
-        self.check_scores(r, f"shape {r.shape}, dtype {r.dtype}")
+        r, s = self._inputs(scores, sim, "gains")
         state = self.start(r, s)
         for i in _check_indices(to_numpy(indices), r.shape[0]):
             state.add(int(i))

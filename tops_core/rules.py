@@ -7,11 +7,12 @@ certifies the answer with a reference :class:`~tops_core.Objective`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from tops_core._validate import check_choice, check_weight
+from tops_core._validate import check_choice, check_weight, pow2_scale
 from tops_core.normalize import NORMS, normalize
 from tops_core.objective import lane_sum
 from tops_core.solvers.dpp import dpp_greedy_map
@@ -249,7 +250,13 @@ class SCOPE:
         """Pick order on validated NumPy inputs."""
         n = scores.shape[0]
         r = scores.astype(np.float64)
-        saliency = np.ones(n) if self.power == 0 else np.power(np.maximum(r, 0.0), self.power)
+        r = np.maximum(r, 0.0)
+        top = float(r.max(initial=0.0))
+        if top > 0 and self.power * abs(math.log2(top)) > 1000:
+            # r ** power would overflow (or vanish): a common power-of-two factor changes
+            # no comparison between candidates.
+            r = pow2_scale(r)
+        saliency = np.ones(n) if self.power == 0 else np.power(r, self.power)
         every = np.ones(n)
         chosen = np.zeros(n, dtype=bool)
         m = np.zeros(n, dtype=np.float64)

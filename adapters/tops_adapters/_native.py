@@ -224,6 +224,10 @@ def select_native(fw: Framework, scores, sim, k, objective, solver, reference):
                 "route 'core' needs arrays in host memory; got scores as "
                 f"{fw.describe(scores)} and sim as {fw.describe(sim)}"
             )
+    from tops_core.api import native_may_run
+
+    if not native_may_run(scores, sim, objective, reference):
+        return None  # float32 could overflow, or NaN: the core answers in float64 ("+host") or names it
     plan = native.native_plan(objective, solver)
     if plan is None or not shapes_ok(scores, sim, fw.is_real):
         if route == "triton":
@@ -236,7 +240,7 @@ def select_native(fw: Framework, scores, sim, k, objective, solver, reference):
         if reference is not None and not isinstance(reference, Objective):
             return None
         evaluator = Objective() if reference is None else reference
-        need_symmetric = objective.needs_symmetric
+        need_symmetric = objective.needs_symmetric or evaluator.needs_symmetric
     prepared = fw.prepare(scores, sim, need_symmetric, evaluator.focus)
     if prepared is None:
         return None

@@ -38,7 +38,11 @@ def dpp_greedy_map(quality: np.ndarray, sim: np.ndarray, k: int) -> np.ndarray:
     chosen = np.zeros(n, dtype=bool)
     order = np.empty(k, dtype=np.int64)
     for t in range(k):
-        j = int(np.argmax(np.where(chosen, -np.inf, residual)))
+        # Among the candidates only (a residual driven to -inf or NaN by rounding
+        # must not bring back a chosen token); NaN counts as -inf.
+        cand = np.flatnonzero(~chosen)
+        res = residual[cand]
+        j = int(cand[np.argmax(np.where(np.isnan(res), -np.inf, res))])
         order[t] = j
         chosen[j] = True
         if t == k - 1:

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tops_core._validate import InvalidInputError, check_weight
+from tops_core._validate import InvalidInputError, check_memory, check_weight, short
 from tops_core.objective import Objective
 from tops_core.solvers._result import SolverResult
+from tops_core.solvers.lazy import Lazy
 
 __all__ = ["Exact", "MAX_EXACT_N"]
 
@@ -30,7 +31,8 @@ class Exact:
     Parameters
     ----------
     time_limit : float, default 10.0
-        Seconds given to HiGHS.
+        Seconds given to HiGHS, ``> 0``. If HiGHS stops before it finds a
+        set, the greedy set is returned with the better of the two bounds.
     max_n : int, default MAX_EXACT_N
         Size guard: larger problems are refused (the MILP has ``O(N^2)``
         variables).
@@ -41,9 +43,10 @@ class Exact:
     name = "exact"
 
     def __post_init__(self) -> None:
-        check_weight("time_limit", self.time_limit)
+        if check_weight("time_limit", self.time_limit) == 0:
+            raise InvalidInputError("time_limit must be positive (seconds given to HiGHS); got 0.0")
         if isinstance(self.max_n, bool) or not isinstance(self.max_n, (int, np.integer)) or self.max_n < 1:
-            raise InvalidInputError(f"max_n must be a positive integer; got {self.max_n!r}")
+            raise InvalidInputError(f"max_n must be a positive integer; got {short(self.max_n)}")
 
     def run(self, objective: Objective, scores: np.ndarray, sim: np.ndarray, k: int) -> SolverResult:
         """Solve to optimality (or the time limit); see :class:`SolverResult`."""
@@ -64,6 +67,9 @@ class Exact:
                 "method='exact' needs SciPy: pip install 'tops-prune[exact]'"
             ) from exc
 
+        # The MILP: a float64 copy of sim, and up to N^2 assignment and N^2 / 2 pair
+        # variables with their constraint rows (about 100 bytes each, measured roughly).
+        check_memory(f"method='exact' on N = {n} tokens", 8.0 * n * n + 150.0 * n * n)
         r = scores.astype(np.float64)
         s = sim.astype(np.float64)
         w = objective.row_weights(r)
@@ -106,22 +112,31 @@ class Exact:
                 add_row([int(z_var[t]), int(pi[t]), int(pj[t])], [1.0, -1.0, -1.0], -1.0, np.inf)
 
         matrix = coo_array((vals, (rows, cols)), shape=(n_rows, n_vars)).tocsr()
+        cost = np.concatenate(cost)
+        # HiGHS works to absolute tolerances: costs scaled by a power of two to at
+        # most 1 in magnitude (exact), the value and bound scaled back.
+        scale = float(np.ldexp(1.0, int(np.frexp(np.abs(cost).max(initial=0.0))[1])))
+        scale = scale if scale > 0 else 1.0
         integrality = np.zeros(n_vars)
         integrality[:n] = 1
         res = milp(
-            np.concatenate(cost),
+            cost / scale,
             constraints=LinearConstraint(matrix, lo, hi),
             integrality=integrality,
             bounds=Bounds(0.0, 1.0),
             options={"time_limit": float(self.time_limit), "disp": False, "mip_rel_gap": 0.0},
         )
-        if res.x is None:
-            raise RuntimeError(
-                f"HiGHS found no feasible set within time_limit = {self.time_limit} s "
-                f"(status {res.status}: {res.message}); raise time_limit"
-            )
-        chosen = np.flatnonzero(res.x[:n] > 0.5).astype(np.int64)
-        optimal = res.status == 0
         dual = getattr(res, "mip_dual_bound", None)
-        bound = float(-res.fun) if optimal or dual is None or not np.isfinite(dual) else float(-dual)
+        dual = None if dual is None else float(dual) * scale
+        chosen = None if res.x is None else np.flatnonzero(res.x[:n] > 0.5).astype(np.int64)
+        if chosen is None or chosen.size != k or not np.isfinite(res.fun):
+            # Stopped before a feasible set (a very short time limit): the greedy
+            # set, certified by the better of its own bound and HiGHS's.
+            greedy = Lazy().run(objective, scores, sim, k)
+            bound = greedy.upper_bound
+            if dual is not None and np.isfinite(dual):
+                bound = min(bound, float(-dual))
+            return SolverResult(np.sort(greedy.order), np.zeros(0), bound, False)
+        optimal = res.status == 0
+        bound = float(-res.fun * scale) if optimal or dual is None or not np.isfinite(dual) else -dual
         return SolverResult(chosen, np.zeros(0), bound, bool(optimal))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tops_core._validate import InvalidInputError
 from tops_core.objective import Objective
 from tops_core.solvers._result import SolverResult, top_sum
 from tops_core.solvers.lazy import Lazy
@@ -124,9 +125,11 @@ class Incremental:
     Parameters
     ----------
     symmetric : bool, default False
-        Promise that ``sim`` is exactly symmetric, so its rows serve as its
-        columns (no transposed copy). Only internal callers that built
-        ``sim`` symmetric set it.
+        Require ``sim`` to be exactly symmetric (its rows then serve as its
+        columns). Checked on every call, block by block, at the cost of one
+        read of ``sim``; an asymmetric ``sim`` is refused with
+        :class:`~tops_core.InvalidInputError`. The default detects symmetry
+        itself, so the flag only turns a silent transposed copy into an error.
     """
 
     symmetric: bool = False
@@ -134,6 +137,11 @@ class Incremental:
 
     def run(self, objective: Objective, scores: np.ndarray, sim: np.ndarray, k: int) -> SolverResult:
         """Select ``k`` tokens; see :class:`SolverResult`."""
+        if self.symmetric and not is_symmetric(sim):
+            raise InvalidInputError(
+                "sim must be exactly symmetric for Incremental(symmetric=True); got shape "
+                f"{sim.shape}, dtype {sim.dtype} that is not. Use Incremental() (it detects symmetry itself)"
+            )
         if not fast_for(sim):
             return Lazy().run(objective, scores, sim, k)
         n = scores.shape[0]
@@ -146,7 +154,7 @@ class Incremental:
             cov0 = coverage_all(rows, w)
         # Columns must be read contiguously (a strided column costs a cache miss
         # per entry): a symmetric sim is its own transpose; otherwise copy once.
-        cols = rows if self.symmetric else columns_of(rows)
+        cols = columns_of(rows)  # the rows themselves when symmetric (memoised check)
         return run_from_coverage(objective, r, rows, cols, w, cov0, k)
 
 

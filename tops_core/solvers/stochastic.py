@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tops_core._validate import InvalidInputError, check_weight
+from tops_core._validate import InvalidInputError, check_weight, short
 from tops_core.objective import Objective
 from tops_core.solvers._result import SolverResult, top_sum
 
@@ -28,7 +28,7 @@ class Stochastic:
     epsilon : float, default 0.01
         Accuracy parameter, ``0 < epsilon < 1``.
     seed : int, default 0
-        Seed of :func:`numpy.random.default_rng`.
+        Seed of :func:`numpy.random.default_rng`, ``>= 0``.
     """
 
     epsilon: float = 0.01
@@ -41,6 +41,8 @@ class Stochastic:
             raise InvalidInputError(f"epsilon must satisfy 0 < epsilon < 1; got {eps!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise InvalidInputError(f"seed must be an integer; got {type(self.seed).__name__}")
+        if self.seed < 0:  # numpy.random.default_rng refuses them, later and unnamed
+            raise InvalidInputError(f"seed must be a non-negative integer; got {short(self.seed)}")
 
     def run(self, objective: Objective, scores: np.ndarray, sim: np.ndarray, k: int) -> SolverResult:
         """Select ``k`` tokens; see :class:`SolverResult`."""
