@@ -25,9 +25,9 @@ FORMS = ("additive", "multiplicative")
 #: Default mixing weight ``lambda`` (chosen by ``benchmarks/spatial_study.py``).
 DEFAULT_STRENGTH = 0.2
 #: Default kernel width ``sigma``, in patches (chosen by ``benchmarks/spatial_study.py``).
-DEFAULT_SIGMA = 1.0
+DEFAULT_SIGMA = 2.0
 #: Default form (chosen by ``benchmarks/spatial_study.py``).
-DEFAULT_FORM = "additive"
+DEFAULT_FORM = "multiplicative"
 
 
 def _check_dims(name: str, dims: object) -> tuple[int, ...]:
