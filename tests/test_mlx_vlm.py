@@ -182,3 +182,20 @@ def test_bad_arguments_are_rejected(qwen_model):
         enable(model, keep=4, relevance="cls")
     with enable(model, keep=4), pytest.raises(InvalidInputError, match="already enabled"):
         enable(model, keep=4)
+
+
+def test_llava_objective_is_position_aware_by_default_and_spatial_false_turns_it_off(llava_model):
+    model, ids, pixels, _ = llava_model
+    objective = tops_core.Objective()
+    with enable(model, keep=5, objective=objective, spatial=False) as plain:
+        model.get_input_embeddings(ids, pixels)
+    with enable(model, keep=5, objective=objective) as session:
+        model.get_input_embeddings(ids, pixels)
+    *_, hidden = model.vision_tower(pixels.transpose(0, 2, 3, 1), output_hidden_states=True)
+    features = np.array(model.multi_modal_projector(hidden[-2][:, 1:]))[0]
+    cls = plain.history[0].relevance[0]
+    side = model.config.vision_config.image_size // model.config.vision_config.patch_size
+    for record, sim in ((plain.history[0], tops_core.cosine(features)),
+                        (session.history[0], tops_core.spatial(tops_core.cosine(features), (side, side)))):
+        want = tops_core.select(cls, sim, 5, objective=objective)
+        assert record.kept[0].tolist() == want.indices.tolist()

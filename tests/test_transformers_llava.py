@@ -54,7 +54,10 @@ def test_stage1_keeps_the_tokens_the_selector_chose(model, inputs, objective):
     cls = vision.attentions[-2].mean(dim=1)[0, 0, 1:]  # penultimate layer, CLS row, patches
     features = model.model.get_image_features(inputs["pixel_values"]).pooler_output[0]
     # CPU tensors run the core on a zero-copy view: the same answer and method as NumPy input.
-    expected = tops_core.select(cls.numpy(), tops_core.cosine(features.numpy()), k, objective=objective)
+    sim = tops_core.cosine(features.numpy())
+    if isinstance(objective, tops_core.Objective):  # position-aware by default on a known grid
+        sim = tops_core.spatial(sim, (4, 4))
+    expected = tops_core.select(cls.numpy(), sim, k, objective=objective)
     seen = {}
     def keep_input(module, args):
         seen["hidden"] = args[0]
@@ -72,6 +75,22 @@ def test_stage1_keeps_the_tokens_the_selector_chose(model, inputs, objective):
     hidden = seen["hidden"][0]
     assert hidden.shape[0] == inputs["input_ids"].shape[1] - N + k
     assert torch.equal(hidden[3:3 + k], features[expected.indices])  # gathered features equal
+
+
+@torch.no_grad()
+def test_spatial_false_keeps_the_plain_cosine(model, inputs):
+    objective = tops_core.Objective()
+    with enable(model, keep=6, objective=objective, spatial=False) as plain:
+        model(**inputs)
+    with enable(model, keep=6, objective=objective) as spatial:
+        model(**inputs)
+    cls = plain.history[0].relevance[0].numpy()
+    features = model.model.get_image_features(inputs["pixel_values"]).pooler_output[0].numpy()
+    want = tops_core.select(cls, tops_core.cosine(features), 6, objective=objective, method="greedy")
+    assert plain.history[0].kept[0].tolist() == want.indices.tolist()
+    want = tops_core.select(cls, tops_core.spatial(tops_core.cosine(features), (4, 4)), 6,
+                            objective=objective, method="greedy")
+    assert spatial.history[0].kept[0].tolist() == want.indices.tolist()
 
 
 @pytest.mark.parametrize("positions", ["contiguous", "original"])

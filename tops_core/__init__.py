@@ -2,7 +2,7 @@
 
 The public surface: :func:`select`, :class:`Selection`, :class:`Objective`, the
 paper's :class:`TOPSRule` and its sibling rules, the solvers, :func:`normalize`
-and :func:`cosine`. Importing this package imports NumPy only.
+and :func:`cosine`, :func:`spatial`. Importing this package imports NumPy only.
 """
 
 from tops_core._validate import InvalidInputError
@@ -14,6 +14,7 @@ from tops_core.rules import DPP, SCOPE, DivPrune, TopK, TOPSRule
 from tops_core.selection import Selection
 from tops_core.similarity import cosine
 from tops_core.solvers import MAX_EXACT_N, Exact, Greedy, Incremental, Lazy, Stochastic
+from tops_core.spatial import SpatialFeatures, spatial
 
 __version__ = "0.1.0"
 
@@ -34,7 +35,9 @@ __all__ = [
     "MAX_EXACT_N",
     "normalize",
     "cosine",
+    "spatial",
     "Features",
+    "SpatialFeatures",
     "InvalidInputError",
     "__version__",
 ]

@@ -87,7 +87,7 @@ def _swap_call(module, call):
 class MLXPruning:
     """TOPS Stage I switched on in one mlx-vlm model; :meth:`disable` restores it."""
 
-    def __init__(self, model, budget: Budget, *, objective=None, relevance="auto"):
+    def __init__(self, model, budget: Budget, *, objective=None, relevance="auto", spatial=True):
         kind = getattr(getattr(model, "config", None), "model_type", None)
         if kind not in _FAMILIES or not hasattr(model, "get_input_embeddings"):
             raise InvalidInputError(
@@ -104,6 +104,7 @@ class MLXPruning:
         self.model, self.kind, self.budget = model, kind, budget
         self.objective = tops_core.TOPSRule() if objective is None else objective
         self.relevance = relevance
+        self.spatial = bool(spatial)
         self.image_token_id = (model.config.image_token_index if kind == "llava"
                                else model.config.image_token_id)
         self.history: list[MLXStageRecord] = []
@@ -201,7 +202,7 @@ class MLXPruning:
             if k >= n:
                 kept.append(np.arange(n))
                 continue
-            sel = tops_core.select(relevance[row], cosine_similarity(feats[row]), k, objective=self.objective)
+            sel = tops_core.select(relevance[row], self._similarity(feats[row]), k, objective=self.objective)
             kept.append(np.array(sel.indices).astype(np.int64))
         kept = np.stack(kept)
         keep = ~visual
@@ -225,6 +226,21 @@ class MLXPruning:
         self.history = [MLXStageRecord(visual_pos, np.stack([np.array(r) for r in relevance]), source, kept,
                                        columns, new_ids, deltas)]
         return dataclasses.replace(out, **changes)
+
+    def _similarity(self, feats):
+        """Cosine similarity, position-aware (``tops_core.spatial``) on LLaVA's square grid.
+
+        Only for an ``Objective`` (what the study behind the default measured); Qwen2-VL's
+        merged grids stay plain for now.
+        """
+        sim = cosine_similarity(feats)
+        vision = self.model.config.vision_config
+        side = vision.image_size // vision.patch_size
+        n = feats.shape[0]
+        if (not self.spatial or self.kind != "llava" or n % (side * side)
+                or not isinstance(self.objective, tops_core.Objective)):
+            return sim
+        return tops_core.spatial(sim, [(side, side)] * (n // (side * side)))
 
     def _relevance(self, feats, embeds, visual, kwargs):
         b = len(feats)
@@ -262,7 +278,7 @@ def _cache_offset(cache) -> int:
     return int(offset.max().item()) if isinstance(offset, mx.array) else int(offset)
 
 
-def enable(model, *, keep=None, ratio=None, objective=None, relevance="auto") -> MLXPruning:
+def enable(model, *, keep=None, ratio=None, objective=None, relevance="auto", spatial=True) -> MLXPruning:
     """Turn TOPS Stage I pruning on in an mlx-vlm ``Model``.
 
     Parameters
@@ -277,6 +293,10 @@ def enable(model, *, keep=None, ratio=None, objective=None, relevance="auto") ->
         ``auto``: CLS attention of the penultimate ViT layer for LLaVA when the
         vision tower runs in the call, the instruction otherwise (Qwen2-VL, or
         features from mlx-vlm's vision cache — see ``history[-1].source``).
+    spatial : bool, default True
+        Position-aware similarity (:func:`tops_core.spatial` with its defaults) on
+        LLaVA's square patch grid with a ``tops_core.Objective`` (the rules keep the
+        plain cosine). ``False`` turns it off.
 
     Returns
     -------
@@ -295,4 +315,5 @@ def enable(model, *, keep=None, ratio=None, objective=None, relevance="auto") ->
         raise InvalidInputError(
             f"enable needs exactly one of keep= or ratio=; got keep={keep!r}, ratio={ratio!r}"
         )
-    return MLXPruning(model, Budget(keep=keep, ratio=ratio), objective=objective, relevance=relevance)
+    return MLXPruning(model, Budget(keep=keep, ratio=ratio), objective=objective, relevance=relevance,
+                      spatial=spatial)

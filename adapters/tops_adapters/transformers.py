@@ -24,7 +24,7 @@ __all__ = ["enable", "disable", "Budget", "Schedule", "Pruning", "StageRecord"]
 
 
 def enable(model, schedule=None, *, keep=None, ratio=None, objective=None, relevance="auto",
-           positions="auto", raters="all_mean", crops="joint", newlines="keep") -> Pruning:
+           positions="auto", raters="all_mean", crops="joint", newlines="keep", spatial=True) -> Pruning:
     """Turn TOPS pruning on in ``model``; returns the session (also a context manager).
 
     Parameters
@@ -58,6 +58,10 @@ def enable(model, schedule=None, *, keep=None, ratio=None, objective=None, relev
     newlines : {"keep", "select"}
         LLaVA-NeXT ``image_newline`` tokens: always kept and not counted in the
         budget, or ordinary candidates.
+    spatial : bool, default True
+        Position-aware similarity (:func:`tops_core.spatial` with its defaults) where
+        the patch grid is known: LLaVA-1.5-style models with a ``tops_core.Objective``
+        (the rules keep the plain cosine). ``False`` turns it off.
 
     Returns
     -------
@@ -75,7 +79,7 @@ def enable(model, schedule=None, *, keep=None, ratio=None, objective=None, relev
     if schedule is None:
         schedule = Schedule(stage1=Budget(keep=keep, ratio=ratio))
     return Pruning(model, schedule, objective=objective, relevance=relevance, positions=positions,
-                   raters=raters, crops=crops, newlines=newlines)
+                   raters=raters, crops=crops, newlines=newlines, spatial=spatial)
 
 
 def disable(session: Pruning) -> None:

@@ -44,7 +44,7 @@ class Pruning(Stage2Mixin):
     """
 
     def __init__(self, model, schedule: Schedule, *, objective=None, relevance="auto",
-                 positions="auto", raters="all_mean", crops="joint", newlines="keep"):
+                 positions="auto", raters="all_mean", crops="joint", newlines="keep", spatial=True):
         self.family, self.inner = family_of(model)
         if not isinstance(schedule, Schedule):
             raise InvalidInputError(f"schedule must be a tops_adapters.transformers.Schedule; got "
@@ -76,6 +76,7 @@ class Pruning(Stage2Mixin):
         self.objective = tops_core.TOPSRule() if objective is None else objective
         self.relevance, self.positions, self.raters = relevance, positions, raters
         self.crops, self.newlines = crops, newlines
+        self.spatial = bool(spatial)
         self.image_token_id = self.inner.config.image_token_id
         self.history: list[StageRecord] = []
         self._pending = None
@@ -409,6 +410,21 @@ class Pruning(Stage2Mixin):
         return kwargs
 
     # ------------------------------------------------------------------ selection
+    def _similarity(self, feats):
+        """Cosine similarity, position-aware (``tops_core.spatial``) where the grid is known.
+
+        Only for an ``Objective`` (the study behind the default measured it, not the rules)
+        and LLaVA, whose images are one square patch grid each; anyres and M-RoPE layouts
+        stay plain for now.
+        """
+        sim = cosine_similarity(feats)
+        side = self.inner.config.vision_config.image_size // self.inner.config.vision_config.patch_size
+        n = feats.shape[1]
+        if (not self.spatial or self.family.name != "llava" or n % (side * side)
+                or not isinstance(self.objective, tops_core.Objective)):
+            return sim
+        return tops_core.spatial(sim, [(side, side)] * (n // (side * side)))
+
     def _choose(self, rel, feats, k, crop=None, candidates=None):
         """Indices (B, k') into the N visual tokens to keep, ascending; k' adds always-kept ones."""
         b, n = rel.shape
@@ -416,7 +432,7 @@ class Pruning(Stage2Mixin):
         if candidates is None and crop is None:
             if k >= n:
                 return torch.arange(n, device=dev)[None].expand(b, -1), None
-            sel = tops_core.select(rel, cosine_similarity(feats), k, objective=self.objective)
+            sel = tops_core.select(rel, self._similarity(feats), k, objective=self.objective)
             return torch.as_tensor(sel.indices, device=dev).long(), sel
         rows, selections = [], []
         for row in range(b):
