@@ -13,7 +13,7 @@ INTEGRATION_TESTS := tests/test_transformers_decode.py tests/test_transformers_l
 	tests/test_transformers_llava_next.py tests/test_transformers_qwen.py tests/test_mlx_vlm.py
 INTEGRATION_EXTRAS := transformers,mlx,mlx-vlm,test
 
-.PHONY: demo test test-floor test-latest test-ends lock fuzz lint docs serve-docs bench device-check clean
+.PHONY: demo test test-floor test-latest test-ends test-vllm lock fuzz lint docs serve-docs bench device-check clean
 
 # venv DIR, constraints, extras: a fresh virtualenv with torch first (the pinned CPU wheel), then the package.
 define make_venv
@@ -58,6 +58,13 @@ test-latest:
 test-ends: test-floor
 	$(MAKE) test-latest LATEST_EXTRAS=$(INTEGRATION_EXTRAS) LATEST_TESTS="$(INTEGRATION_TESTS)"
 
+# The vLLM plugin's tests, in a virtualenv of their own (vLLM pins transformers below the project's
+# range) installed from requirements/vllm.txt by tools/vllm_env.sh.
+VLLM_VENV ?= .venv-vllm
+test-vllm:
+	VLLM_VENV=$(VLLM_VENV) VLLM_ENV_LOCK=1 PYTHON=$(PYTHON) bash tools/vllm_env.sh
+	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests_vllm
+
 # Refresh the locks with uv (in a small tool venv of its own, so a stale lock never blocks this):
 # the newest versions the extras admit, and the declared floors of the integrations' libraries.
 comma := ,
@@ -97,4 +104,4 @@ device-check: $(STAMP)
 	PY=$(PY) bash benchmarks/device_check.sh
 
 clean:
-	rm -rf $(VENV) .venv-floor .venv-latest .venv-lock site demo_output .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-floor .venv-latest .venv-lock .venv-vllm site demo_output .pytest_cache .hypothesis
