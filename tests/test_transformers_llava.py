@@ -300,3 +300,17 @@ def test_generate_without_cache_and_chunked_prefill(model, inputs):
         assert [r.kept.shape[1] for r in session.history] == [8, 4]  # every step re-prunes the prompt
         with pytest.raises(InvalidInputError, match="chunked prefill, prefill_chunk_size, is not supported"):
             model.generate(**inputs, max_new_tokens=2, do_sample=False, prefill_chunk_size=8)
+
+
+@torch.no_grad()
+def test_the_grid_is_used_at_stage1_only(model, inputs, monkeypatch):
+    """After a pruning point the kept tokens no longer form the image's grid: Stage II stays plain."""
+    calls = []
+    spatial = tops_core.spatial
+    monkeypatch.setattr(tops_core, "spatial", lambda *a, **kw: calls.append(a[1]) or spatial(*a, **kw))
+    with enable(model, Schedule(stage1=N, stage2=((1, 4),)), objective=tops_core.Objective()) as session:
+        model(**inputs)  # Stage I keeps all N (no selection); Stage II selects among the same N tokens
+    assert [r.kept.shape[1] for r in session.history] == [N, 4] and calls == []
+    with enable(model, keep=8, objective=tops_core.Objective()):
+        model(**inputs)
+    assert calls == [[(4, 4)]]

@@ -307,7 +307,8 @@ class Pruning(Stage2Mixin):
         candidates = ~newline if (newline is not None and self.newlines == "keep") else None
         pool = n if candidates is None else int(candidates[0].sum())
         k = self.schedule.stage1.tokens(pool) if self.schedule.stage1 is not None else pool
-        kept, selection = self._choose(rel, feats, k, crop if self.crops == "crop" else None, candidates)
+        kept, selection = self._choose(rel, feats, k, crop if self.crops == "crop" else None, candidates,
+                                       whole_images=True)
         columns = kept_columns(visual, visual_pos, kept)
         self.history = [StageRecord(0, visual_pos, rel, kept, columns, selection)]
         new_len = columns.shape[1]
@@ -425,14 +426,19 @@ class Pruning(Stage2Mixin):
             return sim
         return tops_core.spatial(sim, [(side, side)] * (n // (side * side)))
 
-    def _choose(self, rel, feats, k, crop=None, candidates=None):
-        """Indices (B, k') into the N visual tokens to keep, ascending; k' adds always-kept ones."""
+    def _choose(self, rel, feats, k, crop=None, candidates=None, whole_images=False):
+        """Indices (B, k') into the N visual tokens to keep, ascending; k' adds always-kept ones.
+
+        ``whole_images``: the candidates are every token of the images (Stage I), so their
+        grid is known; after a pruning point it is not.
+        """
         b, n = rel.shape
         dev = rel.device
         if candidates is None and crop is None:
             if k >= n:
                 return torch.arange(n, device=dev)[None].expand(b, -1), None
-            sel = tops_core.select(rel, self._similarity(feats), k, objective=self.objective)
+            sim = self._similarity(feats) if whole_images else cosine_similarity(feats)
+            sel = tops_core.select(rel, sim, k, objective=self.objective)
             return torch.as_tensor(sel.indices, device=dev).long(), sel
         rows, selections = [], []
         for row in range(b):
