@@ -419,10 +419,12 @@ class Pruning(Stage2Mixin):
         stay plain for now.
         """
         sim = cosine_similarity(feats)
-        side = self.inner.config.vision_config.image_size // self.inner.config.vision_config.patch_size
-        n = feats.shape[1]
-        if (not self.spatial or self.family.name != "llava" or n % (side * side)
-                or not isinstance(self.objective, tops_core.Objective)):
+        llava_grid = self.family.name == "llava" and isinstance(self.objective, tops_core.Objective)
+        if not (self.spatial and llava_grid):
+            return sim
+        vision = self.inner.config.vision_config
+        side, n = vision.image_size // vision.patch_size, feats.shape[1]
+        if n % (side * side):
             return sim
         return tops_core.spatial(sim, [(side, side)] * (n // (side * side)))
 
