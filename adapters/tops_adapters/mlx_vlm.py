@@ -23,12 +23,12 @@ import mlx.core as mx
 import numpy as np
 
 import tops_core
+from tops_adapters import mlx_vlm_compat as compat
 from tops_adapters.hf.budget import Budget
 from tops_core._validate import InvalidInputError, check_choice
 
 __all__ = ["enable", "MLXPruning", "MLXStageRecord"]
 
-_FAMILIES = ("llava", "qwen2_vl")
 _RELEVANCE = ("auto", "cls", "instruction", "uniform")
 
 
@@ -77,38 +77,46 @@ def cls_attention(layer, hidden: mx.array) -> mx.array:
     return mx.softmax(logits, axis=-1).mean(axis=1)[:, 0]
 
 
-def _swap_call(module, call):
-    """Give one module instance its own ``__call__`` (special methods are looked up on the type)."""
-    original = type(module)
-    module.__class__ = type(f"TOPS{original.__name__}", (original,), {"__call__": call})
-    return original
+def instruction_relevance(visual: mx.array, text: mx.array) -> mx.array:
+    """Mean ``(1 + cos) / 2`` between each visual token ``(N, d)`` and the instruction tokens ``(T, d)``.
+
+    The formula of :func:`tops_adapters.hf.scores.instruction_relevance`, in MLX;
+    float32, in ``[0, 1]``, shape ``(N,)``.
+    """
+    v = visual.astype(mx.float32)
+    t = text.astype(mx.float32)
+    v = v / mx.maximum(mx.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+    t = t / mx.maximum(mx.linalg.norm(t, axis=-1, keepdims=True), 1e-12)
+    return ((1 + mx.clip(v @ t.T, -1.0, 1.0)) / 2).mean(axis=-1)
 
 
 class MLXPruning:
     """TOPS Stage I switched on in one mlx-vlm model; :meth:`disable` restores it."""
 
     def __init__(self, model, budget: Budget, *, objective=None, relevance="auto"):
-        kind = getattr(getattr(model, "config", None), "model_type", None)
-        if kind not in _FAMILIES or not hasattr(model, "get_input_embeddings"):
+        family = compat.family_of(model)
+        if family is None or not hasattr(model, "get_input_embeddings"):
+            kind = getattr(getattr(model, "config", None), "model_type", None)
             raise InvalidInputError(
-                f"model must be an mlx-vlm LLaVA or Qwen2-VL Model (config.model_type in {list(_FAMILIES)}); "
-                f"got {type(model).__name__} with model_type {kind!r}"
+                f"model must be an mlx-vlm Model of a supported family (config.model_type in "
+                f"{sorted(compat.FAMILIES)}); got {type(model).__name__} with model_type {kind!r}"
             )
         check_choice("relevance", relevance, _RELEVANCE)
-        if relevance == "cls" and kind != "llava":
+        if relevance == "cls" and family.cls is None:
             raise InvalidInputError(
-                f"relevance='cls' needs a vision encoder with a CLS token; {kind} has none. "
+                f"relevance='cls' needs a vision encoder with a CLS token; {family.model_type} has none. "
                 "Use 'instruction' or 'uniform'"
             )
         tops_core.api.resolve(objective)
-        self.model, self.kind, self.budget = model, kind, budget
+        self.model, self.family, self.budget = model, family, budget
+        self.kind = family.model_type
         self.objective = tops_core.TOPSRule() if objective is None else objective
         self.relevance = relevance
-        self.image_token_id = (model.config.image_token_index if kind == "llava"
-                               else model.config.image_token_id)
+        self.image_token_id = compat.image_token_id(model)
         self.history: list[MLXStageRecord] = []
         self._cls = None
         self._ids = None
+        self._batch = None
         self._restore = []
         self.enabled = False
         self._enable()
@@ -116,7 +124,7 @@ class MLXPruning:
     def _enable(self):
         if getattr(self.model, "_tops_pruning", None) is not None:
             raise InvalidInputError("TOPS pruning is already enabled on this model; disable it first")
-        layer = self._cls_layer() if self.kind == "llava" and self.relevance in ("auto", "cls") else None
+        layer = self._cls_layer() if self.family.cls and self.relevance in ("auto", "cls") else None
         self.model._tops_pruning = self
         original = self.model.get_input_embeddings
         self.model.get_input_embeddings = self._wrap_embeddings(original)
@@ -125,22 +133,23 @@ class MLXPruning:
         def language_call(lm, inputs, inputs_embeds=None, *args, **kwargs):
             ids = session._ids
             if ids is not None and inputs_embeds is not None and inputs is not None:
-                offset = _cache_offset(kwargs.get("cache", args[1] if len(args) > 1 else None))
+                offset = compat.cache_offset(kwargs.get("cache", args[1] if len(args) > 1 else None))
                 inputs = ids[:, offset:offset + inputs_embeds.shape[1]]  # pruned ids, in step
             return super(type(lm), lm).__call__(inputs, inputs_embeds, *args, **kwargs)
 
         lm = self.model.language_model
-        self._restore.append((lm, _swap_call(lm, language_call)))
+        self._restore.append((lm, compat.swap_call(lm, language_call)))
         if layer is not None:
             def recording_call(module, x, *args, **kwargs):
                 session._cls = cls_attention(module, x)
                 return super(type(module), module).__call__(x, *args, **kwargs)
 
-            self._restore.append((layer, _swap_call(layer, recording_call)))
+            self._restore.append((layer, compat.swap_call(layer, recording_call)))
+        compat.install_batch_hook(self)
         self.enabled = True
 
     def _cls_layer(self):
-        layers = self.model.vision_tower.vision_model.encoder.layers
+        layers = compat.clip_encoder_layers(self.model)
         chosen = self.model.vision_feature_layer
         chosen = chosen[-1] if isinstance(chosen, (list, tuple)) else chosen
         index = chosen % (len(layers) + 1)  # into hidden_states (0 = embeddings)
@@ -157,9 +166,11 @@ class MLXPruning:
         for module, cls in self._restore:
             module.__class__ = cls
         self._restore = []
+        compat.remove_batch_hook(self)
         if getattr(self.model, "_tops_pruning", None) is self:
             del self.model._tops_pruning
         self._ids = None
+        self._batch = None
         self.enabled = False
 
     def __enter__(self):
@@ -169,18 +180,57 @@ class MLXPruning:
         self.disable()
         return False
 
+    def batch_prompts(self, prompts, attention_mask):
+        """The pruned prompt rows for ``BatchGenerator.insert`` if ``prompts`` are the last pruned ones.
+
+        Called by the ``batch_generate`` hook in :mod:`tops_adapters.mlx_vlm_compat`;
+        returns ``(prompts, attention_mask)`` in the caller's types, or ``None``
+        for prompts this session did not prune.
+        """
+        if self._batch is None:
+            return None
+        original, pruned, mask = self._batch
+        given = prompts.tolist() if isinstance(prompts, mx.array) else [list(row) for row in prompts]
+        if given != original:
+            return None
+        self._ids = None  # the generator now feeds the pruned rows itself
+        rows = mx.array(pruned) if isinstance(prompts, mx.array) else pruned.tolist()
+        if attention_mask is not None and mask is None:
+            raise InvalidInputError(
+                "batch_generate passed an attention_mask but get_input_embeddings got mask=None; "
+                "the pruned mask cannot be derived"
+            )
+        return rows, (None if attention_mask is None else mx.array(mask).astype(attention_mask.dtype))
+
     def _wrap_embeddings(self, original):
         def get_input_embeddings(input_ids=None, pixel_values=None, **kwargs):
             self._cls = None
             out = original(input_ids, pixel_values, **kwargs)
             if pixel_values is None or input_ids is None:
                 self._ids = None
+                self._batch = None
                 return out
             return self._prune(input_ids, out, kwargs)
         return get_input_embeddings
 
+    def _expanded_ids(self, ids, length):
+        """Token ids aligned with ``inputs_embeds`` (LLaVA-NeXT expands one placeholder per image)."""
+        if ids.shape[1] == length:
+            return ids
+        placeholders = (ids == self.image_token_id).sum(axis=1)
+        if not self.family.expands_placeholder or (placeholders != placeholders[0]).any() or placeholders[0] == 0:
+            raise InvalidInputError(
+                f"inputs_embeds must have one column per input_ids column for {self.kind}; "
+                f"got input_ids {ids.shape} and inputs_embeds length {length}"
+            )
+        per_image = (length - ids.shape[1]) // int(placeholders[0]) + 1
+        counts = np.where(ids[0] == self.image_token_id, per_image, 1)
+        return np.stack([np.repeat(row, counts) for row in ids])
+
     def _prune(self, input_ids, out, kwargs):
-        ids = np.array(input_ids)
+        given = np.array(input_ids)
+        embeds = out.inputs_embeds
+        ids = self._expanded_ids(given, embeds.shape[1])
         visual = ids == self.image_token_id
         counts = visual.sum(axis=1)
         if (counts != counts[0]).any():
@@ -190,11 +240,13 @@ class MLXPruning:
         b, n = ids.shape[0], int(counts[0])
         if n == 0:
             self._ids = None
+            self._batch = None
             return out
+        mask = kwargs.get("mask")
+        valid = np.ones(ids.shape, dtype=bool) if mask is None or ids is not given else np.array(mask).astype(bool)
         visual_pos = np.stack([np.nonzero(row)[0] for row in visual])
-        embeds = out.inputs_embeds
         feats = [embeds[row, mx.array(visual_pos[row])] for row in range(b)]
-        relevance, source = self._relevance(feats, embeds, visual, kwargs)
+        relevance, source = self._relevance(feats, embeds, visual & valid, ~visual & valid)
         k = self.budget.tokens(n)
         kept = []
         for row in range(b):
@@ -209,28 +261,40 @@ class MLXPruning:
             keep[row, visual_pos[row, kept[row]]] = True
         columns = np.stack([np.nonzero(row)[0] for row in keep])
         cols = mx.array(columns)
-        new_embeds = mx.stack([embeds[row, cols[row]] for row in range(b)])
+        changes = {"inputs_embeds": _gather_columns(embeds, cols)}
         new_ids = np.take_along_axis(ids, columns, axis=1)
         self._ids = mx.array(new_ids).astype(input_ids.dtype)
-        changes = {"inputs_embeds": new_embeds}
+        self._batch = (given.tolist(), new_ids,
+                       None if mask is None else np.take_along_axis(np.array(mask), columns, axis=1))
         deltas = None
-        if out.position_ids is not None:
+        if getattr(out, "position_ids", None) is not None:
             pos = out.position_ids
             gathered = mx.stack([pos[..., row, :][..., cols[row]] for row in range(b)], axis=-2)
             changes["position_ids"] = gathered
-            if self.kind == "qwen2_vl":
+            if self.family.positions == "mrope":
                 spatial = np.array(gathered if gathered.ndim == 3 else gathered[None])
                 deltas = (spatial.max(axis=(0, 2)) + 1 - columns.shape[1]).reshape(-1, 1)
                 changes["rope_deltas"] = mx.array(deltas)
+        for name in self.family.row_aligned:
+            value = getattr(out, name, None)
+            if value is not None:
+                changes[name] = _gather_columns(value, cols)
+        if self.family.square_mask and getattr(out, self.family.square_mask, None) is not None:
+            square = getattr(out, self.family.square_mask)
+            changes[self.family.square_mask] = mx.stack(
+                [square[row][:, cols[row]][:, :, cols[row]] for row in range(b)])
+        if self.family.deepstack and getattr(out, "deepstack_visual_embeds", None) is not None:
+            flat = mx.array((np.arange(b)[:, None] * n + kept).reshape(-1))
+            changes["deepstack_visual_embeds"] = [layer[flat] for layer in out.deepstack_visual_embeds]
         self.history = [MLXStageRecord(visual_pos, np.stack([np.array(r) for r in relevance]), source, kept,
                                        columns, new_ids, deltas)]
         return dataclasses.replace(out, **changes)
 
-    def _relevance(self, feats, embeds, visual, kwargs):
+    def _relevance(self, feats, embeds, visual, text):
         b = len(feats)
         mode = self.relevance
         if mode == "auto":
-            mode = "cls" if (self.kind == "llava" and self._cls is not None) else "instruction"
+            mode = "cls" if self._cls is not None else "instruction"
         if mode == "cls":
             if self._cls is None:
                 raise InvalidInputError(
@@ -240,26 +304,34 @@ class MLXPruning:
             rows = self._cls
             if self.model.vision_feature_select_strategy == "default":
                 rows = rows[:, 1:]
-            flat = rows.reshape(-1)
             n = feats[0].shape[0]
+            if self.family.cls == "first_crop":
+                if b != 1 or rows.shape[1] != n:
+                    raise InvalidInputError(
+                        f"relevance='cls' for {self.kind} maps the base crop's CLS row onto one image; "
+                        f"got {b} prompts and {rows.shape[1]} patches per crop for {n} image tokens. "
+                        "Use relevance='instruction'"
+                    )
+                return [rows[0]], "cls"
+            flat = rows.reshape(-1)
             return [flat[row * n:(row + 1) * n] for row in range(b)], "cls"
         if mode == "uniform":
             return [mx.ones((f.shape[0],)) for f in feats], "uniform"
         out = []
         for row in range(b):
-            text = embeds[row, mx.array(np.nonzero(~visual[row])[0])].astype(mx.float32)
-            v = feats[row].astype(mx.float32)
-            v = v / mx.maximum(mx.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
-            t = text / mx.maximum(mx.linalg.norm(text, axis=-1, keepdims=True), 1e-12)
-            out.append(((1 + mx.clip(v @ t.T, -1.0, 1.0)) / 2).mean(axis=-1))
+            text_columns = np.nonzero(text[row])[0]
+            if text_columns.size == 0:
+                raise InvalidInputError(
+                    f"instruction relevance needs text tokens besides the image; prompt row {row} has "
+                    "none. Use relevance='uniform' explicitly"
+                )
+            out.append(instruction_relevance(feats[row], embeds[row, mx.array(text_columns)]))
         return out, "instruction"
 
 
-def _cache_offset(cache) -> int:
-    if not cache or cache[0] is None:
-        return 0
-    offset = cache[0].offset
-    return int(offset.max().item()) if isinstance(offset, mx.array) else int(offset)
+def _gather_columns(value: mx.array, cols: mx.array) -> mx.array:
+    """Rows of ``value`` (B, L, ...) at ``cols`` (B, L'), per batch row."""
+    return mx.stack([value[row, cols[row]] for row in range(cols.shape[0])])
 
 
 def enable(model, *, keep=None, ratio=None, objective=None, relevance="auto") -> MLXPruning:

@@ -1,0 +1,219 @@
+"""Everything the mlx-vlm integration knows about mlx-vlm's internals, in one place.
+
+Checked against mlx-vlm **0.6.8** (the declared floor) and **0.7.10**. The
+family table :data:`FAMILIES` says, per ``config.model_type``, what differs
+between the model families; :func:`support_matrix` renders it for the docs.
+Adding a family is one table entry plus, where needed, one small hook in
+:mod:`tops_adapters.mlx_vlm`.
+
+Internals relied on (by name, so a rename fails loudly, not silently):
+
+* ``Model.get_input_embeddings(input_ids, pixel_values, **kw)`` returns
+  ``mlx_vlm.models.base.InputEmbeddingsFeatures`` (a dataclass) in both versions.
+* ``Model.language_model`` is called as ``(inputs, inputs_embeds, ..., cache=...)``
+  and its KV caches carry ``offset`` (an int, or an array for batch caches).
+* ``mlx_vlm.generate.ar.BatchGenerator.insert(prompts, ..., attention_mask=)``
+  receives the prompt token rows that ``batch_generate`` tokenised.
+* The CLIP vision tower of LLaVA / LLaVA-NeXT: ``vision_tower.vision_model.encoder.layers``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+__all__ = [
+    "TESTED_VERSIONS", "Family", "FAMILIES", "MLX_VLM_VERSION", "family_of", "cache_offset",
+    "swap_call", "clip_encoder_layers", "install_batch_hook", "support_matrix",
+]
+
+TESTED_VERSIONS = ("0.6.8", "0.7.10")
+
+
+def _installed_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("mlx-vlm")
+    except Exception:  # noqa: BLE001 - metadata missing in an editable or vendored install
+        return "unknown"
+
+
+MLX_VLM_VERSION = _installed_version()
+
+
+@dataclass(frozen=True)
+class Family:
+    """What one mlx-vlm model family needs from the integration.
+
+    Attributes
+    ----------
+    model_type : ``config.model_type`` of the mlx-vlm ``Model``.
+    label : the name people know it by (docs).
+    module : ``mlx_vlm.models.<module>``; its absence means the installed
+        mlx-vlm lacks the family.
+    cls : how CLS attention maps onto the image tokens: ``"per_image"`` (one
+        CLIP crop per image, LLaVA), ``"first_crop"`` (LLaVA-NeXT in mlx-vlm
+        places only the base crop), or ``None`` (no CLS token: SigLIP, Pixtral,
+        Qwen ViTs — relevance comes from the instruction).
+    positions : ``"offset"`` (1-D RoPE placed by the KV-cache offset: kept
+        tokens are renumbered contiguously) or ``"mrope"`` (3-D positions
+        computed on the full prompt and gathered; ``rope_deltas`` recomputed).
+    expands_placeholder : the prompt holds one image token per image and the
+        model expands it into the features (LLaVA-NeXT in mlx-vlm).
+    row_aligned : ``InputEmbeddingsFeatures`` fields with a sequence axis 1
+        that are gathered with the kept columns.
+    square_mask : the field holding a ``(B, 1, L, L)`` mask (rows and columns
+        gathered), Gemma 3.
+    deepstack : Qwen3-VL's per-layer visual features, gathered with the kept
+        visual tokens.
+    min_version : the first tested mlx-vlm with the family.
+    notes : what the family needed (docs).
+    """
+
+    model_type: str
+    label: str
+    module: str
+    cls: str | None = None
+    positions: str = "offset"
+    expands_placeholder: bool = False
+    row_aligned: tuple = ()
+    square_mask: str | None = None
+    deepstack: bool = False
+    min_version: str = "0.6.8"
+    notes: str = ""
+
+    @property
+    def available(self) -> bool:
+        """Whether the installed mlx-vlm ships this family."""
+        try:
+            importlib.import_module(f"mlx_vlm.models.{self.module}")
+        except ImportError:
+            return False
+        return True
+
+
+FAMILIES = {f.model_type: f for f in (
+    Family("llava", "LLaVA 1.5", "llava", cls="per_image",
+           notes="CLS attention of the penultimate CLIP layer"),
+    Family("llava_next", "LLaVA-NeXT", "llava_next", cls="first_crop", expands_placeholder=True,
+           notes="one `<image>` token expanded inside the model: columns found from the embeddings' length"),
+    Family("llava_onevision", "LLaVA-OneVision", "llava_onevision", min_version="0.7.10",
+           notes="SigLIP (no CLS): instruction relevance; not in mlx-vlm 0.6.8"),
+    Family("qwen2_vl", "Qwen2-VL", "qwen2_vl", positions="mrope",
+           notes="M-RoPE positions gathered, `rope_deltas` recomputed"),
+    Family("qwen2_5_vl", "Qwen2.5-VL", "qwen2_5_vl", positions="mrope",
+           notes="as Qwen2-VL"),
+    Family("qwen3_vl", "Qwen3-VL", "qwen3_vl", positions="mrope", row_aligned=("visual_pos_masks",),
+           deepstack=True, notes="`visual_pos_masks` and every `deepstack_visual_embeds` layer gathered"),
+    Family("gemma3", "Gemma 3", "gemma3", square_mask="attention_mask_4d",
+           notes="SigLIP (no CLS); the `(B, 1, L, L)` `attention_mask_4d` gathered on both axes"),
+    Family("idefics3", "Idefics3", "idefics3", notes="SigLIP (no CLS); language model without `.model`"),
+    Family("smolvlm", "SmolVLM", "smolvlm", notes="as Idefics3"),
+    Family("mistral3", "Mistral 3", "mistral3",
+           notes="Pixtral (no CLS); `[IMG_BREAK]`/`[IMG_END]` stay as text"),
+)}
+
+
+def family_of(model) -> Family | None:
+    """The :class:`Family` of an mlx-vlm ``Model`` (``None`` if unsupported)."""
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    return FAMILIES.get(kind)
+
+
+def image_token_id(model) -> int:
+    """The image placeholder id (``image_token_index``, else ``image_token_id``)."""
+    config = model.config
+    value = getattr(config, "image_token_index", None)
+    return value if value is not None else config.image_token_id
+
+
+def cache_offset(cache) -> int:
+    """Tokens already in the first KV cache (the largest row's, for batch caches)."""
+    if not cache or cache[0] is None:
+        return 0
+    offset = cache[0].offset
+    return int(offset.max().item()) if isinstance(offset, mx.array) else int(offset)
+
+
+def swap_call(module, call):
+    """Give one module instance its own ``__call__`` (special methods are looked up on the type).
+
+    Returns the original class; assign it back to ``module.__class__`` to undo.
+    """
+    original = type(module)
+    module.__class__ = type(f"TOPS{original.__name__}", (original,), {"__call__": call})
+    return original
+
+
+def clip_encoder_layers(model):
+    """The CLIP encoder layers of a LLaVA / LLaVA-NeXT vision tower."""
+    return model.vision_tower.vision_model.encoder.layers
+
+
+# -- batch_generate ---------------------------------------------------------------------------
+
+_BATCH_SESSIONS: list = []
+_BATCH_ORIGINAL = []
+
+
+def install_batch_hook(session) -> None:
+    """Route ``BatchGenerator.insert`` through ``session.batch_prompts`` while it is enabled.
+
+    ``batch_generate`` tokenises the prompts, calls ``get_input_embeddings``
+    (which prunes) and queues the *unpruned* token rows: every row would be
+    padded to its unpruned length. The hook swaps in the pruned rows (and the
+    pruned attention mask) recorded by the session for exactly those prompts.
+    """
+    from mlx_vlm.generate import ar
+
+    if not _BATCH_SESSIONS:
+        original = ar.BatchGenerator.insert
+
+        def insert(generator, prompts, *args, **kwargs):
+            for live in list(_BATCH_SESSIONS):
+                replaced = live.batch_prompts(prompts, kwargs.get("attention_mask"))
+                if replaced is not None:
+                    prompts, mask = replaced
+                    if "attention_mask" in kwargs:
+                        kwargs["attention_mask"] = mask
+                    break
+            return original(generator, prompts, *args, **kwargs)
+
+        _BATCH_ORIGINAL.append(original)
+        ar.BatchGenerator.insert = insert
+    _BATCH_SESSIONS.append(session)
+
+
+def remove_batch_hook(session) -> None:
+    """Undo :func:`install_batch_hook` for ``session`` (the class is restored with the last one)."""
+    from mlx_vlm.generate import ar
+
+    if session in _BATCH_SESSIONS:
+        _BATCH_SESSIONS.remove(session)
+    if not _BATCH_SESSIONS and _BATCH_ORIGINAL:
+        ar.BatchGenerator.insert = _BATCH_ORIGINAL.pop()
+
+
+# -- docs -------------------------------------------------------------------------------------
+
+def support_matrix() -> str:
+    """The support matrix (Markdown) generated from :data:`FAMILIES` — the docs include it."""
+    head = ("| model_type | family | Stage I | Stage II | batch_generate | positions | relevance (auto) "
+            "| mlx-vlm | what it needed |\n"
+            "|---|---|---|---|---|---|---|---|---|\n")
+    rows = []
+    for f in FAMILIES.values():
+        positions = "M-RoPE, gathered" if f.positions == "mrope" else "1-D, renumbered"
+        relevance = "CLS attention" if f.cls else "instruction"
+        since = f">= {f.min_version}" if f.min_version != TESTED_VERSIONS[0] else ", ".join(TESTED_VERSIONS)
+        stage2 = "yes" if stage2_supported(f) else "no (see below)"
+        rows.append(f"| `{f.model_type}` | {f.label} | yes | {stage2} | yes | {positions} | {relevance} "
+                    f"| {since} | {f.notes} |")
+    return head + "\n".join(rows) + "\n"
+
+
+def stage2_supported(family: Family) -> bool:
+    """Stage II is built for the families with 1-D, offset-placed RoPE (see the docs)."""
+    return family.positions == "offset" and family.square_mask is None
