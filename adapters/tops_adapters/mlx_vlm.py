@@ -130,14 +130,20 @@ class MLXPruning:
         self.model.get_input_embeddings = self._wrap_embeddings(original)
         session = self
 
-        def language_call(lm, inputs, inputs_embeds=None, *args, **kwargs):
-            ids = session._ids
-            if ids is not None and inputs_embeds is not None and inputs is not None:
-                offset = compat.cache_offset(kwargs.get("cache", args[1] if len(args) > 1 else None))
-                inputs = ids[:, offset:offset + inputs_embeds.shape[1]]  # pruned ids, in step
-            return super(type(lm), lm).__call__(inputs, inputs_embeds, *args, **kwargs)
-
         lm = self.model.language_model
+        signature = compat.language_signature(lm)  # argument order differs between families
+
+        def language_call(lm, *args, **kwargs):
+            ids = session._ids
+            if ids is not None:
+                bound = signature.bind(*args, **kwargs)
+                inputs, embeds = compat.language_inputs(bound)
+                if embeds is not None and inputs is not None:
+                    offset = compat.cache_offset(bound.arguments.get("cache"))
+                    compat.set_language_inputs(bound, ids[:, offset:offset + embeds.shape[1]])  # in step
+                    args, kwargs = bound.args, bound.kwargs
+            return super(type(lm), lm).__call__(*args, **kwargs)
+
         self._restore.append((lm, compat.swap_call(lm, language_call)))
         if layer is not None:
             def recording_call(module, x, *args, **kwargs):
@@ -273,7 +279,9 @@ class MLXPruning:
             changes["position_ids"] = gathered
             if self.family.positions == "mrope":
                 spatial = np.array(gathered if gathered.ndim == 3 else gathered[None])
-                deltas = (spatial.max(axis=(0, 2)) + 1 - columns.shape[1]).reshape(-1, 1)
+                # as mlx-vlm's get_rope_index: max + 1 - the row's unpadded length
+                length = np.take_along_axis(valid, columns, axis=1).sum(axis=1)
+                deltas = (spatial.max(axis=(0, 2)) + 1 - length).reshape(-1, 1)
                 changes["rope_deltas"] = mx.array(deltas)
         for name in self.family.row_aligned:
             value = getattr(out, name, None)

@@ -19,7 +19,9 @@ Internals relied on (by name, so a rename fails loudly, not silently):
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -147,6 +149,27 @@ def swap_call(module, call):
     return original
 
 
+def language_signature(lm) -> inspect.Signature:
+    """``LanguageModel.__call__``'s signature (without ``self``).
+
+    The token ids are its first parameter (``inputs`` or ``input_ids``); the
+    embeddings come as ``inputs_embeds`` — second in LLaVA / Qwen, fourth in
+    LLaVA-OneVision.
+    """
+    return inspect.signature(type(lm).__call__.__get__(lm))
+
+
+def language_inputs(bound: inspect.BoundArguments):
+    """``(token ids, inputs_embeds)`` of a bound ``LanguageModel.__call__``."""
+    first = next(iter(bound.signature.parameters))
+    return bound.arguments.get(first), bound.arguments.get("inputs_embeds")
+
+
+def set_language_inputs(bound: inspect.BoundArguments, ids) -> None:
+    """Replace the token ids of a bound ``LanguageModel.__call__``."""
+    bound.arguments[next(iter(bound.signature.parameters))] = ids
+
+
 def clip_encoder_layers(model):
     """The CLIP encoder layers of a LLaVA / LLaVA-NeXT vision tower."""
     return model.vision_tower.vision_model.encoder.layers
@@ -171,6 +194,7 @@ def install_batch_hook(session) -> None:
     if not _BATCH_SESSIONS:
         original = ar.BatchGenerator.insert
 
+        @functools.wraps(original)
         def insert(generator, prompts, *args, **kwargs):
             for live in list(_BATCH_SESSIONS):
                 replaced = live.batch_prompts(prompts, kwargs.get("attention_mask"))
