@@ -74,6 +74,19 @@ def test_auto_relevance_is_cls_attention_only_where_a_cls_token_exists(case):
             enable(model, keep=K, relevance="cls")
 
 
+def test_llava_next_relevance_is_the_base_crops_cls_attention():
+    from tops_adapters.mlx_vlm import cls_attention
+
+    model, ids, pixels, extra = build("llava_next")
+    *_, hidden = model.vision_tower(pixels[0].transpose(0, 2, 3, 1), output_hidden_states=True)
+    layer = model.vision_tower.vision_model.encoder.layers[-2]  # produces hidden[-2], the chosen layer
+    expected = np.array(cls_attention(layer, hidden[-3]))[0, 1:]  # base crop, CLS column dropped
+    with enable(model, keep=K) as session:
+        model.get_input_embeddings(ids, pixels, **extra)
+    assert session.history[0].source == "cls"
+    np.testing.assert_allclose(session.history[0].relevance[0], expected, rtol=1e-5, atol=1e-7)
+
+
 def test_the_kept_tokens_are_the_selectors_answer_for_instruction_relevance(case):
     _, model, ids, pixels, extra = case
     full = np.array(features(model, ids, pixels, extra).inputs_embeds)[0].astype(np.float32)
@@ -131,6 +144,9 @@ def test_generation_equals_the_plain_language_model_on_the_pruned_sequence(case)
     assert got == direct
 
 
+_INSERT_TAKES_MASK = "attention_mask" in inspect.signature(ar.BatchGenerator.insert).parameters  # 0.7.x
+
+
 def _batch_tokens(model, ids, pixels, extra, mask, steps=4):
     """What ``batch_generate`` does after tokenising: embeddings, then ``BatchGenerator``."""
     emb = model.get_input_embeddings(ids, pixels, mask=mask, **extra)
@@ -138,10 +154,9 @@ def _batch_tokens(model, ids, pixels, extra, mask, steps=4):
     tokenizer = types.SimpleNamespace(stopping_criteria=StoppingCriteria([], None))
     gen = ar.BatchGenerator(model.language_model, tokenizer, prefill_batch_size=ids.shape[0],
                             completion_batch_size=ids.shape[0], compute_logprobs=False)
-    takes_mask = "attention_mask" in inspect.signature(gen.insert).parameters  # 0.7.x; 0.6.8: lists
-    uids = gen.insert(ids if takes_mask else ids.tolist(), steps,
+    uids = gen.insert(ids if _INSERT_TAKES_MASK else ids.tolist(), steps,
                       prompt_kwargs=ar._split_prompt_kwargs_per_row(kwargs, ids.shape[0]),
-                      **({"attention_mask": mask} if takes_mask else {}))
+                      **({"attention_mask": mask} if _INSERT_TAKES_MASK else {}))
     out = {uid: [] for uid in uids}
     while gen.has_work:
         for response in gen.next()[1]:
@@ -150,27 +165,36 @@ def _batch_tokens(model, ids, pixels, extra, mask, steps=4):
     return [out[uid] for uid in uids]
 
 
-BATCHED = [name for name in BUILDERS if name != "llava_next"]
-
-
 def test_a_pruned_batch_equals_each_prompt_alone(case):
     name, model, ids, pixels, extra = case
-    if name not in BATCHED:
-        pytest.skip("mlx-vlm's LLaVA-NeXT merges one image per call (pixel_values[0]); batching is upstream's gap")
+    family = compat.FAMILIES[name]
+    if not family.batches:
+        # mlx-vlm's own model merges a batch wrongly (LLaVA-NeXT: one image per call; SmolVLM in
+        # 0.6.8: images into the wrong rows): an error, never a silently wrong pruned batch
+        two_rows = mx.concatenate([ids, ids]), mx.concatenate([pixels, pixels])
+        with enable(model, keep=K), pytest.raises((ValueError, InvalidInputError)):
+            model.get_input_embeddings(*two_rows, mask=mx.ones(two_rows[0].shape, dtype=mx.int32),
+                                       **{k: mx.concatenate([v, v]) for k, v in extra.items()})
+        return
     row = ids[0].tolist()
-    pad = 0
-    # two more text tokens before the image: the image sits at the same columns in both padded rows,
-    # as mlx-vlm's LLaVA merge (one position list for the batch) needs
-    longer = row[:1] + [11, 12] + row[1:]
-    batch = mx.array([[pad, pad] + row, longer])
-    mask = mx.array([[0, 0] + [1] * len(row), [1] * len(longer)])
+    if _INSERT_TAKES_MASK:
+        # two more text tokens before the image: the image sits at the same columns in both padded
+        # rows, as mlx-vlm's LLaVA merge (one position list for the batch) needs
+        longer = row[:1] + [11, 12] + row[1:]
+        first = [0, 0] + row
+        mask = mx.array([[0, 0] + [1] * len(row), [1] * len(longer)])
+    else:  # mlx-vlm 0.6.8's BatchGenerator takes no attention mask: padding would be attended
+        longer = row[:1] + [11] + row[2:]
+        first = row
+        mask = mx.ones((2, len(row)), dtype=mx.int32)
+    batch = mx.array([first, longer])
     two = {k: mx.concatenate([v, v]) for k, v in extra.items()}
     both = mx.concatenate([pixels, pixels])  # same image twice: mlx-vlm's LLaVA merges as for one row
     with enable(model, keep=K) as session:
         batched = _batch_tokens(model, batch, both, two, mask)
         kept = session.history[0].kept
         alone = []
-        for prompt in (row, longer):
+        for prompt in (first if not _INSERT_TAKES_MASK else row, longer):
             p = mx.array([prompt])
             alone.append(_batch_tokens(model, p, pixels, extra, mx.ones(p.shape, dtype=mx.int32))[0])
             assert session.history[0].kept[0].tolist() == kept[len(alone) - 1].tolist()

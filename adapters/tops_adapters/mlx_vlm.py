@@ -219,24 +219,31 @@ class MLXPruning:
             return self._prune(input_ids, out, kwargs)
         return get_input_embeddings
 
-    def _expanded_ids(self, ids, length):
-        """Token ids aligned with ``inputs_embeds`` (LLaVA-NeXT expands one placeholder per image)."""
+    def _placeholder_repeats(self, ids, length):
+        """Columns each ``input_ids`` column spans in ``inputs_embeds`` (LLaVA-NeXT expands each image).
+
+        ``None`` when they are aligned one to one.
+        """
         if ids.shape[1] == length:
-            return ids
+            return None
         placeholders = (ids == self.image_token_id).sum(axis=1)
         if not self.family.expands_placeholder or (placeholders != placeholders[0]).any() or placeholders[0] == 0:
             raise InvalidInputError(
                 f"inputs_embeds must have one column per input_ids column for {self.kind}; "
                 f"got input_ids {ids.shape} and inputs_embeds length {length}"
             )
+        if ids.shape[0] != 1:
+            raise InvalidInputError(
+                f"{self.kind} in mlx-vlm merges one image per call; input_ids must have 1 row, got {ids.shape[0]}"
+            )
         per_image = (length - ids.shape[1]) // int(placeholders[0]) + 1
-        counts = np.where(ids[0] == self.image_token_id, per_image, 1)
-        return np.stack([np.repeat(row, counts) for row in ids])
+        return np.where(ids[0] == self.image_token_id, per_image, 1)
 
     def _prune(self, input_ids, out, kwargs):
         given = np.array(input_ids)
         embeds = out.inputs_embeds
-        ids = self._expanded_ids(given, embeds.shape[1])
+        repeats = self._placeholder_repeats(given, embeds.shape[1])
+        ids = given if repeats is None else np.repeat(given, repeats, axis=1)
         visual = ids == self.image_token_id
         counts = visual.sum(axis=1)
         if (counts != counts[0]).any():
@@ -249,7 +256,9 @@ class MLXPruning:
             self._batch = None
             return out
         mask = kwargs.get("mask")
-        valid = np.ones(ids.shape, dtype=bool) if mask is None or ids is not given else np.array(mask).astype(bool)
+        if mask is not None:
+            mask = np.array(mask) if repeats is None else np.repeat(np.array(mask), repeats, axis=1)
+        valid = np.ones(ids.shape, dtype=bool) if mask is None else mask.astype(bool)
         visual_pos = np.stack([np.nonzero(row)[0] for row in visual])
         feats = [embeds[row, mx.array(visual_pos[row])] for row in range(b)]
         relevance, source = self._relevance(feats, embeds, visual & valid, ~visual & valid)
@@ -271,7 +280,7 @@ class MLXPruning:
         new_ids = np.take_along_axis(ids, columns, axis=1)
         self._ids = mx.array(new_ids).astype(input_ids.dtype)
         self._batch = (given.tolist(), new_ids,
-                       None if mask is None else np.take_along_axis(np.array(mask), columns, axis=1))
+                       None if mask is None else np.take_along_axis(mask, columns, axis=1))
         deltas = None
         if getattr(out, "position_ids", None) is not None:
             pos = out.position_ids

@@ -28,7 +28,7 @@ import mlx.core as mx
 
 __all__ = [
     "TESTED_VERSIONS", "Family", "FAMILIES", "MLX_VLM_VERSION", "family_of", "cache_offset",
-    "swap_call", "clip_encoder_layers", "install_batch_hook", "support_matrix",
+    "swap_call", "clip_encoder_layers", "version_at_least", "install_batch_hook", "support_matrix",
 ]
 
 TESTED_VERSIONS = ("0.6.8", "0.7.10")
@@ -43,6 +43,13 @@ def _installed_version() -> str:
 
 
 MLX_VLM_VERSION = _installed_version()
+
+
+def version_at_least(minimum: str) -> bool:
+    """Whether the installed mlx-vlm is at least ``minimum`` (numeric parts compared)."""
+    def parts(text):
+        return tuple(int(p) for p in text.split(".")[:3] if p.isdigit())
+    return MLX_VLM_VERSION != "unknown" and parts(MLX_VLM_VERSION) >= parts(minimum)
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,8 @@ class Family:
         gathered), Gemma 3.
     deepstack : Qwen3-VL's per-layer visual features, gathered with the kept
         visual tokens.
+    batch_since : the first tested mlx-vlm whose own model takes a batch of
+        prompts (``None``: none does) — where ``batch_generate`` can prune.
     min_version : the first tested mlx-vlm with the family.
     notes : what the family needed (docs).
     """
@@ -83,8 +92,14 @@ class Family:
     row_aligned: tuple = ()
     square_mask: str | None = None
     deepstack: bool = False
+    batch_since: str | None = "0.6.8"
     min_version: str = "0.6.8"
     notes: str = ""
+
+    @property
+    def batches(self) -> bool:
+        """Whether the installed mlx-vlm's model of this family takes a batch of prompts."""
+        return self.batch_since is not None and version_at_least(self.batch_since)
 
     @property
     def available(self) -> bool:
@@ -99,8 +114,9 @@ class Family:
 FAMILIES = {f.model_type: f for f in (
     Family("llava", "LLaVA 1.5", "llava", cls="per_image",
            notes="CLS attention of the penultimate CLIP layer"),
-    Family("llava_next", "LLaVA-NeXT", "llava_next", cls="first_crop", expands_placeholder=True,
-           notes="one `<image>` token expanded inside the model: columns found from the embeddings' length"),
+    Family("llava_next", "LLaVA-NeXT", "llava_next", cls="first_crop", expands_placeholder=True, batch_since=None,
+           notes="one `<image>` token expanded inside the model: columns found from the embeddings' "
+                 "length; no batch (mlx-vlm merges one image per call)"),
     Family("llava_onevision", "LLaVA-OneVision", "llava_onevision", min_version="0.7.10",
            notes="SigLIP (no CLS): instruction relevance; not in mlx-vlm 0.6.8"),
     Family("qwen2_vl", "Qwen2-VL", "qwen2_vl", positions="mrope",
@@ -112,7 +128,8 @@ FAMILIES = {f.model_type: f for f in (
     Family("gemma3", "Gemma 3", "gemma3", square_mask="attention_mask_4d",
            notes="SigLIP (no CLS); the `(B, 1, L, L)` `attention_mask_4d` gathered on both axes"),
     Family("idefics3", "Idefics3", "idefics3", notes="SigLIP (no CLS); language model without `.model`"),
-    Family("smolvlm", "SmolVLM", "smolvlm", notes="as Idefics3"),
+    Family("smolvlm", "SmolVLM", "smolvlm", batch_since="0.7.10",
+           notes="as Idefics3; mlx-vlm 0.6.8 merges a batch's images into the wrong rows"),
     Family("mistral3", "Mistral 3", "mistral3",
            notes="Pixtral (no CLS); `[IMG_BREAK]`/`[IMG_END]` stay as text"),
 )}
@@ -233,7 +250,9 @@ def support_matrix() -> str:
         relevance = "CLS attention" if f.cls else "instruction"
         since = f">= {f.min_version}" if f.min_version != TESTED_VERSIONS[0] else ", ".join(TESTED_VERSIONS)
         stage2 = "yes" if stage2_supported(f) else "no (see below)"
-        rows.append(f"| `{f.model_type}` | {f.label} | yes | {stage2} | yes | {positions} | {relevance} "
+        batch = ("no (upstream)" if f.batch_since is None else
+                 "yes" if f.batch_since == TESTED_VERSIONS[0] else f"yes (>= {f.batch_since})")
+        rows.append(f"| `{f.model_type}` | {f.label} | yes | {stage2} | {batch} | {positions} | {relevance} "
                     f"| {since} | {f.notes} |")
     return head + "\n".join(rows) + "\n"
 
