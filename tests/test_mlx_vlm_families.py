@@ -180,11 +180,11 @@ def test_a_pruned_batch_equals_each_prompt_alone(case):
     if _INSERT_TAKES_MASK:
         # two more text tokens before the image: the image sits at the same columns in both padded
         # rows, as mlx-vlm's LLaVA merge (one position list for the batch) needs
-        longer = row[:1] + [11, 12] + row[1:]
-        first = [0, 0] + row
+        longer = [*row[:1], 11, 12, *row[1:]]
+        first = [0, 0, *row]
         mask = mx.array([[0, 0] + [1] * len(row), [1] * len(longer)])
     else:  # mlx-vlm 0.6.8's BatchGenerator takes no attention mask: padding would be attended
-        longer = row[:1] + [11] + row[2:]
+        longer = [*row[:1], 11, *row[2:]]
         first = row
         mask = mx.ones((2, len(row)), dtype=mx.int32)
     batch = mx.array([first, longer])

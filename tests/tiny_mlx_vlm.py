@@ -45,7 +45,8 @@ def llava_next():
     model = m.Model(m.ModelConfig(text_config=text, vision_config=vision, model_type="llava_next",
                                   image_token_index=IMAGE, vocab_size=100))
     # one placeholder, expanded by the model into the base crop's 16 patches
-    return model, _prompt(IMAGE, n=1), mx.random.normal((1, 2, 3, 16, 16)), {"image_sizes": mx.array([[16, 16]])}
+    pixels = mx.random.normal((1, 2, 3, 16, 16))
+    return model, _prompt(IMAGE, n=1), pixels, {"image_sizes": mx.array([[16, 16]])}
 
 
 def llava_onevision():
@@ -54,8 +55,9 @@ def llava_onevision():
                         num_key_value_heads=2, vocab_size=128)
     vision = m.VisionConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=4,
                             image_size=16, patch_size=4)
-    model = m.Model(m.ModelConfig(text_config=text, vision_config=vision, image_token_index=IMAGE, vocab_size=128,
-                                  image_grid_pinpoints=[[16, 16]], vision_aspect_ratio="anyres_max_1"))
+    model = m.Model(m.ModelConfig(text_config=text, vision_config=vision, image_token_index=IMAGE,
+                                  vocab_size=128, image_grid_pinpoints=[[16, 16]],
+                                  vision_aspect_ratio="anyres_max_1"))
     sizes = mx.array([[16, 16]])
     pixels = mx.random.normal((1, 2, 3, 16, 16))
     n = model.get_image_features(pixels, sizes).shape[0]  # AnyRes packing: base + tile + newlines
@@ -95,8 +97,8 @@ def qwen2_5_vl():
 
 def qwen3_vl():
     m = _module("qwen3_vl")
-    vision = _qwen_configs(m, "qwen3_vl", out_hidden_size=32, intermediate_size=64, num_position_embeddings=64,
-                           deepstack_visual_indexes=[0])
+    vision = _qwen_configs(m, "qwen3_vl", out_hidden_size=32, intermediate_size=64,
+                           num_position_embeddings=64, deepstack_visual_indexes=[0])
     text = m.TextConfig(model_type="qwen3_vl", num_hidden_layers=2, hidden_size=32, intermediate_size=64,
                         num_attention_heads=4, rms_norm_eps=1e-6, vocab_size=128, num_key_value_heads=2,
                         head_dim=8, rope_theta=10000.0, max_position_embeddings=512,
@@ -116,7 +118,8 @@ def gemma3():
     m = _module("gemma3")
     text = m.TextConfig(model_type="gemma3_text", hidden_size=32, num_hidden_layers=2, intermediate_size=64,
                         num_attention_heads=4, head_dim=8, num_key_value_heads=2, vocab_size=128,
-                        query_pre_attn_scalar=8, sliding_window=8, mm_tokens_per_image=N, sliding_window_pattern=2)
+                        query_pre_attn_scalar=8, sliding_window=8, mm_tokens_per_image=N,
+                        sliding_window_pattern=2)
     vision = m.VisionConfig(model_type="siglip_vision_model", num_hidden_layers=2, hidden_size=32,
                             intermediate_size=64, num_attention_heads=4, patch_size=2, image_size=16)
     model = m.Model(m.ModelConfig(text_config=text, vision_config=vision, model_type="gemma3", vocab_size=128,

@@ -227,14 +227,16 @@ class MLXPruning:
         if ids.shape[1] == length:
             return None
         placeholders = (ids == self.image_token_id).sum(axis=1)
-        if not self.family.expands_placeholder or (placeholders != placeholders[0]).any() or placeholders[0] == 0:
+        uneven = (placeholders != placeholders[0]).any() or placeholders[0] == 0
+        if not self.family.expands_placeholder or uneven:
             raise InvalidInputError(
                 f"inputs_embeds must have one column per input_ids column for {self.kind}; "
                 f"got input_ids {ids.shape} and inputs_embeds length {length}"
             )
         if ids.shape[0] != 1:
             raise InvalidInputError(
-                f"{self.kind} in mlx-vlm merges one image per call; input_ids must have 1 row, got {ids.shape[0]}"
+                f"{self.kind} in mlx-vlm merges one image per call; input_ids must have 1 row, "
+                f"got {ids.shape[0]}"
             )
         per_image = (length - ids.shape[1]) // int(placeholders[0]) + 1
         return np.where(ids[0] == self.image_token_id, per_image, 1)

@@ -38,7 +38,7 @@ def _installed_version() -> str:
     try:
         from importlib.metadata import version
         return version("mlx-vlm")
-    except Exception:  # noqa: BLE001 - metadata missing in an editable or vendored install
+    except Exception:
         return "unknown"
 
 
@@ -114,7 +114,8 @@ class Family:
 FAMILIES = {f.model_type: f for f in (
     Family("llava", "LLaVA 1.5", "llava", cls="per_image",
            notes="CLS attention of the penultimate CLIP layer"),
-    Family("llava_next", "LLaVA-NeXT", "llava_next", cls="first_crop", expands_placeholder=True, batch_since=None,
+    Family("llava_next", "LLaVA-NeXT", "llava_next", cls="first_crop", expands_placeholder=True,
+           batch_since=None,
            notes="one `<image>` token expanded inside the model: columns found from the embeddings' "
                  "length; no batch (mlx-vlm merges one image per call)"),
     Family("llava_onevision", "LLaVA-OneVision", "llava_onevision", min_version="0.7.10",
