@@ -24,7 +24,7 @@ import numpy as np
 
 import tops_core
 from tops_adapters import mlx_vlm_compat as compat
-from tops_adapters.hf.budget import Budget
+from tops_adapters.hf.budget import Budget, Schedule
 from tops_core._validate import InvalidInputError, check_choice
 
 __all__ = ["enable", "MLXPruning", "MLXStageRecord"]
@@ -34,17 +34,20 @@ _RELEVANCE = ("auto", "cls", "instruction", "uniform")
 
 @dataclass
 class MLXStageRecord:
-    """What the last prefill's Stage I did (NumPy copies, for inspection and tests).
+    """What one pruning point of the last prefill did (NumPy copies, for inspection and tests).
 
     Attributes
     ----------
-    visual_positions : (B, N) positions of the image tokens in the prompt.
+    visual_positions : (B, N) positions of the candidate image tokens in the
+        sequence entering the stage (Stage II: in the layer's KV-cache coordinates).
     relevance : (B, N) the scores given to the selector.
-    source : {"cls", "instruction", "uniform"} where the relevance came from.
-    kept : (B, k) indices into the N image tokens, ascending.
-    columns : (B, L') prompt columns that survive.
-    input_ids : (B, L') the pruned ``input_ids``.
-    rope_deltas : (B, 1) or None (Qwen2-VL).
+    source : {"cls", "instruction", "uniform", "raters"} where the relevance came from.
+    kept : (B, k) indices into the N candidates, ascending.
+    columns : (B, L') columns of the entering sequence (Stage II: of the forward
+        chunk) that survive.
+    input_ids : (B, L') the pruned ``input_ids`` (Stage I only).
+    rope_deltas : (B, 1) or None (M-RoPE families, Stage I).
+    layer : ``0`` for Stage I, else the decoder layer pruned at.
     """
 
     visual_positions: np.ndarray
@@ -54,6 +57,7 @@ class MLXStageRecord:
     columns: np.ndarray
     input_ids: np.ndarray
     rope_deltas: np.ndarray | None = None
+    layer: int = 0
 
 
 def cosine_similarity(features: mx.array) -> mx.array:
@@ -90,10 +94,61 @@ def instruction_relevance(visual: mx.array, text: mx.array) -> mx.array:
     return ((1 + mx.clip(v @ t.T, -1.0, 1.0)) / 2).mean(axis=-1)
 
 
+def rater_relevance(layer, hidden: mx.array, visual: np.ndarray, offset: int = 0, cache=None) -> mx.array:
+    """Mean attention of the text raters to each visual token at a decoder layer (Stage II).
+
+    The semantics of :func:`tops_adapters.hf.scores.rater_relevance` with
+    ``raters="all_mean"``: raters are the text tokens after the image (here: in
+    this forward), each row's softmax runs over every key it may see (causal,
+    including keys already in the layer's cache), heads are averaged and the
+    raters weigh equally. Recomputed for the rater rows only with the layer's
+    own projections and RoPE, so the layer itself keeps its fused attention.
+
+    Parameters
+    ----------
+    layer : an mlx-vlm decoder layer (``input_layernorm``, ``self_attn``).
+    hidden : (B, L, D) the layer's input.
+    visual : (B, N) int, columns of the image tokens in ``hidden`` (ascending).
+    offset : tokens already in the layer's KV cache.
+    cache : the layer's KV cache (its keys join the softmax), or ``None``.
+
+    Returns
+    -------
+    mx.array, shape (B, N), float32, non-negative
+    """
+    attn = layer.self_attn
+    b, length, _ = hidden.shape
+    start = int(visual[:, -1].min()) + 1  # first column after the image in every row
+    is_visual = np.zeros((b, length), dtype=bool)
+    np.put_along_axis(is_visual, visual, True, axis=1)
+    weight = (~is_visual[:, start:]).astype(np.float32)
+    if weight.sum(axis=1).min() == 0:
+        raise InvalidInputError(
+            f"Stage II needs text tokens after the image in the forward that holds it; got {length - start} "
+            "columns after the image. Put the instruction after the image, or pass prefill_step_size=None "
+            "(mlx-vlm otherwise runs the last prompt token alone)"
+        )
+    q, k = compat.rotated_query_key(attn, layer.input_layernorm(hidden), offset)
+    past = compat.cached_keys(cache, offset)
+    if past is not None:
+        k = mx.concatenate([past, k], axis=2)
+    k = mx.repeat(k, attn.n_heads // attn.n_kv_heads, axis=1).astype(mx.float32)
+    q = q[:, :, start:].astype(mx.float32)
+    logits = (q @ k.transpose(0, 1, 3, 2)) * attn.scale  # (B, H, R, offset + L)
+    rows = mx.arange(offset + start, offset + length)
+    allowed = mx.arange(offset + length)[None, :] <= rows[:, None]
+    logits = mx.where(allowed, logits, -mx.inf)
+    probs = mx.softmax(logits, axis=-1).mean(axis=1)  # (B, R, offset + L)
+    columns = mx.broadcast_to(mx.array(offset + visual)[:, None, :], (b, probs.shape[1], visual.shape[1]))
+    to_visual = mx.take_along_axis(probs, columns, axis=2)
+    w = mx.array(weight / weight.sum(axis=1, keepdims=True))
+    return (to_visual * w[..., None]).sum(axis=1)
+
+
 class MLXPruning:
     """TOPS Stage I switched on in one mlx-vlm model; :meth:`disable` restores it."""
 
-    def __init__(self, model, budget: Budget, *, objective=None, relevance="auto"):
+    def __init__(self, model, schedule: Schedule, *, objective=None, relevance="auto"):
         family = compat.family_of(model)
         if family is None or not hasattr(model, "get_input_embeddings"):
             kind = getattr(getattr(model, "config", None), "model_type", None)
@@ -108,7 +163,16 @@ class MLXPruning:
                 "Use 'instruction' or 'uniform'"
             )
         tops_core.api.resolve(objective)
-        self.model, self.family, self.budget = model, family, budget
+        if schedule.stage2:
+            if not compat.stage2_supported(family):
+                raise InvalidInputError(
+                    f"Stage II (schedule.stage2) is built for model_type in "
+                    f"{[f for f, fam in compat.FAMILIES.items() if compat.stage2_supported(fam)]}; got "
+                    f"{family.model_type} ({compat.stage2_reason(family)})"
+                )
+            schedule.check_depth(len(compat.decoder_layers(model)))
+        self.model, self.family, self.schedule = model, family, schedule
+        self.budget = schedule.stage1 if schedule.stage1 is not None else Budget(ratio=1.0)
         self.kind = family.model_type
         self.objective = tops_core.TOPSRule() if objective is None else objective
         self.relevance = relevance
@@ -117,6 +181,7 @@ class MLXPruning:
         self._cls = None
         self._ids = None
         self._batch = None
+        self._stage2 = None
         self._restore = []
         self.enabled = False
         self._enable()
@@ -151,6 +216,10 @@ class MLXPruning:
                 return super(type(module), module).__call__(x, *args, **kwargs)
 
             self._restore.append((layer, compat.swap_call(layer, recording_call)))
+        layers = compat.decoder_layers(self.model)
+        for index, budget in self.schedule.stage2:
+            self._restore.append((layers[index], compat.swap_call(layers[index],
+                                                                  self._stage2_call(index, budget))))
         compat.install_batch_hook(self)
         self.enabled = True
 
@@ -177,6 +246,7 @@ class MLXPruning:
             del self.model._tops_pruning
         self._ids = None
         self._batch = None
+        self._stage2 = None
         self.enabled = False
 
     def __enter__(self):
@@ -212,6 +282,7 @@ class MLXPruning:
         def get_input_embeddings(input_ids=None, pixel_values=None, **kwargs):
             self._cls = None
             out = original(input_ids, pixel_values, **kwargs)
+            self._stage2 = None
             if pixel_values is None or input_ids is None:
                 self._ids = None
                 self._batch = None
@@ -307,7 +378,68 @@ class MLXPruning:
             changes["deepstack_visual_embeds"] = [layer[flat] for layer in out.deepstack_visual_embeds]
         self.history = [MLXStageRecord(visual_pos, np.stack([np.array(r) for r in relevance]), source, kept,
                                        columns, new_ids, deltas)]
+        if self.schedule.stage2:  # where the kept image tokens sit in the pruned prompt
+            self._stage2 = {"visual": np.stack([np.nonzero(np.isin(columns[row], visual_pos[row]))[0]
+                                                for row in range(b)]), "done": set()}
         return dataclasses.replace(out, **changes)
+
+    def _stage2_call(self, index, budget):
+        session = self
+        signature = compat.layer_signature(compat.decoder_layers(self.model)[index])
+        names = list(signature.parameters)
+
+        def call(layer, *args, **kwargs):
+            state = session._stage2
+            if state is None or index in state["done"]:
+                return super(type(layer), layer).__call__(*args, **kwargs)
+            bound = signature.bind(*args, **kwargs)
+            hidden, cache = bound.arguments[names[0]], bound.arguments.get("cache")
+            mask = bound.arguments.get("mask")
+            offset = cache.offset if cache is not None else 0
+            columns = state["visual"] - offset
+            inside = (columns >= 0) & (columns < hidden.shape[1])
+            if inside.any():
+                if not inside.all():
+                    raise InvalidInputError(
+                        f"Stage II at layer {index} needs every image token in one prefill chunk; this chunk "
+                        f"holds {int(inside[0].sum())} of {columns.shape[1]}. Pass a larger prefill_step_size"
+                    )
+                if isinstance(mask, mx.array):
+                    raise InvalidInputError(
+                        f"Stage II needs the causal mask mlx-vlm builds for one prompt; got an explicit mask "
+                        f"array of shape {mask.shape} (batch_generate or a sliding window). Use Stage I only"
+                    )
+                bound.arguments[names[0]] = session._stage2_prune(layer, index, budget, hidden, columns,
+                                                                  offset, cache)
+                state["done"].add(index)
+                args, kwargs = bound.args, bound.kwargs
+            return super(type(layer), layer).__call__(*args, **kwargs)
+        return call
+
+    def _stage2_prune(self, layer, index, budget, hidden, visual, offset, cache):
+        b, length, _ = hidden.shape
+        n = visual.shape[1]
+        k = budget.tokens(n)
+        relevance = rater_relevance(layer, hidden, visual, offset, cache)
+        kept = []
+        for row in range(b):
+            if k >= n:
+                kept.append(np.arange(n))
+                continue
+            feats = hidden[row, mx.array(visual[row])]
+            sel = tops_core.select(relevance[row], cosine_similarity(feats), k, objective=self.objective)
+            kept.append(np.array(sel.indices).astype(np.int64))
+        kept = np.stack(kept)
+        keep = np.ones((b, length), dtype=bool)
+        np.put_along_axis(keep, visual, False, axis=1)
+        np.put_along_axis(keep, np.take_along_axis(visual, kept, axis=1), True, axis=1)
+        columns = np.stack([np.nonzero(row)[0] for row in keep])
+        kept_columns = np.take_along_axis(visual, kept, axis=1)
+        self._stage2["visual"] = offset + np.stack([np.nonzero(np.isin(columns[row], kept_columns[row]))[0]
+                                                    for row in range(b)])
+        self.history.append(MLXStageRecord(visual + offset, np.array(relevance), "raters", kept, columns,
+                                           None, layer=index))
+        return _gather_columns(hidden, mx.array(columns))
 
     def _relevance(self, feats, embeds, visual, text):
         b = len(feats)
@@ -353,37 +485,57 @@ def _gather_columns(value: mx.array, cols: mx.array) -> mx.array:
     return mx.stack([value[row, cols[row]] for row in range(cols.shape[0])])
 
 
-def enable(model, *, keep=None, ratio=None, objective=None, relevance="auto") -> MLXPruning:
-    """Turn TOPS Stage I pruning on in an mlx-vlm ``Model``.
+def enable(model, schedule=None, *, keep=None, ratio=None, objective=None, relevance="auto") -> MLXPruning:
+    """Turn TOPS pruning on in an mlx-vlm ``Model``.
 
     Parameters
     ----------
-    model : mlx_vlm LLaVA or Qwen2-VL ``Model``
+    model : mlx_vlm ``Model``
+        A supported family (``config.model_type``; see
+        :data:`tops_adapters.mlx_vlm_compat.FAMILIES` and the support matrix).
+    schedule : tops_adapters.hf.budget.Schedule, optional
+        Stage I budget and Stage II points, e.g. ``Schedule(stage1=64,
+        stage2=((12, 32), (24, 16)))``. Shortcuts: ``keep=`` tokens or
+        ``ratio=`` give a Stage-I-only schedule. Exactly one of the three.
     keep, ratio : int or float
-        The budget (exactly one): visual tokens to keep, or the fraction of N.
+        Stage I budget: visual tokens to keep, or the fraction of N.
     objective : tops_core.Objective or rule, optional
         Default ``tops_core.TOPSRule()`` (the paper); ``tops_core.Objective()``
         for the certified objective.
     relevance : {"auto", "cls", "instruction", "uniform"}
-        ``auto``: CLS attention of the penultimate ViT layer for LLaVA when the
-        vision tower runs in the call, the instruction otherwise (Qwen2-VL, or
-        features from mlx-vlm's vision cache — see ``history[-1].source``).
+        Stage I scores. ``auto``: CLS attention of the chosen ViT layer where
+        the encoder has a CLS token (LLaVA, LLaVA-NeXT) and the vision tower
+        runs in the call; the instruction (mean ``(1 + cos) / 2`` between each
+        image token and the prompt's text tokens, padding excluded) otherwise —
+        SigLIP, Pixtral and Qwen towers have no CLS token, and features from
+        mlx-vlm's vision cache carry none. ``history[0].source`` says which.
+        ``uniform`` only when asked for.
 
     Returns
     -------
     MLXPruning
-        A context manager; ``disable()`` restores the model.
+        A context manager; ``disable()`` restores the model. ``history`` holds
+        the last prefill's :class:`MLXStageRecord` s (Stage I, then Stage II).
 
     Notes
     -----
-    Positions: mlx-vlm's LLaVA language model places RoPE by the cache offset,
-    so the kept tokens are renumbered contiguously (the paper's policy);
-    Qwen2-VL keeps the 3-D M-RoPE positions computed on the full prompt, and
-    ``rope_deltas`` is recomputed so decoding continues at ``max + 1``. Stage II
-    (in-LLM) pruning is not implemented for mlx-vlm.
+    Positions: families whose RoPE is placed by the KV-cache offset renumber
+    the kept tokens contiguously (the paper's policy; in Stage II each layer's
+    own cache offset continues from its pruned length); M-RoPE families keep
+    the 3-D positions computed on the full prompt, and ``rope_deltas`` is
+    recomputed so decoding continues at ``max + 1``. Stage II scores the image
+    tokens by the attention of the text after the image in the forward that
+    holds it: with mlx-vlm's default chunked prefill the last prompt token runs
+    alone and is not a rater (``prefill_step_size=None`` makes it one).
     """
-    if (keep is None) == (ratio is None):
+    given = [name for name, value in (("schedule", schedule), ("keep", keep), ("ratio", ratio))
+             if value is not None]
+    if len(given) != 1:
         raise InvalidInputError(
-            f"enable needs exactly one of keep= or ratio=; got keep={keep!r}, ratio={ratio!r}"
+            f"enable needs exactly one of schedule, keep= or ratio=; got {given or 'none'}"
         )
-    return MLXPruning(model, Budget(keep=keep, ratio=ratio), objective=objective, relevance=relevance)
+    if schedule is None:
+        schedule = Schedule(stage1=Budget(keep=keep, ratio=ratio))
+    elif not isinstance(schedule, Schedule):
+        raise InvalidInputError(f"schedule must be a Schedule; got {type(schedule).__name__}")
+    return MLXPruning(model, schedule, objective=objective, relevance=relevance)

@@ -28,7 +28,8 @@ import mlx.core as mx
 
 __all__ = [
     "TESTED_VERSIONS", "Family", "FAMILIES", "MLX_VLM_VERSION", "family_of", "cache_offset",
-    "swap_call", "clip_encoder_layers", "version_at_least", "install_batch_hook", "support_matrix",
+    "swap_call", "clip_encoder_layers", "version_at_least", "stage2_supported", "stage2_reason",
+    "decoder_layers", "install_batch_hook", "support_matrix",
 ]
 
 TESTED_VERSIONS = ("0.6.8", "0.7.10")
@@ -193,6 +194,50 @@ def clip_encoder_layers(model):
     return model.vision_tower.vision_model.encoder.layers
 
 
+# -- Stage II: decoder layers --------------------------------------------------------------
+
+def decoder_layers(model) -> list:
+    """The language model's decoder layers (``language_model.model.layers``; Idefics3: ``.layers``)."""
+    lm = model.language_model
+    inner = getattr(lm, "model", None)
+    layers = getattr(inner, "layers", None) if inner is not None else None
+    return layers if layers is not None else lm.layers
+
+
+def layer_signature(layer) -> inspect.Signature:
+    """A decoder layer's ``__call__`` signature: ``(x, mask, cache)`` (LLaMA, Qwen2, Pixtral).
+
+    Call it before :func:`swap_call` replaces ``__call__``.
+    """
+    return inspect.signature(type(layer).__call__.__get__(layer))
+
+
+def cached_keys(cache, offset: int):
+    """The rotated keys already in a layer's ``KVCache`` ``(B, H_kv, offset, d)`` (``None`` if empty)."""
+    if cache is None or offset == 0:
+        return None
+    return cache.keys[..., :offset, :]
+
+
+def rotated_query_key(attn, normed: mx.array, offset: int):
+    """Queries ``(B, H, L, d)`` and keys ``(B, H_kv, L, d)`` as the attention computes them.
+
+    The layer's own ``q_proj``/``k_proj``, optional ``q_norm``/``k_norm`` and
+    ``rope`` at the cache ``offset`` — the LLaMA / Qwen2 / Mistral attention of
+    mlx-vlm (Mistral 3's Llama-4 query scaling is 1 below its
+    ``original_max_position_embeddings`` and is not applied).
+    """
+    b, length, _ = normed.shape
+    q = attn.q_proj(normed).reshape(b, length, attn.n_heads, -1)
+    k = attn.k_proj(normed).reshape(b, length, attn.n_kv_heads, -1)
+    if getattr(attn, "q_norm", None) is not None:
+        q = attn.q_norm(q)
+    if getattr(attn, "k_norm", None) is not None:
+        k = attn.k_norm(k)
+    q, k = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3)
+    return attn.rope(q, offset=offset), attn.rope(k, offset=offset)
+
+
 # -- batch_generate ---------------------------------------------------------------------------
 
 _BATCH_SESSIONS: list = []
@@ -250,7 +295,7 @@ def support_matrix() -> str:
         positions = "M-RoPE, gathered" if f.positions == "mrope" else "1-D, renumbered"
         relevance = "CLS attention" if f.cls else "instruction"
         since = f">= {f.min_version}" if f.min_version != TESTED_VERSIONS[0] else ", ".join(TESTED_VERSIONS)
-        stage2 = "yes" if stage2_supported(f) else "no (see below)"
+        stage2 = "yes" if stage2_supported(f) else f"no: {stage2_reason(f)}"
         batch = ("no (upstream)" if f.batch_since is None else
                  "yes" if f.batch_since == TESTED_VERSIONS[0] else f"yes (>= {f.batch_since})")
         rows.append(f"| `{f.model_type}` | {f.label} | yes | {stage2} | {batch} | {positions} | {relevance} "
@@ -259,5 +304,21 @@ def support_matrix() -> str:
 
 
 def stage2_supported(family: Family) -> bool:
-    """Stage II is built for the families with 1-D, offset-placed RoPE (see the docs)."""
-    return family.positions == "offset" and family.square_mask is None
+    """Whether Stage II is built for ``family`` (see :func:`stage2_reason`)."""
+    return stage2_reason(family) == ""
+
+
+def stage2_reason(family: Family) -> str:
+    """Why Stage II is not built for ``family`` (``""`` where it is).
+
+    Stage II relies on the decoder layers placing RoPE by their own KV-cache
+    offset (so pruned layers continue contiguously while decoding) and on the
+    causal mask mlx-vlm builds as a string: M-RoPE families carry explicit
+    3-D positions into every layer and Gemma 3 builds sliding-window mask arrays.
+    """
+    if family.positions == "mrope":
+        return ("M-RoPE position_ids are passed to every layer; the pruned layers' decode positions "
+                "are not mapped")
+    if family.square_mask is not None:
+        return "sliding-window mask arrays per layer are not gathered"
+    return ""
