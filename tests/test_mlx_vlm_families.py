@@ -222,3 +222,21 @@ def test_an_unsupported_model_type_is_named_with_the_supported_ones():
         enable(model, keep=4)
     for name in ("gemma3", "qwen3_vl", "smolvlm", "mistral3", "llava_onevision"):
         assert name in str(err.value)
+
+
+def test_the_docs_support_matrix_is_generated_from_the_family_table():
+    from pathlib import Path
+
+    committed = (Path(__file__).parents[1] / compat.SUPPORT_MATRIX_PATH).read_text(encoding="utf-8")
+    assert committed.split("\n", 2)[2] == compat.support_matrix(), (
+        "stale: run `python -m tops_adapters.mlx_vlm_compat` to regenerate " + compat.SUPPORT_MATRIX_PATH)
+    for name in BUILDERS:  # every family the tests build is in the table, and the other way round
+        assert f"| `{name}` |" in committed
+    assert set(BUILDERS) == set(compat.FAMILIES)
+
+
+def test_instruction_relevance_without_text_raises_instead_of_scoring_uniformly():
+    model, _, pixels, extra = build("gemma3")
+    only_image = mx.array([[compat.image_token_id(model)] * N])
+    with enable(model, keep=K), pytest.raises(InvalidInputError, match="row 0 has none"):
+        features(model, only_image, pixels, extra)

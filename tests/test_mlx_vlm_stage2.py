@@ -129,3 +129,23 @@ def test_a_stage_ii_layer_beyond_the_llm_is_rejected():
     model = build("llava")[0]
     with pytest.raises(InvalidInputError, match="stage2 layer must be < the LLM's 2 decoder layers"):
         enable(model, Schedule(stage2=((2, 3),)))
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_stage_ii_under_batch_generate_raises_instead_of_running_plain(padded):
+    from test_mlx_vlm_families import _batch_tokens
+
+    model, ids, pixels, extra = build("llava")
+    row = ids[0].tolist()
+    rows = [[0, 0, *row], [row[0], 11, 12, *row[1:]]] if padded else [row]
+    mask = mx.array([[0, 0] + [1] * len(row), [1] * (len(row) + 2)] if padded else [[1] * len(row)])
+    refusal = r"Stage II needs (one prompt per forward|the causal mask)"
+    with enable(model, Schedule(stage1=8, stage2=((1, 3),))), pytest.raises(InvalidInputError, match=refusal):
+        _batch_tokens(model, mx.array(rows), mx.concatenate([pixels] * len(rows)), extra, mask)
+
+
+def test_an_image_split_across_prefill_chunks_raises():
+    model, ids, pixels, extra = build("llava")
+    with enable(model, Schedule(stage1=8, stage2=((1, 3),))), \
+            pytest.raises(InvalidInputError, match="needs every image token in one prefill chunk"):
+        tokens(model, ids, pixels, extra, prefill_step_size=4)

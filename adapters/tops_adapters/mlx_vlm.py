@@ -396,6 +396,11 @@ class MLXPruning:
             hidden, cache = bound.arguments[names[0]], bound.arguments.get("cache")
             mask = bound.arguments.get("mask")
             offset = cache.offset if cache is not None else 0
+            if not isinstance(offset, int):
+                raise InvalidInputError(
+                    f"Stage II needs one prompt per forward (generate); layer {index} got a batch KV cache "
+                    f"({type(cache).__name__}, one offset per row: batch_generate). Use Stage I only"
+                )
             columns = state["visual"] - offset
             inside = (columns >= 0) & (columns < hidden.shape[1])
             if inside.any():
