@@ -149,3 +149,40 @@ def test_an_image_split_across_prefill_chunks_raises():
     with enable(model, Schedule(stage1=8, stage2=((1, 3),))), \
             pytest.raises(InvalidInputError, match="needs every image token in one prefill chunk"):
         tokens(model, ids, pixels, extra, prefill_step_size=4)
+
+
+def test_mrope_stage_ii_equals_the_plain_layers_on_the_pruned_sequence_and_positions():
+    """Qwen2-VL: the layers after the pruning point see the kept columns' original 3-D positions."""
+    model, ids, pixels, extra = build("qwen2_vl")
+    steps = 4
+    mask = mx.ones(ids.shape, dtype=mx.int32)
+    with enable(model, Schedule(stage1=8, stage2=((1, 3),))) as session:
+        got = tokens(model, ids, pixels, extra, steps=steps, prefill_step_size=None)
+        first, second = session.history
+        pruned = model.get_input_embeddings(ids, pixels, mask=mask, **extra)  # Stage I again
+    positions = pruned.position_ids
+    top = int(np.array(positions).max())
+    lm = model.language_model
+    cache = make_prompt_cache(lm)
+    layers = compat.decoder_layers(model)
+    h = layers[0](pruned.inputs_embeds, "causal", cache[0], positions)
+    kept = mx.array(second.columns[0])
+    h = layers[1](h[:, kept], "causal", cache[1], positions[:, :, kept])
+    logits = lm.lm_head(lm.model.norm(h))
+    token, direct = int(mx.argmax(logits[0, -1]).item()), []
+    for t in range(steps):
+        direct.append(token)
+        step = mx.full((3, 1, 1), top + 1 + t, dtype=mx.int32)
+        token = int(mx.argmax(lm(mx.array([[token]]), cache=cache, position_ids=step).logits[0, -1]).item())
+    assert (first.layer, second.layer, second.kept.shape[1]) == (0, 1, 3)
+    assert got == direct
+
+
+def test_stage_ii_before_the_deepstack_layers_is_rejected():
+    model = build("qwen3_vl")[0]
+    model.config.vision_config.deepstack_visual_indexes = [0, 1]  # features added at layers 0 and 1
+    try:
+        with pytest.raises(InvalidInputError, match="stage2 layers must be >= 2 for this qwen3_vl"):
+            enable(model, Schedule(stage2=((1, 3),)))
+    finally:
+        model.config.vision_config.deepstack_visual_indexes = [0]

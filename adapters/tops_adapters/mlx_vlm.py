@@ -1,13 +1,21 @@
-"""TOPS Stage I pruning inside mlx-vlm (LLaVA and Qwen2-VL), the path Apple Silicon users run.
+"""TOPS pruning inside mlx-vlm, the path Apple Silicon users run: Stage I, Stage II, batch_generate.
 
-Wraps ``Model.get_input_embeddings``: it returns the pruned ``inputs_embeds``,
-the gathered ``position_ids`` and recomputed ``rope_deltas`` (Qwen2-VL), and
-the language model is handed the pruned ``input_ids`` in step with the
-embeddings (mlx-vlm's generation slices both alike)::
+Stage I wraps ``Model.get_input_embeddings``: it returns the pruned
+``inputs_embeds`` with every sequence-aligned field of mlx-vlm's
+``InputEmbeddingsFeatures`` gathered (M-RoPE ``position_ids`` and recomputed
+``rope_deltas``, Qwen3-VL's deepstack inputs, Gemma 3's 4-D mask), and the
+language model is handed the pruned ``input_ids`` in step with the embeddings
+(mlx-vlm's generation slices both alike)::
 
     from tops_adapters.mlx_vlm import enable
     with enable(model, keep=64):
         text = mlx_vlm.generate(model, processor, prompt, image)
+
+Stage II (a :class:`~tops_adapters.hf.budget.Schedule` with ``stage2`` points)
+wraps the scheduled decoder layers: text-rater attention scores the image
+tokens and the later layers get the shorter sequence. ``batch_generate``
+queues the pruned rows. What differs per family lives in the family table of
+:mod:`tops_adapters.mlx_vlm_compat`, with every dependency on mlx-vlm internals.
 
 Pruning runs after mlx-vlm's image-feature cache (``cached_image_features``):
 the cache holds instruction-independent features, the selection is redone for
@@ -94,7 +102,8 @@ def instruction_relevance(visual: mx.array, text: mx.array) -> mx.array:
     return ((1 + mx.clip(v @ t.T, -1.0, 1.0)) / 2).mean(axis=-1)
 
 
-def rater_relevance(layer, hidden: mx.array, visual: np.ndarray, offset: int = 0, cache=None) -> mx.array:
+def rater_relevance(layer, hidden: mx.array, visual: np.ndarray, offset: int = 0, cache=None,
+                    position_ids=None) -> mx.array:
     """Mean attention of the text raters to each visual token at a decoder layer (Stage II).
 
     The semantics of :func:`tops_adapters.hf.scores.rater_relevance` with
@@ -111,6 +120,7 @@ def rater_relevance(layer, hidden: mx.array, visual: np.ndarray, offset: int = 0
     visual : (B, N) int, columns of the image tokens in ``hidden`` (ascending).
     offset : tokens already in the layer's KV cache.
     cache : the layer's KV cache (its keys join the softmax), or ``None``.
+    position_ids : (3, B, L) the layer's M-RoPE positions (Qwen families), or ``None``.
 
     Returns
     -------
@@ -128,7 +138,7 @@ def rater_relevance(layer, hidden: mx.array, visual: np.ndarray, offset: int = 0
             "columns after the image. Put the instruction after the image, or pass prefill_step_size=None "
             "(mlx-vlm otherwise runs the last prompt token alone)"
         )
-    q, k = compat.rotated_query_key(attn, layer.input_layernorm(hidden), offset)
+    q, k = compat.rotated_query_key(attn, layer.input_layernorm(hidden), offset, position_ids)
     past = compat.cached_keys(cache, offset)
     if past is not None:
         k = mx.concatenate([past, k], axis=2)
@@ -146,7 +156,10 @@ def rater_relevance(layer, hidden: mx.array, visual: np.ndarray, offset: int = 0
 
 
 class MLXPruning:
-    """TOPS Stage I switched on in one mlx-vlm model; :meth:`disable` restores it."""
+    """TOPS pruning (Stage I, optionally Stage II) switched on in one mlx-vlm model.
+
+    :meth:`disable` (or leaving the ``with`` block) restores the model.
+    """
 
     def __init__(self, model, schedule: Schedule, *, objective=None, relevance="auto"):
         family = compat.family_of(model)
@@ -171,6 +184,13 @@ class MLXPruning:
                     f"{family.model_type} ({compat.stage2_reason(family)})"
                 )
             schedule.check_depth(len(compat.decoder_layers(model)))
+            injected = compat.deepstack_layers(model) if family.deepstack else 0
+            if schedule.stage2[0][0] < injected:
+                raise InvalidInputError(
+                    f"stage2 layers must be >= {injected} for this {family.model_type}: its deepstack "
+                    f"features are added to the image tokens at layers 0..{injected - 1}; got layer "
+                    f"{schedule.stage2[0][0]}"
+                )
         self.model, self.family, self.schedule = model, family, schedule
         self.budget = schedule.stage1 if schedule.stage1 is not None else Budget(ratio=1.0)
         self.kind = family.model_type
@@ -217,9 +237,14 @@ class MLXPruning:
 
             self._restore.append((layer, compat.swap_call(layer, recording_call)))
         layers = compat.decoder_layers(self.model)
-        for index, budget in self.schedule.stage2:
-            self._restore.append((layers[index], compat.swap_call(layers[index],
-                                                                  self._stage2_call(index, budget))))
+        budgets = dict(self.schedule.stage2)
+        # M-RoPE: the model hands every layer the full prompt's positions; the layers after a
+        # pruning point get the kept columns' positions instead
+        wrapped = (range(min(budgets), len(layers)) if budgets and self.family.positions == "mrope"
+                   else sorted(budgets))
+        for index in wrapped:
+            call = self._stage2_call(index, budgets.get(index))
+            self._restore.append((layers[index], compat.swap_call(layers[index], call)))
         compat.install_batch_hook(self)
         self.enabled = True
 
@@ -390,10 +415,17 @@ class MLXPruning:
 
         def call(layer, *args, **kwargs):
             state = session._stage2
-            if state is None or index in state["done"]:
+            if state is None:
                 return super(type(layer), layer).__call__(*args, **kwargs)
             bound = signature.bind(*args, **kwargs)
             hidden, cache = bound.arguments[names[0]], bound.arguments.get("cache")
+            positions = bound.arguments.get("position_ids")
+            if state.get("position_ids") is not None and positions is not None \
+                    and positions.shape[-1] != hidden.shape[1]:  # this forward was pruned upstream
+                positions = session._use_positions(bound, state["position_ids"])
+                args, kwargs = bound.args, bound.kwargs
+            if budget is None or index in state["done"]:
+                return super(type(layer), layer).__call__(*args, **kwargs)
             mask = bound.arguments.get("mask")
             offset = cache.offset if cache is not None else 0
             if not isinstance(offset, int):
@@ -414,18 +446,32 @@ class MLXPruning:
                         f"Stage II needs the causal mask mlx-vlm builds for one prompt; got an explicit mask "
                         f"array of shape {mask.shape} (batch_generate or a sliding window). Use Stage I only"
                     )
-                bound.arguments[names[0]] = session._stage2_prune(layer, index, budget, hidden, columns,
-                                                                  offset, cache)
+                pruned, kept_columns = session._stage2_prune(layer, index, budget, hidden, columns, offset,
+                                                             cache, positions)
+                bound.arguments[names[0]] = pruned
+                if positions is not None:
+                    state["position_ids"] = mx.stack(
+                        [positions[:, row, mx.array(kept_columns[row])] for row in range(pruned.shape[0])],
+                        axis=1)
+                    session._use_positions(bound, state["position_ids"])
                 state["done"].add(index)
                 args, kwargs = bound.args, bound.kwargs
             return super(type(layer), layer).__call__(*args, **kwargs)
         return call
 
-    def _stage2_prune(self, layer, index, budget, hidden, visual, offset, cache):
+    @staticmethod
+    def _use_positions(bound, positions):
+        """Hand a layer the pruned sequence's M-RoPE positions (its cos/sin then follow from them)."""
+        bound.arguments["position_ids"] = positions
+        if "position_embeddings" in bound.arguments:
+            bound.arguments["position_embeddings"] = None
+        return positions
+
+    def _stage2_prune(self, layer, index, budget, hidden, visual, offset, cache, positions=None):
         b, length, _ = hidden.shape
         n = visual.shape[1]
         k = budget.tokens(n)
-        relevance = rater_relevance(layer, hidden, visual, offset, cache)
+        relevance = rater_relevance(layer, hidden, visual, offset, cache, positions)
         kept = []
         for row in range(b):
             if k >= n:
@@ -444,7 +490,7 @@ class MLXPruning:
                                                     for row in range(b)])
         self.history.append(MLXStageRecord(visual + offset, np.array(relevance), "raters", kept, columns,
                                            None, layer=index))
-        return _gather_columns(hidden, mx.array(columns))
+        return _gather_columns(hidden, mx.array(columns)), columns
 
     def _relevance(self, feats, embeds, visual, text):
         b = len(feats)

@@ -126,7 +126,9 @@ FAMILIES = {f.model_type: f for f in (
     Family("qwen2_5_vl", "Qwen2.5-VL", "qwen2_5_vl", positions="mrope",
            notes="as Qwen2-VL"),
     Family("qwen3_vl", "Qwen3-VL", "qwen3_vl", positions="mrope", row_aligned=("visual_pos_masks",),
-           deepstack=True, notes="`visual_pos_masks` and every `deepstack_visual_embeds` layer gathered"),
+           deepstack=True,
+           notes="`visual_pos_masks` and every `deepstack_visual_embeds` layer gathered; Stage II "
+                 "only after the layers the deepstack features enter"),
     Family("gemma3", "Gemma 3", "gemma3", square_mask="attention_mask_4d",
            notes="SigLIP (no CLS); the `(B, 1, L, L)` `attention_mask_4d` gathered on both axes"),
     Family("idefics3", "Idefics3", "idefics3", notes="SigLIP (no CLS); language model without `.model`"),
@@ -212,6 +214,11 @@ def layer_signature(layer) -> inspect.Signature:
     return inspect.signature(type(layer).__call__.__get__(layer))
 
 
+def deepstack_layers(model) -> int:
+    """Decoder layers that receive Qwen3-VL deepstack features (one per ``deepstack_visual_indexes``)."""
+    return len(getattr(model.config.vision_config, "deepstack_visual_indexes", None) or ())
+
+
 def cached_keys(cache, offset: int):
     """The rotated keys already in a layer's ``KVCache`` ``(B, H_kv, offset, d)`` (``None`` if empty)."""
     if cache is None or offset == 0:
@@ -219,13 +226,15 @@ def cached_keys(cache, offset: int):
     return cache.keys[..., :offset, :]
 
 
-def rotated_query_key(attn, normed: mx.array, offset: int):
+def rotated_query_key(attn, normed: mx.array, offset: int, position_ids=None):
     """Queries ``(B, H, L, d)`` and keys ``(B, H_kv, L, d)`` as the attention computes them.
 
     The layer's own ``q_proj``/``k_proj``, optional ``q_norm``/``k_norm`` and
-    ``rope`` at the cache ``offset`` — the LLaMA / Qwen2 / Mistral attention of
-    mlx-vlm (Mistral 3's Llama-4 query scaling is 1 below its
-    ``original_max_position_embeddings`` and is not applied).
+    RoPE: ``rope`` at the cache ``offset`` (LLaMA / Qwen2 / Mistral attention of
+    mlx-vlm; Mistral 3's Llama-4 query scaling is 1 below its
+    ``original_max_position_embeddings`` and is not applied), or M-RoPE
+    ``rotary_emb.apply_rotary`` at the layer's 3-D ``position_ids`` (Qwen2-VL,
+    Qwen2.5-VL, Qwen3-VL; the same rotation as the ``position_embeddings`` path).
     """
     b, length, _ = normed.shape
     q = attn.q_proj(normed).reshape(b, length, attn.n_heads, -1)
@@ -235,6 +244,10 @@ def rotated_query_key(attn, normed: mx.array, offset: int):
     if getattr(attn, "k_norm", None) is not None:
         k = attn.k_norm(k)
     q, k = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3)
+    if getattr(attn, "rotary_emb", None) is not None:
+        if position_ids is None:  # as the attention does without explicit positions
+            position_ids = mx.tile(mx.arange(offset, offset + length)[None, None], (3, 1, 1))
+        return attn.rotary_emb.apply_rotary(q, k, position_ids, unsqueeze_dim=1)
     return attn.rope(q, offset=offset), attn.rope(k, offset=offset)
 
 
@@ -320,14 +333,9 @@ def stage2_supported(family: Family) -> bool:
 def stage2_reason(family: Family) -> str:
     """Why Stage II is not built for ``family`` (``""`` where it is).
 
-    Stage II relies on the decoder layers placing RoPE by their own KV-cache
-    offset (so pruned layers continue contiguously while decoding) and on the
-    causal mask mlx-vlm builds as a string: M-RoPE families carry explicit
-    3-D positions into every layer and Gemma 3 builds sliding-window mask arrays.
+    Stage II relies on the causal mask mlx-vlm builds as a string; Gemma 3
+    builds sliding-window mask arrays per layer.
     """
-    if family.positions == "mrope":
-        return ("M-RoPE position_ids are passed to every layer; the pruned layers' decode positions "
-                "are not mapped")
     if family.square_mask is not None:
         return "sliding-window mask arrays per layer are not gathered"
     return ""
