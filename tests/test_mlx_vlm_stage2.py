@@ -14,7 +14,6 @@ import tops_core
 from tops_core import InvalidInputError
 
 STAGE2 = [name for name in BUILDERS if compat.stage2_supported(compat.FAMILIES[name])]
-WITHOUT = [name for name in BUILDERS if name not in STAGE2]
 
 
 @pytest.fixture(scope="module", params=STAGE2)
@@ -116,13 +115,41 @@ def test_decoding_equals_the_plain_layers_run_on_the_pruned_sequences():
     assert got == direct
 
 
-@pytest.mark.parametrize("name", WITHOUT)
-def test_families_without_stage_ii_say_why(name):
-    if not available(name):
-        pytest.skip(f"mlx-vlm {compat.MLX_VLM_VERSION} has no {name} model")
-    model = build(name)[0]
-    with pytest.raises(InvalidInputError, match=f"Stage II .* got {name} \\("):
-        enable(model, Schedule(stage1=8, stage2=((1, 3),)))
+def test_gemma3_stage_ii_rebuilds_the_sliding_window_masks_and_equals_the_plain_layers():
+    """Prune at a global layer (1), then at a sliding one (2): later layers get their masks rebuilt."""
+    from mlx_vlm.models.base import create_attention_mask
+
+    model, ids, pixels, extra = build("gemma3", layers=4)
+    steps = 4
+    mask = mx.ones(ids.shape, dtype=mx.int32)
+    with enable(model, Schedule(stage1=8, stage2=((1, 4), (2, 2)))) as session:
+        got = tokens(model, ids, pixels, extra, steps=steps, prefill_step_size=None)
+        _, at_1, at_2 = session.history
+        embeds = model.get_input_embeddings(ids, pixels, mask=mask, **extra).inputs_embeds  # Stage I
+    assert (at_1.layer, at_1.kept.shape[1], at_2.layer, at_2.kept.shape[1]) == (1, 4, 2, 2)
+    lm = model.language_model
+    layers = compat.decoder_layers(model)
+    window = lm.model.window_size
+    assert embeds.shape[1] > window  # the sliding layers get mask arrays
+    cache = lm.make_cache()
+    h = embeds
+    if getattr(lm.model, "scale_inputs_embeds", True):
+        h = h * mx.array(lm.config.hidden_size ** 0.5, mx.bfloat16).astype(h.dtype)
+    for i, layer in enumerate(layers):
+        if i == 1:
+            h = h[:, mx.array(at_1.columns[0])]
+        if i == 2:
+            h = h[:, mx.array(at_2.columns[0])]
+        sliding = layer.self_attn.is_sliding
+        layer_mask = create_attention_mask(h, cache[i], window_size=window) if sliding else \
+            create_attention_mask(h, cache[i])
+        h = layer(h, layer_mask, cache[i])
+    logits = lm.lm_head(lm.model.norm(h))
+    token, direct = int(mx.argmax(logits[0, -1]).item()), []
+    for _ in range(steps):  # the unpatched language model on the pruned per-layer caches
+        direct.append(token)
+        token = int(mx.argmax(lm(mx.array([[token]]), cache=cache).logits[0, -1]).item())
+    assert got == direct
 
 
 def test_a_stage_ii_layer_beyond_the_llm_is_rejected():

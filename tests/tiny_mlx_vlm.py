@@ -114,9 +114,11 @@ def _qwen_inputs(model):
     return model, ids, mx.random.normal((64, 3 * 2 * 2 * 2)), {"image_grid_thw": mx.array([[1, 8, 8]])}
 
 
-def gemma3():
+def gemma3(layers=2):
+    """Sliding-window layers alternate with global ones (window 8, shorter than the prompts)."""
     m = _module("gemma3")
-    text = m.TextConfig(model_type="gemma3_text", hidden_size=32, num_hidden_layers=2, intermediate_size=64,
+    text = m.TextConfig(model_type="gemma3_text", hidden_size=32, num_hidden_layers=layers,
+                        intermediate_size=64,
                         num_attention_heads=4, head_dim=8, num_key_value_heads=2, vocab_size=128,
                         query_pre_attn_scalar=8, sliding_window=8, mm_tokens_per_image=N,
                         sliding_window_pattern=2)
@@ -171,7 +173,7 @@ def available(name: str) -> bool:
     return True
 
 
-def build(name: str):
+def build(name: str, **options):
     """Seeded tiny model and one prompt of family ``name``."""
     mx.random.seed(0)
-    return BUILDERS[name]()
+    return BUILDERS[name](**options)

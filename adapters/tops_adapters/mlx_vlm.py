@@ -103,7 +103,7 @@ def instruction_relevance(visual: mx.array, text: mx.array) -> mx.array:
 
 
 def rater_relevance(layer, hidden: mx.array, visual: np.ndarray, offset: int = 0, cache=None,
-                    position_ids=None) -> mx.array:
+                    position_ids=None, window: int | None = None) -> mx.array:
     """Mean attention of the text raters to each visual token at a decoder layer (Stage II).
 
     The semantics of :func:`tops_adapters.hf.scores.rater_relevance` with
@@ -121,6 +121,7 @@ def rater_relevance(layer, hidden: mx.array, visual: np.ndarray, offset: int = 0
     offset : tokens already in the layer's KV cache.
     cache : the layer's KV cache (its keys join the softmax), or ``None``.
     position_ids : (3, B, L) the layer's M-RoPE positions (Qwen families), or ``None``.
+    window : the layer's attention window (Gemma 3's sliding layers), or ``None``.
 
     Returns
     -------
@@ -139,14 +140,23 @@ def rater_relevance(layer, hidden: mx.array, visual: np.ndarray, offset: int = 0
             "(mlx-vlm otherwise runs the last prompt token alone)"
         )
     q, k = compat.rotated_query_key(attn, layer.input_layernorm(hidden), offset, position_ids)
-    past = compat.cached_keys(cache, offset)
+    try:
+        past = compat.cached_keys(cache, offset)
+    except ValueError:
+        raise InvalidInputError(
+            f"Stage II at a sliding-window layer needs the image in the first prefill chunk; it starts "
+            f"after {offset} cached tokens. Pass a larger prefill_step_size"
+        ) from None
     if past is not None:
         k = mx.concatenate([past, k], axis=2)
     k = mx.repeat(k, attn.n_heads // attn.n_kv_heads, axis=1).astype(mx.float32)
     q = q[:, :, start:].astype(mx.float32)
     logits = (q @ k.transpose(0, 1, 3, 2)) * attn.scale  # (B, H, R, offset + L)
     rows = mx.arange(offset + start, offset + length)
-    allowed = mx.arange(offset + length)[None, :] <= rows[:, None]
+    keys = mx.arange(offset + length)[None, :]
+    allowed = keys <= rows[:, None]
+    if window is not None:  # as the layer's own sliding-window mask
+        allowed = allowed & (keys > rows[:, None] - window)
     logits = mx.where(allowed, logits, -mx.inf)
     probs = mx.softmax(logits, axis=-1).mean(axis=1)  # (B, R, offset + L)
     columns = mx.broadcast_to(mx.array(offset + visual)[:, None, :], (b, probs.shape[1], visual.shape[1]))
@@ -240,8 +250,9 @@ class MLXPruning:
         budgets = dict(self.schedule.stage2)
         # M-RoPE: the model hands every layer the full prompt's positions; the layers after a
         # pruning point get the kept columns' positions instead
-        wrapped = (range(min(budgets), len(layers)) if budgets and self.family.positions == "mrope"
-                   else sorted(budgets))
+        # likewise the mask arrays (Gemma 3's sliding-window layers)
+        every_later = self.family.positions == "mrope" or self.family.layer_masks
+        wrapped = range(min(budgets), len(layers)) if budgets and every_later else sorted(budgets)
         for index in wrapped:
             call = self._stage2_call(index, budgets.get(index))
             self._restore.append((layers[index], compat.swap_call(layers[index], call)))
@@ -412,6 +423,7 @@ class MLXPruning:
         session = self
         signature = compat.layer_signature(compat.decoder_layers(self.model)[index])
         names = list(signature.parameters)
+        window = compat.sliding_window(self.model, compat.decoder_layers(self.model)[index])
 
         def call(layer, *args, **kwargs):
             state = session._stage2
@@ -423,6 +435,10 @@ class MLXPruning:
             if state.get("position_ids") is not None and positions is not None \
                     and positions.shape[-1] != hidden.shape[1]:  # this forward was pruned upstream
                 positions = session._use_positions(bound, state["position_ids"])
+                args, kwargs = bound.args, bound.kwargs
+            if session.family.layer_masks and isinstance(bound.arguments.get("mask"), mx.array) \
+                    and bound.arguments["mask"].shape[-2] != hidden.shape[1]:  # pruned upstream
+                bound.arguments["mask"] = compat.layer_mask(hidden, bound.arguments.get("cache"), window)
                 args, kwargs = bound.args, bound.kwargs
             if budget is None or index in state["done"]:
                 return super(type(layer), layer).__call__(*args, **kwargs)
@@ -441,14 +457,16 @@ class MLXPruning:
                         f"Stage II at layer {index} needs every image token in one prefill chunk; this chunk "
                         f"holds {int(inside[0].sum())} of {columns.shape[1]}. Pass a larger prefill_step_size"
                     )
-                if isinstance(mask, mx.array):
+                if isinstance(mask, mx.array) and not session.family.layer_masks:
                     raise InvalidInputError(
                         f"Stage II needs the causal mask mlx-vlm builds for one prompt; got an explicit mask "
                         f"array of shape {mask.shape} (batch_generate or a sliding window). Use Stage I only"
                     )
                 pruned, kept_columns = session._stage2_prune(layer, index, budget, hidden, columns, offset,
-                                                             cache, positions)
+                                                             cache, positions, window)
                 bound.arguments[names[0]] = pruned
+                if session.family.layer_masks:
+                    bound.arguments["mask"] = compat.layer_mask(pruned, cache, window)
                 if positions is not None:
                     state["position_ids"] = mx.stack(
                         [positions[:, row, mx.array(kept_columns[row])] for row in range(pruned.shape[0])],
@@ -467,11 +485,11 @@ class MLXPruning:
             bound.arguments["position_embeddings"] = None
         return positions
 
-    def _stage2_prune(self, layer, index, budget, hidden, visual, offset, cache, positions=None):
+    def _stage2_prune(self, layer, index, budget, hidden, visual, offset, cache, positions=None, window=None):
         b, length, _ = hidden.shape
         n = visual.shape[1]
         k = budget.tokens(n)
-        relevance = rater_relevance(layer, hidden, visual, offset, cache, positions)
+        relevance = rater_relevance(layer, hidden, visual, offset, cache, positions, window)
         kept = []
         for row in range(b):
             if k >= n:

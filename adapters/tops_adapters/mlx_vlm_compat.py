@@ -78,6 +78,8 @@ class Family:
         gathered), Gemma 3.
     deepstack : Qwen3-VL's per-layer visual features, gathered with the kept
         visual tokens.
+    layer_masks : the language model hands its layers mask arrays (Gemma 3's
+        sliding-window layers); Stage II rebuilds them for the pruned sequence.
     batch_since : the first tested mlx-vlm whose own model takes a batch of
         prompts (``None``: none does) — where ``batch_generate`` can prune.
     min_version : the first tested mlx-vlm with the family.
@@ -93,6 +95,7 @@ class Family:
     row_aligned: tuple = ()
     square_mask: str | None = None
     deepstack: bool = False
+    layer_masks: bool = False
     batch_since: str | None = "0.6.8"
     min_version: str = "0.6.8"
     notes: str = ""
@@ -129,8 +132,9 @@ FAMILIES = {f.model_type: f for f in (
            deepstack=True,
            notes="`visual_pos_masks` and every `deepstack_visual_embeds` layer gathered; Stage II "
                  "only after the layers the deepstack features enter"),
-    Family("gemma3", "Gemma 3", "gemma3", square_mask="attention_mask_4d",
-           notes="SigLIP (no CLS); the `(B, 1, L, L)` `attention_mask_4d` gathered on both axes"),
+    Family("gemma3", "Gemma 3", "gemma3", square_mask="attention_mask_4d", layer_masks=True,
+           notes="SigLIP (no CLS); the `(B, 1, L, L)` `attention_mask_4d` gathered on both axes; "
+                 "Stage II rebuilds the sliding-window masks and rates within the window"),
     Family("idefics3", "Idefics3", "idefics3", notes="SigLIP (no CLS); language model without `.model`"),
     Family("smolvlm", "SmolVLM", "smolvlm", batch_since="0.7.10",
            notes="as Idefics3; mlx-vlm 0.6.8 merges a batch's images into the wrong rows"),
@@ -220,10 +224,30 @@ def deepstack_layers(model) -> int:
 
 
 def cached_keys(cache, offset: int):
-    """The rotated keys already in a layer's ``KVCache`` ``(B, H_kv, offset, d)`` (``None`` if empty)."""
+    """The rotated keys already in a layer's ``KVCache`` ``(B, H_kv, offset, d)`` (``None`` if empty).
+
+    ``None`` for a rotating (sliding-window) cache: its buffer is circular.
+    """
     if cache is None or offset == 0:
         return None
+    if hasattr(cache, "max_size"):
+        raise ValueError("rotating KV cache")
     return cache.keys[..., :offset, :]
+
+
+def sliding_window(model, layer) -> int | None:
+    """The attention window of a decoder layer (Gemma 3's sliding layers), ``None`` for full attention."""
+    if not getattr(layer.self_attn, "is_sliding", False):
+        return None
+    return model.language_model.model.window_size
+
+
+def layer_mask(hidden: mx.array, cache, window: int | None):
+    """The mask mlx-vlm's Gemma 3 builds for a layer, for ``hidden`` and that layer's own cache."""
+    from mlx_vlm.models.base import create_attention_mask
+
+    return create_attention_mask(hidden, cache, window_size=window) if window else \
+        create_attention_mask(hidden, cache)
 
 
 def rotated_query_key(attn, normed: mx.array, offset: int, position_ids=None):
@@ -331,15 +355,8 @@ def stage2_supported(family: Family) -> bool:
 
 
 def stage2_reason(family: Family) -> str:
-    """Why Stage II is not built for ``family`` (``""`` where it is).
-
-    Stage II relies on the causal mask mlx-vlm builds as a string; Gemma 3
-    builds sliding-window mask arrays per layer.
-    """
-    if family.square_mask is not None:
-        return "sliding-window mask arrays per layer are not gathered"
+    """Why Stage II is not built for ``family`` (``""`` where it is: every family in the table)."""
     return ""
-
 
 if __name__ == "__main__":
     with open(SUPPORT_MATRIX_PATH, "w", encoding="utf-8") as out:
