@@ -213,3 +213,16 @@ def test_stage_ii_before_the_deepstack_layers_is_rejected():
             enable(model, Schedule(stage2=((1, 3),)))
     finally:
         model.config.vision_config.deepstack_visual_indexes = [0]
+
+
+def test_disable_restores_every_wrapped_layer(case):
+    _, model, ids, pixels, extra = case
+    layers = compat.decoder_layers(model)
+    before = [type(layer) for layer in layers]
+    ref = tokens(model, ids, pixels, extra)
+    with enable(model, Schedule(stage1=8, stage2=((1, 3),))):
+        assert [type(layer) for layer in layers] != before
+        assert tokens(model, ids, pixels, extra) != [] and model._tops_pruning.history[-1].layer == 1
+    assert [type(layer) for layer in layers] == before
+    assert not hasattr(model, "_tops_pruning")
+    assert tokens(model, ids, pixels, extra) == ref
