@@ -176,7 +176,7 @@ def test_cached_image_features_fall_back_to_the_instruction(llava_model):
 
 def test_bad_arguments_are_rejected(qwen_model):
     model = qwen_model[0]
-    with pytest.raises(InvalidInputError, match="exactly one of keep= or ratio="):
+    with pytest.raises(InvalidInputError, match="exactly one of schedule, keep= or ratio="):
         enable(model)
     with pytest.raises(InvalidInputError, match="relevance='cls' needs a vision encoder with a CLS token"):
         enable(model, keep=4, relevance="cls")

@@ -1,13 +1,21 @@
-"""TOPS Stage I pruning inside mlx-vlm (LLaVA and Qwen2-VL), the path Apple Silicon users run.
+"""TOPS pruning inside mlx-vlm, the path Apple Silicon users run: Stage I, Stage II, batch_generate.
 
-Wraps ``Model.get_input_embeddings``: it returns the pruned ``inputs_embeds``,
-the gathered ``position_ids`` and recomputed ``rope_deltas`` (Qwen2-VL), and
-the language model is handed the pruned ``input_ids`` in step with the
-embeddings (mlx-vlm's generation slices both alike)::
+Stage I wraps ``Model.get_input_embeddings``: it returns the pruned
+``inputs_embeds`` with every sequence-aligned field of mlx-vlm's
+``InputEmbeddingsFeatures`` gathered (M-RoPE ``position_ids`` and recomputed
+``rope_deltas``, Qwen3-VL's deepstack inputs, Gemma 3's 4-D mask), and the
+language model is handed the pruned ``input_ids`` in step with the embeddings
+(mlx-vlm's generation slices both alike)::
 
     from tops_adapters.mlx_vlm import enable
     with enable(model, keep=64):
         text = mlx_vlm.generate(model, processor, prompt, image)
+
+Stage II (a :class:`~tops_adapters.hf.budget.Schedule` with ``stage2`` points)
+wraps the scheduled decoder layers: text-rater attention scores the image
+tokens and the later layers get the shorter sequence. ``batch_generate``
+queues the pruned rows. What differs per family lives in the family table of
+:mod:`tops_adapters.mlx_vlm_compat`, with every dependency on mlx-vlm internals.
 
 Pruning runs after mlx-vlm's image-feature cache (``cached_image_features``):
 the cache holds instruction-independent features, the selection is redone for
@@ -23,28 +31,31 @@ import mlx.core as mx
 import numpy as np
 
 import tops_core
-from tops_adapters.hf.budget import Budget
+from tops_adapters import mlx_vlm_compat as compat
+from tops_adapters.hf.budget import Budget, Schedule
 from tops_core._validate import InvalidInputError, check_choice
 
 __all__ = ["enable", "MLXPruning", "MLXStageRecord"]
 
-_FAMILIES = ("llava", "qwen2_vl")
 _RELEVANCE = ("auto", "cls", "instruction", "uniform")
 
 
 @dataclass
 class MLXStageRecord:
-    """What the last prefill's Stage I did (NumPy copies, for inspection and tests).
+    """What one pruning point of the last prefill did (NumPy copies, for inspection and tests).
 
     Attributes
     ----------
-    visual_positions : (B, N) positions of the image tokens in the prompt.
+    visual_positions : (B, N) positions of the candidate image tokens in the
+        sequence entering the stage (Stage II: in the layer's KV-cache coordinates).
     relevance : (B, N) the scores given to the selector.
-    source : {"cls", "instruction", "uniform"} where the relevance came from.
-    kept : (B, k) indices into the N image tokens, ascending.
-    columns : (B, L') prompt columns that survive.
-    input_ids : (B, L') the pruned ``input_ids``.
-    rope_deltas : (B, 1) or None (Qwen2-VL).
+    source : {"cls", "instruction", "uniform", "raters"} where the relevance came from.
+    kept : (B, k) indices into the N candidates, ascending.
+    columns : (B, L') columns of the entering sequence (Stage II: of the forward
+        chunk) that survive.
+    input_ids : (B, L') the pruned ``input_ids`` (Stage I only).
+    rope_deltas : (B, 1) or None (M-RoPE families, Stage I).
+    layer : ``0`` for Stage I, else the decoder layer pruned at.
     """
 
     visual_positions: np.ndarray
@@ -54,6 +65,7 @@ class MLXStageRecord:
     columns: np.ndarray
     input_ids: np.ndarray
     rope_deltas: np.ndarray | None = None
+    layer: int = 0
 
 
 def cosine_similarity(features: mx.array) -> mx.array:
@@ -77,39 +89,130 @@ def cls_attention(layer, hidden: mx.array) -> mx.array:
     return mx.softmax(logits, axis=-1).mean(axis=1)[:, 0]
 
 
-def _swap_call(module, call):
-    """Give one module instance its own ``__call__`` (special methods are looked up on the type)."""
-    original = type(module)
-    module.__class__ = type(f"TOPS{original.__name__}", (original,), {"__call__": call})
-    return original
+def instruction_relevance(visual: mx.array, text: mx.array) -> mx.array:
+    """Mean ``(1 + cos) / 2`` between each visual token ``(N, d)`` and the instruction tokens ``(T, d)``.
+
+    The formula of :func:`tops_adapters.hf.scores.instruction_relevance`, in MLX;
+    float32, in ``[0, 1]``, shape ``(N,)``.
+    """
+    v = visual.astype(mx.float32)
+    t = text.astype(mx.float32)
+    v = v / mx.maximum(mx.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+    t = t / mx.maximum(mx.linalg.norm(t, axis=-1, keepdims=True), 1e-12)
+    return ((1 + mx.clip(v @ t.T, -1.0, 1.0)) / 2).mean(axis=-1)
+
+
+def rater_relevance(layer, hidden: mx.array, visual: np.ndarray, offset: int = 0, cache=None,
+                    position_ids=None, window: int | None = None) -> mx.array:
+    """Mean attention of the text raters to each visual token at a decoder layer (Stage II).
+
+    The semantics of :func:`tops_adapters.hf.scores.rater_relevance` with
+    ``raters="all_mean"``: raters are the text tokens after the image (here: in
+    this forward), each row's softmax runs over every key it may see (causal,
+    including keys already in the layer's cache), heads are averaged and the
+    raters weigh equally. Recomputed for the rater rows only with the layer's
+    own projections and RoPE, so the layer itself keeps its fused attention.
+
+    Parameters
+    ----------
+    layer : an mlx-vlm decoder layer (``input_layernorm``, ``self_attn``).
+    hidden : (B, L, D) the layer's input.
+    visual : (B, N) int, columns of the image tokens in ``hidden`` (ascending).
+    offset : tokens already in the layer's KV cache.
+    cache : the layer's KV cache (its keys join the softmax), or ``None``.
+    position_ids : (3, B, L) the layer's M-RoPE positions (Qwen families), or ``None``.
+    window : the layer's attention window (Gemma 3's sliding layers), or ``None``.
+
+    Returns
+    -------
+    mx.array, shape (B, N), float32, non-negative
+    """
+    attn = layer.self_attn
+    b, length, _ = hidden.shape
+    start = int(visual[:, -1].min()) + 1  # first column after the image in every row
+    is_visual = np.zeros((b, length), dtype=bool)
+    np.put_along_axis(is_visual, visual, True, axis=1)
+    weight = (~is_visual[:, start:]).astype(np.float32)
+    if weight.sum(axis=1).min() == 0:
+        raise InvalidInputError(
+            f"Stage II needs text tokens after the image in the forward that holds it; got {length - start} "
+            "columns after the image. Put the instruction after the image, or pass prefill_step_size=None "
+            "(mlx-vlm otherwise runs the last prompt token alone)"
+        )
+    q, k = compat.rotated_query_key(attn, layer.input_layernorm(hidden), offset, position_ids)
+    try:
+        past = compat.cached_keys(cache, offset)
+    except ValueError:
+        raise InvalidInputError(
+            f"Stage II at a sliding-window layer needs the image in the first prefill chunk; it starts "
+            f"after {offset} cached tokens. Pass a larger prefill_step_size"
+        ) from None
+    if past is not None:
+        k = mx.concatenate([past, k], axis=2)
+    k = mx.repeat(k, attn.n_heads // attn.n_kv_heads, axis=1).astype(mx.float32)
+    q = q[:, :, start:].astype(mx.float32)
+    logits = (q @ k.transpose(0, 1, 3, 2)) * attn.scale  # (B, H, R, offset + L)
+    rows = mx.arange(offset + start, offset + length)
+    keys = mx.arange(offset + length)[None, :]
+    allowed = keys <= rows[:, None]
+    if window is not None:  # as the layer's own sliding-window mask
+        allowed = allowed & (keys > rows[:, None] - window)
+    logits = mx.where(allowed, logits, -mx.inf)
+    probs = mx.softmax(logits, axis=-1).mean(axis=1)  # (B, R, offset + L)
+    columns = mx.broadcast_to(mx.array(offset + visual)[:, None, :], (b, probs.shape[1], visual.shape[1]))
+    to_visual = mx.take_along_axis(probs, columns, axis=2)
+    w = mx.array(weight / weight.sum(axis=1, keepdims=True))
+    return (to_visual * w[..., None]).sum(axis=1)
 
 
 class MLXPruning:
-    """TOPS Stage I switched on in one mlx-vlm model; :meth:`disable` restores it."""
+    """TOPS pruning (Stage I, optionally Stage II) switched on in one mlx-vlm model.
 
-    def __init__(self, model, budget: Budget, *, objective=None, relevance="auto", spatial=True):
-        kind = getattr(getattr(model, "config", None), "model_type", None)
-        if kind not in _FAMILIES or not hasattr(model, "get_input_embeddings"):
+    :meth:`disable` (or leaving the ``with`` block) restores the model.
+    """
+
+    def __init__(self, model, schedule: Schedule, *, objective=None, relevance="auto", spatial=True):
+        family = compat.family_of(model)
+        if family is None or not hasattr(model, "get_input_embeddings"):
+            kind = getattr(getattr(model, "config", None), "model_type", None)
             raise InvalidInputError(
-                f"model must be an mlx-vlm LLaVA or Qwen2-VL Model (config.model_type in {list(_FAMILIES)}); "
-                f"got {type(model).__name__} with model_type {kind!r}"
+                f"model must be an mlx-vlm Model of a supported family (config.model_type in "
+                f"{sorted(compat.FAMILIES)}); got {type(model).__name__} with model_type {kind!r}"
             )
         check_choice("relevance", relevance, _RELEVANCE)
-        if relevance == "cls" and kind != "llava":
+        if relevance == "cls" and family.cls is None:
             raise InvalidInputError(
-                f"relevance='cls' needs a vision encoder with a CLS token; {kind} has none. "
+                f"relevance='cls' needs a vision encoder with a CLS token; {family.model_type} has none. "
                 "Use 'instruction' or 'uniform'"
             )
         tops_core.api.resolve(objective)
-        self.model, self.kind, self.budget = model, kind, budget
+        if schedule.stage2:
+            if not compat.stage2_supported(family):
+                raise InvalidInputError(
+                    f"Stage II (schedule.stage2) is built for model_type in "
+                    f"{[f for f, fam in compat.FAMILIES.items() if compat.stage2_supported(fam)]}; got "
+                    f"{family.model_type} ({compat.stage2_reason(family)})"
+                )
+            schedule.check_depth(len(compat.decoder_layers(model)))
+            injected = compat.deepstack_layers(model) if family.deepstack else 0
+            if schedule.stage2[0][0] < injected:
+                raise InvalidInputError(
+                    f"stage2 layers must be >= {injected} for this {family.model_type}: its deepstack "
+                    f"features are added to the image tokens at layers 0..{injected - 1}; got layer "
+                    f"{schedule.stage2[0][0]}"
+                )
+        self.model, self.family, self.schedule = model, family, schedule
+        self.budget = schedule.stage1 if schedule.stage1 is not None else Budget(ratio=1.0)
+        self.kind = family.model_type
         self.objective = tops_core.TOPSRule() if objective is None else objective
         self.relevance = relevance
         self.spatial = bool(spatial)
-        self.image_token_id = (model.config.image_token_index if kind == "llava"
-                               else model.config.image_token_id)
+        self.image_token_id = compat.image_token_id(model)
         self.history: list[MLXStageRecord] = []
         self._cls = None
         self._ids = None
+        self._batch = None
+        self._stage2 = None
         self._restore = []
         self.enabled = False
         self._enable()
@@ -117,31 +220,48 @@ class MLXPruning:
     def _enable(self):
         if getattr(self.model, "_tops_pruning", None) is not None:
             raise InvalidInputError("TOPS pruning is already enabled on this model; disable it first")
-        layer = self._cls_layer() if self.kind == "llava" and self.relevance in ("auto", "cls") else None
+        layer = self._cls_layer() if self.family.cls and self.relevance in ("auto", "cls") else None
         self.model._tops_pruning = self
         original = self.model.get_input_embeddings
         self.model.get_input_embeddings = self._wrap_embeddings(original)
         session = self
 
-        def language_call(lm, inputs, inputs_embeds=None, *args, **kwargs):
-            ids = session._ids
-            if ids is not None and inputs_embeds is not None and inputs is not None:
-                offset = _cache_offset(kwargs.get("cache", args[1] if len(args) > 1 else None))
-                inputs = ids[:, offset:offset + inputs_embeds.shape[1]]  # pruned ids, in step
-            return super(type(lm), lm).__call__(inputs, inputs_embeds, *args, **kwargs)
-
         lm = self.model.language_model
-        self._restore.append((lm, _swap_call(lm, language_call)))
+        signature = compat.language_signature(lm)  # argument order differs between families
+
+        def language_call(lm, *args, **kwargs):
+            ids = session._ids
+            if ids is not None:
+                bound = signature.bind(*args, **kwargs)
+                inputs, embeds = compat.language_inputs(bound)
+                if embeds is not None and inputs is not None:
+                    offset = compat.cache_offset(bound.arguments.get("cache"))
+                    compat.set_language_inputs(bound, ids[:, offset:offset + embeds.shape[1]])  # in step
+                    args, kwargs = bound.args, bound.kwargs
+            return super(type(lm), lm).__call__(*args, **kwargs)
+
+        self._restore.append((lm, compat.swap_call(lm, language_call)))
         if layer is not None:
             def recording_call(module, x, *args, **kwargs):
                 session._cls = cls_attention(module, x)
                 return super(type(module), module).__call__(x, *args, **kwargs)
 
-            self._restore.append((layer, _swap_call(layer, recording_call)))
+            self._restore.append((layer, compat.swap_call(layer, recording_call)))
+        layers = compat.decoder_layers(self.model)
+        budgets = dict(self.schedule.stage2)
+        # M-RoPE: the model hands every layer the full prompt's positions; the layers after a
+        # pruning point get the kept columns' positions instead
+        # likewise the mask arrays (Gemma 3's sliding-window layers)
+        every_later = self.family.positions == "mrope" or self.family.layer_masks
+        wrapped = range(min(budgets), len(layers)) if budgets and every_later else sorted(budgets)
+        for index in wrapped:
+            call = self._stage2_call(index, budgets.get(index))
+            self._restore.append((layers[index], compat.swap_call(layers[index], call)))
+        compat.install_batch_hook(self)
         self.enabled = True
 
     def _cls_layer(self):
-        layers = self.model.vision_tower.vision_model.encoder.layers
+        layers = compat.clip_encoder_layers(self.model)
         chosen = self.model.vision_feature_layer
         chosen = chosen[-1] if isinstance(chosen, (list, tuple)) else chosen
         index = chosen % (len(layers) + 1)  # into hidden_states (0 = embeddings)
@@ -158,9 +278,12 @@ class MLXPruning:
         for module, cls in self._restore:
             module.__class__ = cls
         self._restore = []
+        compat.remove_batch_hook(self)
         if getattr(self.model, "_tops_pruning", None) is self:
             del self.model._tops_pruning
         self._ids = None
+        self._batch = None
+        self._stage2 = None
         self.enabled = False
 
     def __enter__(self):
@@ -170,18 +293,67 @@ class MLXPruning:
         self.disable()
         return False
 
+    def batch_prompts(self, prompts, attention_mask):
+        """The pruned prompt rows for ``BatchGenerator.insert`` if ``prompts`` are the last pruned ones.
+
+        Called by the ``batch_generate`` hook in :mod:`tops_adapters.mlx_vlm_compat`;
+        returns ``(prompts, attention_mask)`` in the caller's types, or ``None``
+        for prompts this session did not prune.
+        """
+        if self._batch is None:
+            return None
+        original, pruned, mask = self._batch
+        given = prompts.tolist() if isinstance(prompts, mx.array) else [list(row) for row in prompts]
+        if given != original:
+            return None
+        self._ids = None  # the generator now feeds the pruned rows itself
+        rows = mx.array(pruned) if isinstance(prompts, mx.array) else pruned.tolist()
+        if attention_mask is not None and mask is None:
+            raise InvalidInputError(
+                "batch_generate passed an attention_mask but get_input_embeddings got mask=None; "
+                "the pruned mask cannot be derived"
+            )
+        return rows, (None if attention_mask is None else mx.array(mask).astype(attention_mask.dtype))
+
     def _wrap_embeddings(self, original):
         def get_input_embeddings(input_ids=None, pixel_values=None, **kwargs):
             self._cls = None
             out = original(input_ids, pixel_values, **kwargs)
+            self._stage2 = None
             if pixel_values is None or input_ids is None:
                 self._ids = None
+                self._batch = None
                 return out
             return self._prune(input_ids, out, kwargs)
         return get_input_embeddings
 
+    def _placeholder_repeats(self, ids, length):
+        """Columns each ``input_ids`` column spans in ``inputs_embeds`` (LLaVA-NeXT expands each image).
+
+        ``None`` when they are aligned one to one.
+        """
+        if ids.shape[1] == length:
+            return None
+        placeholders = (ids == self.image_token_id).sum(axis=1)
+        uneven = (placeholders != placeholders[0]).any() or placeholders[0] == 0
+        if not self.family.expands_placeholder or uneven:
+            raise InvalidInputError(
+                f"inputs_embeds must have one column per input_ids column for {self.kind}; "
+                f"got input_ids {ids.shape} and inputs_embeds length {length}"
+            )
+        if ids.shape[0] != 1:
+            raise InvalidInputError(
+                f"{self.kind} in mlx-vlm merges one image per call; input_ids must have 1 row, "
+                f"got {ids.shape[0]}"
+            )
+        per_image = (length - ids.shape[1]) // int(placeholders[0]) + 1
+        return np.where(ids[0] == self.image_token_id, per_image, 1)
+
     def _prune(self, input_ids, out, kwargs):
-        ids = np.array(input_ids)
+        given = np.array(input_ids)
+        embeds = out.inputs_embeds
+        repeats = self._placeholder_repeats(given, embeds.shape[1])
+        ids = given if repeats is None else np.repeat(given, repeats, axis=1)
         visual = ids == self.image_token_id
         counts = visual.sum(axis=1)
         if (counts != counts[0]).any():
@@ -191,11 +363,15 @@ class MLXPruning:
         b, n = ids.shape[0], int(counts[0])
         if n == 0:
             self._ids = None
+            self._batch = None
             return out
+        mask = kwargs.get("mask")
+        if mask is not None:
+            mask = np.array(mask) if repeats is None else np.repeat(np.array(mask), repeats, axis=1)
+        valid = np.ones(ids.shape, dtype=bool) if mask is None else mask.astype(bool)
         visual_pos = np.stack([np.nonzero(row)[0] for row in visual])
-        embeds = out.inputs_embeds
         feats = [embeds[row, mx.array(visual_pos[row])] for row in range(b)]
-        relevance, source = self._relevance(feats, embeds, visual, kwargs)
+        relevance, source = self._relevance(feats, embeds, visual & valid, ~visual & valid)
         k = self.budget.tokens(n)
         kept = []
         for row in range(b):
@@ -210,43 +386,151 @@ class MLXPruning:
             keep[row, visual_pos[row, kept[row]]] = True
         columns = np.stack([np.nonzero(row)[0] for row in keep])
         cols = mx.array(columns)
-        new_embeds = mx.stack([embeds[row, cols[row]] for row in range(b)])
+        changes = {"inputs_embeds": _gather_columns(embeds, cols)}
         new_ids = np.take_along_axis(ids, columns, axis=1)
         self._ids = mx.array(new_ids).astype(input_ids.dtype)
-        changes = {"inputs_embeds": new_embeds}
+        self._batch = (given.tolist(), new_ids,
+                       None if mask is None else np.take_along_axis(mask, columns, axis=1))
         deltas = None
-        if out.position_ids is not None:
+        if getattr(out, "position_ids", None) is not None:
             pos = out.position_ids
             gathered = mx.stack([pos[..., row, :][..., cols[row]] for row in range(b)], axis=-2)
             changes["position_ids"] = gathered
-            if self.kind == "qwen2_vl":
+            if self.family.positions == "mrope":
                 spatial = np.array(gathered if gathered.ndim == 3 else gathered[None])
-                deltas = (spatial.max(axis=(0, 2)) + 1 - columns.shape[1]).reshape(-1, 1)
+                # as mlx-vlm's get_rope_index: max + 1 - the row's unpadded length
+                length = np.take_along_axis(valid, columns, axis=1).sum(axis=1)
+                deltas = (spatial.max(axis=(0, 2)) + 1 - length).reshape(-1, 1)
                 changes["rope_deltas"] = mx.array(deltas)
+        for name in self.family.row_aligned:
+            value = getattr(out, name, None)
+            if value is not None:
+                changes[name] = _gather_columns(value, cols)
+        if self.family.square_mask and getattr(out, self.family.square_mask, None) is not None:
+            square = getattr(out, self.family.square_mask)
+            changes[self.family.square_mask] = mx.stack(
+                [square[row][:, cols[row]][:, :, cols[row]] for row in range(b)])
+        if self.family.deepstack and getattr(out, "deepstack_visual_embeds", None) is not None:
+            flat = mx.array((np.arange(b)[:, None] * n + kept).reshape(-1))
+            changes["deepstack_visual_embeds"] = [layer[flat] for layer in out.deepstack_visual_embeds]
         self.history = [MLXStageRecord(visual_pos, np.stack([np.array(r) for r in relevance]), source, kept,
                                        columns, new_ids, deltas)]
+        if self.schedule.stage2:  # where the kept image tokens sit in the pruned prompt
+            self._stage2 = {"visual": np.stack([np.nonzero(np.isin(columns[row], visual_pos[row]))[0]
+                                                for row in range(b)]), "done": set()}
         return dataclasses.replace(out, **changes)
 
-    def _similarity(self, feats):
-        """Cosine similarity, position-aware (``tops_core.spatial``) on LLaVA's square grid.
+    def _stage2_call(self, index, budget):
+        session = self
+        signature = compat.layer_signature(compat.decoder_layers(self.model)[index])
+        names = list(signature.parameters)
+        window = compat.sliding_window(self.model, compat.decoder_layers(self.model)[index])
 
-        Only for an ``Objective`` (what the study behind the default measured); Qwen2-VL's
-        merged grids stay plain for now.
+        def call(layer, *args, **kwargs):
+            state = session._stage2
+            if state is None:
+                return super(type(layer), layer).__call__(*args, **kwargs)
+            bound = signature.bind(*args, **kwargs)
+            hidden, cache = bound.arguments[names[0]], bound.arguments.get("cache")
+            positions = bound.arguments.get("position_ids")
+            if state.get("position_ids") is not None and positions is not None \
+                    and positions.shape[-1] != hidden.shape[1]:  # this forward was pruned upstream
+                positions = session._use_positions(bound, state["position_ids"])
+                args, kwargs = bound.args, bound.kwargs
+            if session.family.layer_masks and isinstance(bound.arguments.get("mask"), mx.array) \
+                    and bound.arguments["mask"].shape[-2] != hidden.shape[1]:  # pruned upstream
+                bound.arguments["mask"] = compat.layer_mask(hidden, bound.arguments.get("cache"), window)
+                args, kwargs = bound.args, bound.kwargs
+            if budget is None or index in state["done"]:
+                return super(type(layer), layer).__call__(*args, **kwargs)
+            mask = bound.arguments.get("mask")
+            offset = cache.offset if cache is not None else 0
+            if not isinstance(offset, int):
+                raise InvalidInputError(
+                    f"Stage II needs one prompt per forward (generate); layer {index} got a batch KV cache "
+                    f"({type(cache).__name__}, one offset per row: batch_generate). Use Stage I only"
+                )
+            columns = state["visual"] - offset
+            inside = (columns >= 0) & (columns < hidden.shape[1])
+            if inside.any():
+                if not inside.all():
+                    raise InvalidInputError(
+                        f"Stage II at layer {index} needs every image token in one prefill chunk; this chunk "
+                        f"holds {int(inside[0].sum())} of {columns.shape[1]}. Pass a larger prefill_step_size"
+                    )
+                if isinstance(mask, mx.array) and not session.family.layer_masks:
+                    raise InvalidInputError(
+                        f"Stage II needs the causal mask mlx-vlm builds for one prompt; got an explicit mask "
+                        f"array of shape {mask.shape} (batch_generate or a sliding window). Use Stage I only"
+                    )
+                pruned, kept_columns = session._stage2_prune(layer, index, budget, hidden, columns, offset,
+                                                             cache, positions, window)
+                bound.arguments[names[0]] = pruned
+                if session.family.layer_masks:
+                    bound.arguments["mask"] = compat.layer_mask(pruned, cache, window)
+                if positions is not None:
+                    state["position_ids"] = mx.stack(
+                        [positions[:, row, mx.array(kept_columns[row])] for row in range(pruned.shape[0])],
+                        axis=1)
+                    session._use_positions(bound, state["position_ids"])
+                state["done"].add(index)
+                args, kwargs = bound.args, bound.kwargs
+            return super(type(layer), layer).__call__(*args, **kwargs)
+        return call
+
+    @staticmethod
+    def _use_positions(bound, positions):
+        """Hand a layer the pruned sequence's M-RoPE positions (its cos/sin then follow from them)."""
+        bound.arguments["position_ids"] = positions
+        if "position_embeddings" in bound.arguments:
+            bound.arguments["position_embeddings"] = None
+        return positions
+
+    def _stage2_prune(self, layer, index, budget, hidden, visual, offset, cache, positions=None, window=None):
+        b, length, _ = hidden.shape
+        n = visual.shape[1]
+        k = budget.tokens(n)
+        relevance = rater_relevance(layer, hidden, visual, offset, cache, positions, window)
+        kept = []
+        for row in range(b):
+            if k >= n:
+                kept.append(np.arange(n))
+                continue
+            feats = hidden[row, mx.array(visual[row])]
+            sel = tops_core.select(relevance[row], cosine_similarity(feats), k, objective=self.objective)
+            kept.append(np.array(sel.indices).astype(np.int64))
+        kept = np.stack(kept)
+        keep = np.ones((b, length), dtype=bool)
+        np.put_along_axis(keep, visual, False, axis=1)
+        np.put_along_axis(keep, np.take_along_axis(visual, kept, axis=1), True, axis=1)
+        columns = np.stack([np.nonzero(row)[0] for row in keep])
+        kept_columns = np.take_along_axis(visual, kept, axis=1)
+        self._stage2["visual"] = offset + np.stack([np.nonzero(np.isin(columns[row], kept_columns[row]))[0]
+                                                    for row in range(b)])
+        self.history.append(MLXStageRecord(visual + offset, np.array(relevance), "raters", kept, columns,
+                                           None, layer=index))
+        return _gather_columns(hidden, mx.array(columns)), columns
+
+    def _similarity(self, feats):
+        """Stage I's cosine similarity, position-aware (``tops_core.spatial``) on LLaVA's grid.
+
+        Only for an ``Objective`` (what the study behind the default measured) and LLaVA, whose
+        images are one square patch grid each; other layouts stay plain for now.
         """
         sim = cosine_similarity(feats)
+        if not (self.spatial and self.kind == "llava" and isinstance(self.objective, tops_core.Objective)):
+            return sim
         vision = self.model.config.vision_config
-        side = vision.image_size // vision.patch_size
-        n = feats.shape[0]
-        if (not self.spatial or self.kind != "llava" or n % (side * side)
-                or not isinstance(self.objective, tops_core.Objective)):
+        side, n = vision.image_size // vision.patch_size, feats.shape[0]
+        if n % (side * side):
             return sim
         return tops_core.spatial(sim, [(side, side)] * (n // (side * side)))
 
-    def _relevance(self, feats, embeds, visual, kwargs):
+    def _relevance(self, feats, embeds, visual, text):
         b = len(feats)
         mode = self.relevance
         if mode == "auto":
-            mode = "cls" if (self.kind == "llava" and self._cls is not None) else "instruction"
+            mode = "cls" if self._cls is not None else "instruction"
         if mode == "cls":
             if self._cls is None:
                 raise InvalidInputError(
@@ -256,64 +540,92 @@ class MLXPruning:
             rows = self._cls
             if self.model.vision_feature_select_strategy == "default":
                 rows = rows[:, 1:]
-            flat = rows.reshape(-1)
             n = feats[0].shape[0]
+            if self.family.cls == "first_crop":
+                if b != 1 or rows.shape[1] != n:
+                    raise InvalidInputError(
+                        f"relevance='cls' for {self.kind} maps the base crop's CLS row onto one image; "
+                        f"got {b} prompts and {rows.shape[1]} patches per crop for {n} image tokens. "
+                        "Use relevance='instruction'"
+                    )
+                return [rows[0]], "cls"
+            flat = rows.reshape(-1)
             return [flat[row * n:(row + 1) * n] for row in range(b)], "cls"
         if mode == "uniform":
             return [mx.ones((f.shape[0],)) for f in feats], "uniform"
         out = []
         for row in range(b):
-            text = embeds[row, mx.array(np.nonzero(~visual[row])[0])].astype(mx.float32)
-            v = feats[row].astype(mx.float32)
-            v = v / mx.maximum(mx.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
-            t = text / mx.maximum(mx.linalg.norm(text, axis=-1, keepdims=True), 1e-12)
-            out.append(((1 + mx.clip(v @ t.T, -1.0, 1.0)) / 2).mean(axis=-1))
+            text_columns = np.nonzero(text[row])[0]
+            if text_columns.size == 0:
+                raise InvalidInputError(
+                    f"instruction relevance needs text tokens besides the image; prompt row {row} has "
+                    "none. Use relevance='uniform' explicitly"
+                )
+            out.append(instruction_relevance(feats[row], embeds[row, mx.array(text_columns)]))
         return out, "instruction"
 
 
-def _cache_offset(cache) -> int:
-    if not cache or cache[0] is None:
-        return 0
-    offset = cache[0].offset
-    return int(offset.max().item()) if isinstance(offset, mx.array) else int(offset)
+def _gather_columns(value: mx.array, cols: mx.array) -> mx.array:
+    """Rows of ``value`` (B, L, ...) at ``cols`` (B, L'), per batch row."""
+    return mx.stack([value[row, cols[row]] for row in range(cols.shape[0])])
 
 
-def enable(model, *, keep=None, ratio=None, objective=None, relevance="auto", spatial=True) -> MLXPruning:
-    """Turn TOPS Stage I pruning on in an mlx-vlm ``Model``.
+def enable(model, schedule=None, *, keep=None, ratio=None, objective=None, relevance="auto",
+           spatial=True) -> MLXPruning:
+    """Turn TOPS pruning on in an mlx-vlm ``Model``.
 
     Parameters
     ----------
-    model : mlx_vlm LLaVA or Qwen2-VL ``Model``
+    model : mlx_vlm ``Model``
+        A supported family (``config.model_type``; see
+        :data:`tops_adapters.mlx_vlm_compat.FAMILIES` and the support matrix).
+    schedule : tops_adapters.hf.budget.Schedule, optional
+        Stage I budget and Stage II points, e.g. ``Schedule(stage1=64,
+        stage2=((12, 32), (24, 16)))``. Shortcuts: ``keep=`` tokens or
+        ``ratio=`` give a Stage-I-only schedule. Exactly one of the three.
     keep, ratio : int or float
-        The budget (exactly one): visual tokens to keep, or the fraction of N.
+        Stage I budget: visual tokens to keep, or the fraction of N.
     objective : tops_core.Objective or rule, optional
         Default ``tops_core.TOPSRule()`` (the paper); ``tops_core.Objective()``
         for the certified objective.
     relevance : {"auto", "cls", "instruction", "uniform"}
-        ``auto``: CLS attention of the penultimate ViT layer for LLaVA when the
-        vision tower runs in the call, the instruction otherwise (Qwen2-VL, or
-        features from mlx-vlm's vision cache — see ``history[-1].source``).
+        Stage I scores. ``auto``: CLS attention of the chosen ViT layer where
+        the encoder has a CLS token (LLaVA, LLaVA-NeXT) and the vision tower
+        runs in the call; the instruction (mean ``(1 + cos) / 2`` between each
+        image token and the prompt's text tokens, padding excluded) otherwise —
+        SigLIP, Pixtral and Qwen towers have no CLS token, and features from
+        mlx-vlm's vision cache carry none. ``history[0].source`` says which.
+        ``uniform`` only when asked for.
     spatial : bool, default True
-        Position-aware similarity (:func:`tops_core.spatial` with its defaults) on
-        LLaVA's square patch grid with a ``tops_core.Objective`` (the rules keep the
-        plain cosine). ``False`` turns it off.
+        Position-aware similarity (:func:`tops_core.spatial` with its defaults) at Stage I on
+        LLaVA's square patch grid with a ``tops_core.Objective`` (the rules, other families and
+        Stage II keep the plain cosine). ``False`` turns it off.
 
     Returns
     -------
     MLXPruning
-        A context manager; ``disable()`` restores the model.
+        A context manager; ``disable()`` restores the model. ``history`` holds
+        the last prefill's :class:`MLXStageRecord` s (Stage I, then Stage II).
 
     Notes
     -----
-    Positions: mlx-vlm's LLaVA language model places RoPE by the cache offset,
-    so the kept tokens are renumbered contiguously (the paper's policy);
-    Qwen2-VL keeps the 3-D M-RoPE positions computed on the full prompt, and
-    ``rope_deltas`` is recomputed so decoding continues at ``max + 1``. Stage II
-    (in-LLM) pruning is not implemented for mlx-vlm.
+    Positions: families whose RoPE is placed by the KV-cache offset renumber
+    the kept tokens contiguously (the paper's policy; in Stage II each layer's
+    own cache offset continues from its pruned length); M-RoPE families keep
+    the 3-D positions computed on the full prompt, and ``rope_deltas`` is
+    recomputed so decoding continues at ``max + 1``. Stage II scores the image
+    tokens by the attention of the text after the image in the forward that
+    holds it: with mlx-vlm's default chunked prefill the last prompt token runs
+    alone and is not a rater (``prefill_step_size=None`` makes it one).
     """
-    if (keep is None) == (ratio is None):
+    given = [name for name, value in (("schedule", schedule), ("keep", keep), ("ratio", ratio))
+             if value is not None]
+    if len(given) != 1:
         raise InvalidInputError(
-            f"enable needs exactly one of keep= or ratio=; got keep={keep!r}, ratio={ratio!r}"
+            f"enable needs exactly one of schedule, keep= or ratio=; got {given or 'none'}"
         )
-    return MLXPruning(model, Budget(keep=keep, ratio=ratio), objective=objective, relevance=relevance,
-                      spatial=spatial)
+    if schedule is None:
+        schedule = Schedule(stage1=Budget(keep=keep, ratio=ratio))
+    elif not isinstance(schedule, Schedule):
+        raise InvalidInputError(f"schedule must be a Schedule; got {type(schedule).__name__}")
+    return MLXPruning(model, schedule, objective=objective, relevance=relevance, spatial=spatial)
