@@ -40,12 +40,13 @@ def test_cuda_equals_core(objective, method, dtype):
     assert sel.order.device.type == "cuda" and sel.order.dtype == torch.int64
     assert sel.value.device.type == "cuda" and sel.value.dtype == torch.float64
     assert not sel.method.endswith("+host")
-    # The objective's "auto" runs the fused kernel (the core's Incremental, its certificate included)
-    # where Triton is installed, else the loop as greedy (the same answer, greedy's certificate).
-    fused = isinstance(objective, Objective) and method == "auto" and triton_kernels.available()
+    # With Triton installed the objective's methods run the fused kernel with the core's certificate
+    # of that method ("auto": the core's Incremental), and so does TOPSRule; without it the loop runs
+    # "auto" as greedy (the same answer, greedy's certificate).
+    fused = triton_kernels.available()
     core_method = "greedy" if isinstance(objective, Objective) and method == "auto" and not fused else method
     named = core_method if isinstance(objective, Objective) else objective.name
-    assert sel.method == ("incremental" if fused else named)
+    assert sel.method == ("incremental" if fused and named == "auto" else named)
     core = tops_core.select(scores, sim, 24, objective=objective, method=core_method)
     np.testing.assert_array_equal(sel.order.cpu().numpy(), core.order)
     np.testing.assert_allclose(sel.value.cpu().numpy(), core.value, rtol=1e-5)

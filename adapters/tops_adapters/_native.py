@@ -15,13 +15,17 @@ Routes, in the order ``"auto"`` tries them:
     runs on a zero-copy NumPy view and the answer comes back in the caller's
     framework. Every method applies; answers are the core's exactly.
 ``"triton"``
-    A CUDA tensor, Triton installed, the objective's ``"auto"`` method: the
-    fused incremental kernel of :mod:`tops_adapters.triton_kernels` (one
-    persistent program per batch row, all ``k`` steps in one launch).
+    A CUDA tensor, Triton installed, and an objective (methods ``"auto"``,
+    ``"greedy"``, ``"lazy"``: the same picks, each with its own certificate)
+    or :class:`~tops_core.TOPSRule`: the fused kernels of
+    :mod:`tops_adapters.triton_kernels` (one persistent program per batch
+    row, all ``k`` steps in one launch). Rows where a step's lead was within
+    the core's rounding-drift bound are flagged by the kernel and re-run
+    exactly by the core on a host copy (one read of the flags per call).
 ``"loop"``
     The plain on-device loops of :mod:`tops_adapters._native_solvers`: the
-    reference the kernel is tested against, and the route for rules and for
-    ``"greedy"``/``"lazy"`` on a GPU.
+    reference the kernels are tested against, and the route for the other
+    rules on a GPU.
 
 :func:`use_route` forces a route (tests, benchmarks); ``"auto"`` may change
 speed, never answers.
@@ -245,10 +249,7 @@ def select_native(fw: Framework, scores, sim, k, objective, solver, reference):
     batched = scores.ndim == 2
     use_triton = _wants_triton(route, fw, r, objective, solver)
     if use_triton:
-        from tops_adapters import triton_kernels
-
-        result = triton_kernels.incremental_greedy(objective, r, s, k)
-        name = "incremental"
+        result, name = _run_triton(ops, objective, solver, evaluator, r, s, k)
     elif isinstance(objective, Objective):
         result = native.objective_greedy(ops, objective, r, s, k, lazy=lazy)
     else:
@@ -257,13 +258,47 @@ def select_native(fw: Framework, scores, sim, k, objective, solver, reference):
     return _assemble(fw, ops, result, name, k, r.shape[-1], batched)
 
 
-def _wants_triton(route, fw, r, objective, solver) -> bool:
-    from tops_core.solvers import Incremental
+def _triton_applies(objective, solver) -> bool:
+    """Whether a fused kernel runs this objective or rule with this method."""
+    from tops_core.rules import TOPSRule
+    from tops_core.solvers import Greedy, Incremental, Lazy
 
-    applies = isinstance(objective, Objective) and isinstance(solver, Incremental)
+    if isinstance(objective, Objective):
+        return isinstance(solver, (Incremental, Greedy, Lazy))
+    return isinstance(objective, TOPSRule)
+
+
+def _run_triton(ops, objective, solver, evaluator, r, s, k):
+    """The fused kernel's answer and the core's method name; near-tied rows re-run by the core."""
+    from tops_adapters import triton_kernels
+    from tops_core.api import _select_numpy
+
+    def host(x):
+        return x.cpu().numpy()
+
+    if isinstance(objective, Objective):
+        result = triton_kernels.incremental_greedy(objective, r, s, k, certificate=solver.name)
+        return triton_kernels.settle_near_ties(
+            result, lambda b: _select_numpy(host(r[b]), host(s[b]), k, objective, solver, None)), solver.name
+    order = triton_kernels.tops_rule_order(objective, r, s, k)
+    order = triton_kernels.settle_near_ties(
+        order, lambda b: _RuleAnswer(objective.order(host(r[b]).astype(np.float64), host(s[b]), k))).order
+    return native.certify_order(ops, evaluator, r, s, order), objective.name
+
+
+class _RuleAnswer:
+    """A rule's exact order for :func:`~tops_adapters.triton_kernels.settle_near_ties`."""
+
+    def __init__(self, order) -> None:
+        self.order = order
+
+
+def _wants_triton(route, fw, r, objective, solver) -> bool:
+    applies = _triton_applies(objective, solver)
     if route == "triton":
         if not applies:
-            _refuse_triton(objective, solver, "the fused kernel runs the objective's method 'auto'")
+            _refuse_triton(objective, solver, "the fused kernels run an objective's 'auto', 'greedy' or "
+                           "'lazy', and TOPSRule")
         from tops_adapters import triton_kernels
 
         if not triton_kernels.available():

@@ -50,13 +50,24 @@ def initial_gains(s_ptr, r_ptr, cov_ptr, g0_ptr, n, a, bw, focus, FOCUS: tl.cons
 
 @triton.jit
 def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chosen_ptr, changed_ptr,
-                 order_ptr, f_ptr, g_ptr, out_ptr, n, k, a, bw, c, focus, FOCUS: tl.constexpr,
-                 HAS_COV: tl.constexpr, HAS_PEN: tl.constexpr,
+                 order_ptr, f_ptr, g_ptr, out_ptr, near_ptr, stash_ptr, up_ptr, stale_f_ptr, stale_g_ptr,
+                 n, k, a, bw, c, focus, FOCUS: tl.constexpr,
+                 HAS_COV: tl.constexpr, HAS_PEN: tl.constexpr, CERT: tl.constexpr,
                  BLOCK: tl.constexpr, ROWS: tl.constexpr, BLOCK_I: tl.constexpr):
     """All ``k`` greedy steps of batch row ``program_id(0)``, then its certificate's pieces.
 
     ``out[b] = (g(S), f(S), drift bound)``; ``gfin`` gets the padded final gains
     (``-inf`` for the chosen), whose top-``k`` sum the caller adds to ``g(S)``.
+    ``near[b]`` is set when a step's two best gains were within twice the
+    drift bound (where the core re-decides canonically): the caller re-runs
+    that row exactly.
+
+    ``CERT`` picks the certificate's stash (``stash`` ``(B, k + 1, N)`` and
+    ``up`` ``(B, k + 1)``, whose ``min_t up + top-k(stash)`` the caller takes):
+    ``0`` none (the core's ``Incremental``: ``gfin`` only); ``1`` greedy's, the
+    padded gains before every step and after the last; ``2`` lazy's, the gains
+    Minoux's heap would hold (an entry is refreshed at a step when its stale
+    key ``(f, -i)`` tops the pick's, as the heap pops it before the pick).
     """
     b = tl.program_id(0)
     row0 = b * n
@@ -74,24 +85,44 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
     upper = tl.zeros((), tl.float64)
     value = tl.zeros((), tl.float64)
     updates = tl.zeros((), tl.float64)
+    pen_max = tl.zeros((), tl.float64)
+    near = tl.zeros((), tl.int32)
+    eps = 2.220446049250313e-16
+    stash_row = stash_ptr + b.to(tl.int64) * (k + 1) * n
     for t in range(0, k):
-        # 1. argmax of f over the candidates, block by block (first maximum wins ties).
+        # The core's drift bound at this step (its greedy_steps' tol).
+        tol = 8.0 * eps * ((n + 4.0 * updates + 16.0) * bw * g_max + a * r_max + bw * g_max + c * pen_max)
+        # 1. argmax of f over the candidates, block by block (first maximum wins ties),
+        #    and the runner-up, to flag a lead within the drift.
         best = tl.full((), float("-inf"), tl.float64)
+        second = tl.full((), float("-inf"), tl.float64)
         pick = tl.zeros((), tl.int32)
         for i0 in range(0, n, BLOCK):
             idx = i0 + lane
             live = idx < n
-            f = a * tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
-            f += bw * tl.load(cov_ptr + row0 + idx, mask=live, other=0.0)
+            r_i = tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
+            cov_i = tl.load(cov_ptr + row0 + idx, mask=live, other=0.0)
+            f = a * r_i
+            f += bw * cov_i
             if HAS_PEN:
                 f -= c * tl.load(pen_ptr + row0 + idx, mask=live, other=0.0)
             taken = tl.load(chosen_ptr + row0 + idx, mask=live, other=1)
-            f = tl.where(live & (taken == 0), f, float("-inf"))
+            open_i = live & (taken == 0)
+            f = tl.where(open_i, f, float("-inf"))
+            if CERT == 1:  # greedy's bound: this step's padded g gains over the candidates
+                g_i = a * tl.maximum(r_i, 0.0) + bw * cov_i + bw * tol
+                tl.store(stash_row + t * n + idx, tl.where(open_i, g_i, float("-inf")), mask=live)
             block_best = tl.max(f, axis=0)
             block_pick = i0 + tl.argmax(f, axis=0)
+            block_second = tl.max(tl.where(idx == block_pick, float("-inf"), f), axis=0)
             better = block_best > best
+            second = tl.where(better, tl.maximum(best, block_second), tl.maximum(second, block_best))
             pick = tl.where(better, block_pick, pick)
             best = tl.where(better, block_best, best)
+        # Written so that NaN also flags (the core re-decides such a step too).
+        near = tl.where(best - second > 2.0 * tol, near, 1)
+        if CERT == 1:
+            tl.store(up_ptr + b * (k + 1) + t, upper)
         # 2. record the pick: its f gain and its g gain (g drops the penalty, clips r at 0).
         r_p = tl.load(r_ptr + row0 + pick).to(tl.float64)
         cov_p = tl.load(cov_ptr + row0 + pick)
@@ -99,6 +130,34 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
         tl.store(order_ptr + b * k + t, pick.to(tl.int64))
         tl.store(f_ptr + b * k + t, best)
         tl.store(g_ptr + b * k + t, g_p)
+        if CERT == 2:
+            # Lazy's stale gains: refresh what the heap pops before the pick surfaces, then
+            # stash them (the pick masked) after the pick; at t = 0 every gain is fresh.
+            for i0 in range(0, n, BLOCK):
+                idx = i0 + lane
+                live = idx < n
+                taken = tl.load(chosen_ptr + row0 + idx, mask=live, other=1)
+                r_i = tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
+                cov_i = tl.load(cov_ptr + row0 + idx, mask=live, other=0.0)
+                f = a * r_i
+                f += bw * cov_i
+                if HAS_PEN:
+                    f -= c * tl.load(pen_ptr + row0 + idx, mask=live, other=0.0)
+                g_i = a * tl.maximum(r_i, 0.0) + bw * cov_i
+                old_f = tl.load(stale_f_ptr + row0 + idx, mask=live, other=0.0)
+                old_g = tl.load(stale_g_ptr + row0 + idx, mask=live, other=0.0)
+                above = (old_f > best) | ((old_f == best) & (idx < pick)) | (idx == pick) | (t == 0)
+                refresh = above & (taken == 0)
+                new_f = tl.where(refresh, f, old_f)
+                new_g = tl.where(refresh, g_i, old_g)
+                tl.store(stale_f_ptr + row0 + idx, new_f, mask=live)
+                tl.store(stale_g_ptr + row0 + idx, new_g, mask=live)
+                if t == 0:  # the bound at S = {}: every fresh gain
+                    tl.store(stash_row + idx, g_i + bw * tol, mask=live)
+                open_i = (taken == 0) & (idx != pick)
+                tl.store(stash_row + (t + 1) * n + idx, tl.where(open_i, new_g + bw * tol, float("-inf")),
+                         mask=live)
+            tl.store(up_ptr + b * (k + 1) + t + 1, upper + g_p)
         tl.store(chosen_ptr + row0 + pick, 1)
         upper += g_p
         value += a * r_p
@@ -109,8 +168,9 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
                 idx = i0 + lane
                 live = idx < n
                 row_p = tl.load(base + pick.to(tl.int64) * n + idx, mask=live, other=0.0)
-                pen = tl.load(pen_ptr + row0 + idx, mask=live, other=0.0)
-                tl.store(pen_ptr + row0 + idx, pen + row_p.to(tl.float64), mask=live)
+                pen = tl.load(pen_ptr + row0 + idx, mask=live, other=0.0) + row_p.to(tl.float64)
+                tl.store(pen_ptr + row0 + idx, pen, mask=live)
+                pen_max = tl.maximum(pen_max, tl.max(tl.where(live, pen, 0.0), axis=0))
         if HAS_COV:
             # 3. compact the rows whose running max rises (column p of s, strided).
             count = tl.zeros((), tl.int32)
@@ -145,18 +205,14 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
                 tl.store(cov_ptr + row0 + cand, cov, mask=in_cand)
             updates += count.to(tl.float64)
         tl.debug_barrier()  # this step's gains and marks, visible to the next step
-    # 5. f(S)'s coverage term, the penalty's maximum, the drift bound, the padded final gains.
-    pen_max = tl.zeros((), tl.float64)
-    for i0 in range(0, n, BLOCK):
-        idx = i0 + lane
-        live = idx < n
-        if HAS_COV:
+    # 5. f(S)'s coverage term, the drift bound, the padded final gains.
+    if HAS_COV:
+        for i0 in range(0, n, BLOCK):
+            idx = i0 + lane
+            live = idx < n
             w = row_weight(r_ptr, row0, idx, live, n, focus, FOCUS)
             value += bw * tl.sum(tl.where(live, w * tl.load(m_ptr + row0 + idx, mask=live, other=0.0), 0.0),
                                  axis=0)
-        if HAS_PEN:
-            pen_max = tl.maximum(pen_max, tl.max(tl.load(pen_ptr + row0 + idx, mask=live, other=0.0), axis=0))
-    eps = 2.220446049250313e-16
     tol = 8.0 * eps * ((n + 4.0 * updates + 16.0) * bw * g_max + a * r_max + bw * g_max + c * pen_max)
     for i0 in range(0, n, BLOCK):
         idx = i0 + lane
@@ -164,7 +220,13 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
         r = tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
         g = a * tl.maximum(r, 0.0) + bw * tl.load(cov_ptr + row0 + idx, mask=live, other=0.0) + bw * tol
         taken = tl.load(chosen_ptr + row0 + idx, mask=live, other=1)
-        tl.store(gfin_ptr + row0 + idx, tl.where(taken == 0, g, float("-inf")), mask=live)
+        g = tl.where(taken == 0, g, float("-inf"))
+        tl.store(gfin_ptr + row0 + idx, g, mask=live)
+        if CERT == 1:
+            tl.store(stash_row + k * n + idx, g, mask=live)
+    if CERT == 1:
+        tl.store(up_ptr + b * (k + 1) + k, upper)
     tl.store(out_ptr + b * 3, upper)
     tl.store(out_ptr + b * 3 + 1, value)
     tl.store(out_ptr + b * 3 + 2, tol)
+    tl.store(near_ptr + b, near)
