@@ -8,7 +8,7 @@ tensors (Triton reads it when it is imported).
 import triton
 import triton.language as tl
 
-__all__ = ["initial_gains", "greedy_steps"]
+__all__ = ["initial_gains", "greedy_steps", "tops_rule_coverage", "tops_rule_steps"]
 
 
 @triton.jit
@@ -51,8 +51,8 @@ def initial_gains(s_ptr, r_ptr, cov_ptr, g0_ptr, n, a, bw, focus, FOCUS: tl.cons
 @triton.jit
 def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chosen_ptr, changed_ptr,
                  order_ptr, f_ptr, g_ptr, out_ptr, near_ptr, stash_ptr, up_ptr, stale_f_ptr, stale_g_ptr,
-                 n, k, a, bw, c, focus, FOCUS: tl.constexpr,
-                 HAS_COV: tl.constexpr, HAS_PEN: tl.constexpr, CERT: tl.constexpr,
+                 forced_ptr, n, k, a, bw, c, focus, FOCUS: tl.constexpr,
+                 HAS_COV: tl.constexpr, HAS_PEN: tl.constexpr, CERT: tl.constexpr, FORCED: tl.constexpr,
                  BLOCK: tl.constexpr, ROWS: tl.constexpr, BLOCK_I: tl.constexpr):
     """All ``k`` greedy steps of batch row ``program_id(0)``, then its certificate's pieces.
 
@@ -68,6 +68,9 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
     padded gains before every step and after the last; ``2`` lazy's, the gains
     Minoux's heap would hold (an entry is refreshed at a step when its stale
     key ``(f, -i)`` tops the pick's, as the heap pops it before the pick).
+
+    ``FORCED``: the picks are read from ``forced`` ``(B, k)`` instead (a rule's
+    order), so the same pass gives that order's gains, value and certificate.
     """
     b = tl.program_id(0)
     row0 = b * n
@@ -97,30 +100,38 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
         best = tl.full((), float("-inf"), tl.float64)
         second = tl.full((), float("-inf"), tl.float64)
         pick = tl.zeros((), tl.int32)
-        for i0 in range(0, n, BLOCK):
-            idx = i0 + lane
-            live = idx < n
-            r_i = tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
-            cov_i = tl.load(cov_ptr + row0 + idx, mask=live, other=0.0)
-            f = a * r_i
-            f += bw * cov_i
+        if FORCED:
+            pick = tl.load(forced_ptr + b * k + t).to(tl.int32)
+            best = a * tl.load(r_ptr + row0 + pick).to(tl.float64)
+            best += bw * tl.load(cov_ptr + row0 + pick)
             if HAS_PEN:
-                f -= c * tl.load(pen_ptr + row0 + idx, mask=live, other=0.0)
-            taken = tl.load(chosen_ptr + row0 + idx, mask=live, other=1)
-            open_i = live & (taken == 0)
-            f = tl.where(open_i, f, float("-inf"))
-            if CERT == 1:  # greedy's bound: this step's padded g gains over the candidates
-                g_i = a * tl.maximum(r_i, 0.0) + bw * cov_i + bw * tol
-                tl.store(stash_row + t * n + idx, tl.where(open_i, g_i, float("-inf")), mask=live)
-            block_best = tl.max(f, axis=0)
-            block_pick = i0 + tl.argmax(f, axis=0)
-            block_second = tl.max(tl.where(idx == block_pick, float("-inf"), f), axis=0)
-            better = block_best > best
-            second = tl.where(better, tl.maximum(best, block_second), tl.maximum(second, block_best))
-            pick = tl.where(better, block_pick, pick)
-            best = tl.where(better, block_best, best)
+                best -= c * tl.load(pen_ptr + row0 + pick)
+        else:
+            for i0 in range(0, n, BLOCK):
+                idx = i0 + lane
+                live = idx < n
+                r_i = tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
+                cov_i = tl.load(cov_ptr + row0 + idx, mask=live, other=0.0)
+                f = a * r_i
+                f += bw * cov_i
+                if HAS_PEN:
+                    f -= c * tl.load(pen_ptr + row0 + idx, mask=live, other=0.0)
+                taken = tl.load(chosen_ptr + row0 + idx, mask=live, other=1)
+                open_i = live & (taken == 0)
+                f = tl.where(open_i, f, float("-inf"))
+                if CERT == 1:  # greedy's bound: this step's padded g gains over the candidates
+                    g_i = a * tl.maximum(r_i, 0.0) + bw * cov_i + bw * tol
+                    tl.store(stash_row + t * n + idx, tl.where(open_i, g_i, float("-inf")), mask=live)
+                block_best = tl.max(f, axis=0)
+                block_pick = i0 + tl.argmax(f, axis=0)
+                block_second = tl.max(tl.where(idx == block_pick, float("-inf"), f), axis=0)
+                better = block_best > best
+                second = tl.where(better, tl.maximum(best, block_second), tl.maximum(second, block_best))
+                pick = tl.where(better, block_pick, pick)
+                best = tl.where(better, block_best, best)
         # Written so that NaN also flags (the core re-decides such a step too).
-        near = tl.where(best - second > 2.0 * tol, near, 1)
+        if not FORCED:
+            near = tl.where(best - second > 2.0 * tol, near, 1)
         if CERT == 1:
             tl.store(up_ptr + b * (k + 1) + t, upper)
         # 2. record the pick: its f gain and its g gain (g drops the penalty, clips r at 0).
@@ -229,4 +240,251 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
     tl.store(out_ptr + b * 3, upper)
     tl.store(out_ptr + b * 3 + 1, value)
     tl.store(out_ptr + b * 3 + 2, tol)
+    tl.store(near_ptr + b, near)
+
+
+# ------------------------------------------------------------------ TOPS rule
+@triton.jit
+def first_argmax(x_ptr, row0, n, BLOCK: tl.constexpr):
+    """Index of the first maximum of ``x[row0 : row0 + n]`` (``np.argmax``'s tie rule)."""
+    best = tl.full((), float("-inf"), tl.float64)
+    pick = tl.zeros((), tl.int32)
+    for i0 in range(0, n, BLOCK):
+        idx = i0 + tl.arange(0, BLOCK)
+        x = tl.load(x_ptr + row0 + idx, mask=idx < n, other=float("-inf")).to(tl.float64)
+        block_best = tl.max(x, axis=0)
+        better = block_best > best
+        pick = tl.where(better, i0 + tl.argmax(x, axis=0), pick)
+        best = tl.where(better, block_best, best)
+    return pick
+
+
+@triton.jit
+def ordinary(x):
+    """0 or a normal float well inside the range: where the core's relative bounds hold."""
+    size = tl.abs(x)
+    return (x == 0.0) | ((size >= 1e-290) & (size <= 1e290))
+
+
+@triton.jit
+def tops_rule_coverage(cols_ptr, r_ptr, c_ptr, n, BLOCK_J: tl.constexpr, BLOCK_I: tl.constexpr):
+    """Coverage after the seed ``s0 = argmax r``: ``c_i = sum_{j != s0} max(0, F[i, j] - F[j, s0])``.
+
+    ``cols`` is ``F`` transposed (``cols[j, i] = F[i, j]``), so both the tile
+    and the running max ``m_j = cols[s0, j]`` are contiguous reads.
+    """
+    b = tl.program_id(0)
+    row0 = b * n
+    base = cols_ptr + b.to(tl.int64) * n * n
+    seed = first_argmax(r_ptr, row0, n, BLOCK_I)
+    cand = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
+    in_cand = cand < n
+    acc = tl.zeros((BLOCK_I,), tl.float64)
+    for j0 in range(0, n, BLOCK_J):
+        rows = j0 + tl.arange(0, BLOCK_J)
+        keep = (rows < n) & (rows != seed)
+        m = tl.load(base + seed.to(tl.int64) * n + rows, mask=rows < n, other=0.0).to(tl.float64)
+        tile = tl.load(base + rows[:, None].to(tl.int64) * n + cand[None, :],
+                       mask=keep[:, None] & in_cand[None, :], other=0.0).to(tl.float64)
+        acc += tl.sum(tl.where(keep[:, None], tl.maximum(tile - m[:, None], 0.0), 0.0), axis=0)
+    tl.store(c_ptr + row0 + cand, acc, mask=in_cand)
+
+
+@triton.jit
+def tops_rule_steps(cols_ptr, r_ptr, c_ptr, m_ptr, old_ptr, chosen_ptr, changed_ptr, order_ptr, near_ptr,
+                    n, k, alpha, lam, MINMAX: tl.constexpr, HAS_D: tl.constexpr, HAS_C: tl.constexpr,
+                    BLOCK: tl.constexpr, ROWS: tl.constexpr, BLOCK_I: tl.constexpr):
+    """All ``k`` steps of the TOPS rule for batch row ``program_id(0)`` (``k >= 1``).
+
+    The core's :func:`~tops_core.solvers._kernels.tops_rule_steps` in one
+    program: per step, the candidates' normalisation statistics, the scores
+    (with the transcription's own arithmetic: divisions, terms added in its
+    order), the first argmax; then the pick's column leaves the coverage
+    and the rows whose running max rose lower every coverage. Where the core
+    would hand a step to the exact transcription (a lead within twice its
+    rounding bound, or magnitudes outside its bounds' range), ``near[b]`` is
+    set and the caller re-runs the row exactly.
+    """
+    b = tl.program_id(0)
+    row0 = b * n
+    base = cols_ptr + b.to(tl.int64) * n * n
+    lane = tl.arange(0, BLOCK)
+    eps = 2.220446049250313e-16
+    inf = float("inf")
+    seed = first_argmax(r_ptr, row0, n, BLOCK)
+    tl.store(order_ptr + b * k, seed.to(tl.int64))
+    tl.store(chosen_ptr + row0 + seed, 1)
+    c_max = tl.zeros((), tl.float64)
+    for i0 in range(0, n, BLOCK):
+        idx = i0 + lane
+        live = idx < n
+        tl.store(m_ptr + row0 + idx, tl.load(base + seed.to(tl.int64) * n + idx, mask=live).to(tl.float64),
+                 mask=live)
+        if HAS_C:
+            c_max = tl.maximum(c_max, tl.max(tl.load(c_ptr + row0 + idx, mask=live, other=0.0), axis=0))
+    tl.debug_barrier()
+    near = tl.zeros((), tl.int32)
+    updates = tl.zeros((), tl.float64)
+    count = n - 1
+    for t in range(1, k):
+        eps_c = 8.0 * eps * (n + 4.0 * updates + 16.0) * c_max
+        # 1. Normalisation statistics over the candidates (d_i = 1 - m_i).
+        r_sum = tl.zeros((), tl.float64)
+        d_sum = tl.zeros((), tl.float64)
+        c_sum = tl.zeros((), tl.float64)
+        r_lo = tl.full((), inf, tl.float64)
+        d_lo = tl.full((), inf, tl.float64)
+        c_lo = tl.full((), inf, tl.float64)
+        r_hi = tl.full((), -inf, tl.float64)
+        d_hi = tl.full((), -inf, tl.float64)
+        c_hi = tl.full((), -inf, tl.float64)
+        r_abs = tl.zeros((), tl.float64)
+        d_abs = tl.zeros((), tl.float64)
+        for i0 in range(0, n, BLOCK):
+            idx = i0 + lane
+            live = idx < n
+            open_i = live & (tl.load(chosen_ptr + row0 + idx, mask=live, other=1) == 0)
+            r_i = tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
+            d_i = 1.0 - tl.load(m_ptr + row0 + idx, mask=live, other=0.0)
+            c_i = tl.load(c_ptr + row0 + idx, mask=live, other=0.0)
+            if MINMAX:
+                r_lo = tl.minimum(r_lo, tl.min(tl.where(open_i, r_i, inf), axis=0))
+                r_hi = tl.maximum(r_hi, tl.max(tl.where(open_i, r_i, -inf), axis=0))
+                d_lo = tl.minimum(d_lo, tl.min(tl.where(open_i, d_i, inf), axis=0))
+                d_hi = tl.maximum(d_hi, tl.max(tl.where(open_i, d_i, -inf), axis=0))
+                c_lo = tl.minimum(c_lo, tl.min(tl.where(open_i, c_i, inf), axis=0))
+                c_hi = tl.maximum(c_hi, tl.max(tl.where(open_i, c_i, -inf), axis=0))
+            else:
+                r_sum += tl.sum(tl.where(open_i, r_i, 0.0), axis=0)
+                d_sum += tl.sum(tl.where(open_i, d_i, 0.0), axis=0)
+                c_sum += tl.sum(tl.where(open_i, c_i, 0.0), axis=0)
+                r_abs = tl.maximum(r_abs, tl.max(tl.where(open_i, tl.abs(r_i), 0.0), axis=0))
+                d_abs = tl.maximum(d_abs, tl.max(tl.where(open_i, tl.abs(d_i), 0.0), axis=0))
+        if MINMAX:
+            r_sc = r_hi - r_lo
+            d_sc = d_hi - d_lo
+            c_sc = c_hi - c_lo
+        else:
+            r_lo = tl.zeros((), tl.float64)
+            d_lo = tl.zeros((), tl.float64)
+            c_lo = tl.zeros((), tl.float64)
+            r_sc = r_sum / count
+            d_sc = d_sum / count
+            c_sc = c_sum / count
+        # 2. The core's bound on |running score - transcription's score| (its tops_rule_steps).
+        fine = ordinary(r_sc) & ordinary(r_abs) & ordinary(r_lo)
+        if HAS_D:
+            fine = fine & ordinary(d_sc) & ordinary(d_abs) & ordinary(d_lo)
+        if HAS_C:
+            fine = fine & ordinary(c_sc) & ordinary(c_lo) & ordinary(c_max + eps_c)
+        err_r = tl.zeros((), tl.float64)
+        err_d = tl.zeros((), tl.float64)
+        err_c = tl.zeros((), tl.float64)
+        if MINMAX:
+            if HAS_C:
+                fine = fine & (c_sc > 4.0 * eps_c)
+                c_safe = tl.where(c_sc > 4.0 * eps_c, c_sc, 1.0)
+                err_c = 2.0 * eps_c / c_safe + ((c_safe + 2.0 * eps_c) / c_safe) * (
+                    2.0 * eps_c / (c_safe - 2.0 * eps_c))
+        else:
+            dm_r = 4.0 * n * eps * r_abs
+            r_ok = (tl.abs(r_sc) > 2.0 * dm_r) & (r_abs > 0.0)
+            fine = fine & (r_ok | (r_abs == 0.0))
+            r_safe = tl.where(r_ok, tl.abs(r_sc), 1.0)
+            err_r = tl.where(r_ok, (r_abs / r_safe) * (dm_r / (r_safe - dm_r)), 0.0)
+            if HAS_D:
+                dm_d = 4.0 * n * eps * d_abs
+                d_ok = (tl.abs(d_sc) > 2.0 * dm_d) & (d_abs > 0.0)
+                fine = fine & (d_ok | (d_abs == 0.0))
+                d_safe = tl.where(d_ok, tl.abs(d_sc), 1.0)
+                err_d = tl.where(d_ok, (d_abs / d_safe) * (dm_d / (d_safe - dm_d)), 0.0)
+            if HAS_C:
+                dm_c = 4.0 * n * eps * (c_max + eps_c) + eps_c
+                c_ok = tl.abs(c_sc) > 2.0 * dm_c
+                fine = fine & c_ok
+                c_safe = tl.where(c_ok, tl.abs(c_sc), 1.0)
+                err_c = eps_c / c_safe + ((c_max + eps_c) / c_safe) * (dm_c / (c_safe - dm_c))
+        # 3. Scores as the transcription computes them; first maximum; runner-up for the bound.
+        r_div = tl.where(r_sc == 0.0, 1.0, r_sc)
+        d_div = tl.where(d_sc == 0.0, 1.0, d_sc)
+        c_div = tl.where(c_sc == 0.0, 1.0, c_sc)
+        best = tl.full((), -inf, tl.float64)
+        second = tl.full((), -inf, tl.float64)
+        top = tl.zeros((), tl.float64)
+        pick = tl.zeros((), tl.int32)
+        for i0 in range(0, n, BLOCK):
+            idx = i0 + lane
+            live = idx < n
+            open_i = live & (tl.load(chosen_ptr + row0 + idx, mask=live, other=1) == 0)
+            r_i = tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
+            term = tl.where(r_sc == 0.0, 0.0, (r_i - r_lo) / r_div)
+            score = term
+            size = tl.abs(term)
+            if HAS_D:
+                d_i = 1.0 - tl.load(m_ptr + row0 + idx, mask=live, other=0.0)
+                term = alpha * tl.where(d_sc == 0.0, 0.0, (d_i - d_lo) / d_div)
+                score = score + term
+                size += tl.abs(term)
+            if HAS_C:
+                c_i = tl.load(c_ptr + row0 + idx, mask=live, other=0.0)
+                term = lam * tl.where(c_sc == 0.0, 0.0, (c_i - c_lo) / c_div)
+                score = score + term
+                size += tl.abs(term)
+            score = tl.where(open_i, score, -inf)
+            top = tl.maximum(top, tl.max(tl.where(open_i, size, 0.0), axis=0))
+            block_best = tl.max(score, axis=0)
+            block_pick = i0 + tl.argmax(score, axis=0)
+            block_second = tl.max(tl.where(idx == block_pick, -inf, score), axis=0)
+            better = block_best > best
+            second = tl.where(better, tl.maximum(best, block_second), tl.maximum(second, block_best))
+            pick = tl.where(better, block_pick, pick)
+            best = tl.where(better, block_best, best)
+        bound = err_r + alpha * err_d + lam * err_c + 16.0 * eps * (top + 1.0)
+        # Written so that NaN or inf anywhere flags the row (the core runs the transcription there).
+        clear = fine & (best - second > 2.0 * bound) & (bound < inf)
+        near = tl.where(clear | (count == 1), near, 1)
+        # 4. Record the pick; its column's term leaves every coverage (at the old m_p).
+        tl.store(order_ptr + b * k + t, pick.to(tl.int64))
+        tl.store(chosen_ptr + row0 + pick, 1)
+        count -= 1
+        col_p = base + pick.to(tl.int64) * n
+        m_p = tl.load(m_ptr + row0 + pick)
+        n_changed = tl.zeros((), tl.int32)
+        for j0 in range(0, n, BLOCK):
+            idx = j0 + lane
+            live = idx < n
+            hi = tl.load(col_p + idx, mask=live, other=0.0).to(tl.float64)
+            m = tl.load(m_ptr + row0 + idx, mask=live, other=0.0)
+            rose = live & (hi > m)
+            if HAS_C:
+                c_i = tl.load(c_ptr + row0 + idx, mask=live, other=0.0)
+                tl.store(c_ptr + row0 + idx, c_i - tl.maximum(hi - m_p, 0.0), mask=live)
+                # 5. Compact the candidate rows whose running max rises.
+                taken = tl.load(chosen_ptr + row0 + idx, mask=live, other=1)
+                moved = rose & (taken == 0) & (idx != pick)
+                slot = n_changed + tl.cumsum(moved.to(tl.int32), axis=0) - 1
+                tl.store(changed_ptr + row0 + slot, idx, mask=moved)
+                tl.store(old_ptr + row0 + slot, m, mask=moved)
+                n_changed += tl.sum(moved.to(tl.int32), axis=0)
+            tl.store(m_ptr + row0 + idx, tl.where(rose, hi, m), mask=live)
+        tl.debug_barrier()  # the compacted rows and the new m, visible to every thread
+        if HAS_C:
+            # 6. Lower every coverage by the risen rows' terms, ROWS rows per tile.
+            for i0 in range(0, n, BLOCK_I):
+                cand = i0 + tl.arange(0, BLOCK_I)
+                in_cand = cand < n
+                c_i = tl.load(c_ptr + row0 + cand, mask=in_cand, other=0.0)
+                for q0 in range(0, n_changed, ROWS):
+                    slots = q0 + tl.arange(0, ROWS)
+                    in_rows = slots < n_changed
+                    j = tl.load(changed_ptr + row0 + slots, mask=in_rows, other=0)
+                    lo = tl.load(old_ptr + row0 + slots, mask=in_rows, other=0.0)
+                    hi = tl.load(m_ptr + row0 + j, mask=in_rows, other=0.0)
+                    tile = tl.load(base + j[:, None].to(tl.int64) * n + cand[None, :],
+                                   mask=in_rows[:, None] & in_cand[None, :], other=0.0).to(tl.float64)
+                    drop = tl.maximum(tl.minimum(tile, hi[:, None]) - lo[:, None], 0.0)
+                    c_i -= tl.sum(tl.where(in_rows[:, None], drop, 0.0), axis=0)
+                tl.store(c_ptr + row0 + cand, c_i, mask=in_cand)
+            updates += n_changed.to(tl.float64)
+        tl.debug_barrier()  # this step's coverage, marks and m, visible to the next step
     tl.store(near_ptr + b, near)

@@ -39,7 +39,10 @@ import torch
 
 from tops_adapters._native_solvers import NativeResult
 
-__all__ = ["available", "incremental_greedy", "settle_near_ties", "launch_count", "Blocks", "CERTIFICATES"]
+__all__ = [
+    "available", "incremental_greedy", "tops_rule_order", "settle_near_ties", "launch_count", "Blocks",
+    "CERTIFICATES",
+]
 
 #: Kernel launches issued since import (the launch-count test and benchmark read it).
 _LAUNCHES = [0]
@@ -76,6 +79,14 @@ def _kernels():
     return _triton_kernels.initial_gains, _triton_kernels.greedy_steps
 
 
+@functools.cache
+def _rule_kernels():
+    """The TOPS rule's JIT kernels (Triton is imported here, on first use)."""
+    from tops_adapters import _triton_kernels
+
+    return _triton_kernels.tops_rule_coverage, _triton_kernels.tops_rule_steps
+
+
 def _launch(kernel, grid, *args, **meta) -> None:
     """Launch ``kernel`` on ``grid`` and count it.
 
@@ -98,7 +109,8 @@ CERTIFICATES = {"incremental": 0, "greedy": 1, "lazy": 2}
 
 @torch.no_grad()
 def incremental_greedy(objective, r: torch.Tensor, s: torch.Tensor, k: int,
-                       blocks: Blocks | None = None, certificate: str = "incremental") -> NativeResult:
+                       blocks: Blocks | None = None, certificate: str = "incremental",
+                       forced: torch.Tensor | None = None) -> NativeResult:
     """The core's ``Incremental`` on ``(B, N)`` scores and ``(B, N, N)`` similarities, fused.
 
     Parameters
@@ -118,6 +130,11 @@ def incremental_greedy(objective, r: torch.Tensor, s: torch.Tensor, k: int,
         greedy, lazy and incremental agree bit for bit); ``"greedy"`` and
         ``"lazy"`` stash ``(B, k + 1, N)`` float64 gains in the kernel and take
         their top-``k`` sums after it.
+    forced : torch.Tensor, optional
+        ``(B, k)`` int64 picks to follow instead of the argmax (a rule's
+        order): the result is that order's gains, value and the core's
+        certificate of a given order (its ``online_bound``, the
+        ``"incremental"`` one); ``near_tie`` stays zero.
 
     Returns
     -------
@@ -139,7 +156,7 @@ def incremental_greedy(objective, r: torch.Tensor, s: torch.Tensor, k: int,
                                                                device=dev).unbind(0)
     chosen, changed = torch.zeros((2, batch, n), dtype=torch.int32, device=dev).unbind(0)
     f_gains, g_gains = torch.empty((2, batch, k), dtype=torch.float64, device=dev).unbind(0)
-    order = torch.empty((batch, k), dtype=torch.int64, device=dev)
+    order = torch.empty((batch, k), dtype=torch.int64, device=dev) if forced is None else forced.contiguous()
     out = torch.zeros((batch, 3), dtype=torch.float64, device=dev)
     near = torch.zeros((batch,), dtype=torch.int32, device=dev)
     if mode:
@@ -151,8 +168,8 @@ def incremental_greedy(objective, r: torch.Tensor, s: torch.Tensor, k: int,
     _launch(initial_gains, (batch, -(-n // blocks.cols)), s, r, cov, g0, n, a, bw, focus, **flags,
             BLOCK_J=blocks.rows, BLOCK_I=blocks.cols)
     _launch(greedy_steps, (batch,), s, r, cov, gfin, m, pen, old, chosen, changed, order, f_gains, g_gains,
-            out, near, stash, up, stale_f, stale_g, n, k, a, bw, c, focus, **flags, HAS_PEN=bool(c),
-            CERT=mode, BLOCK=blocks.vector, ROWS=blocks.rows, BLOCK_I=blocks.cols)
+            out, near, stash, up, stale_f, stale_g, order, n, k, a, bw, c, focus, **flags, HAS_PEN=bool(c),
+            CERT=mode, FORCED=forced is not None, BLOCK=blocks.vector, ROWS=blocks.rows, BLOCK_I=blocks.cols)
     upper, value, _ = out.unbind(1)
     if mode:
         # min over the stashed steps t of g(S_t) + the top-k sum of that step's gain bounds.
@@ -162,6 +179,60 @@ def incremental_greedy(objective, r: torch.Tensor, s: torch.Tensor, k: int,
         # chosen tokens are -inf in gfin, so with k = N the second term is g(S) itself.
         bound = torch.minimum(_top_sum(g0, k), upper + _top_sum(gfin, k))
     return NativeResult(order, f_gains, value, bound, near)
+
+
+@torch.no_grad()
+def tops_rule_order(rule, r: torch.Tensor, s: torch.Tensor, k: int,
+                    blocks: Blocks | None = None) -> NativeResult:
+    """The TOPS rule's pick order on ``(B, N)`` scores and ``(B, N, N)`` similarities, fused.
+
+    Two launches whatever ``k``: the coverage after the seed, spread over the
+    GPU, then one persistent program per batch row for the ``k - 1`` later
+    steps, with coverage maintained incrementally (only the rows whose
+    running max rose, as the core's fast path). On exactly representable
+    inputs the order is the core's (the scores use the transcription's
+    arithmetic, so every step's scores are its bits).
+
+    Parameters
+    ----------
+    rule : tops_core.TOPSRule
+        ``alpha``, ``lam`` and ``norm`` of the rule.
+    r, s : torch.Tensor
+        Validated scores and similarities (float32 or float64, one device).
+    k : int
+        Budget, ``0 <= k <= N``.
+    blocks : Blocks, optional
+        Tile sizes (default :meth:`Blocks.for_size`).
+
+    Returns
+    -------
+    NativeResult
+        ``order`` (B, k) int64 and ``near_tie`` (B,) int32 (rows to re-run
+        exactly, see :func:`settle_near_ties`); ``gains``, ``value`` and
+        ``bound`` are ``None`` (a rule's certificate comes from its reference
+        objective, after the order).
+    """
+    batch, n = r.shape
+    dev = r.device
+    order = torch.empty((batch, k), dtype=torch.int64, device=dev)
+    near = torch.zeros((batch,), dtype=torch.int32, device=dev)
+    if k == 0:
+        return NativeResult(order, None, None, None, near)
+    coverage, steps = _rule_kernels()
+    blocks = blocks or Blocks.for_size(n)
+    # The core's "cols": cols[j, i] = F[i, j], so coverage terms and running maxima read rows.
+    cols = s.transpose(-1, -2).contiguous()
+    r = r.contiguous()
+    c, m, old = torch.zeros((3, batch, n), dtype=torch.float64, device=dev).unbind(0)
+    chosen, changed = torch.zeros((2, batch, n), dtype=torch.int32, device=dev).unbind(0)
+    has_c = bool(rule.lam)
+    if has_c:
+        _launch(coverage, (batch, -(-n // blocks.cols)), cols, r, c, n, BLOCK_J=blocks.rows,
+                BLOCK_I=blocks.cols)
+    _launch(steps, (batch,), cols, r, c, m, old, chosen, changed, order, near, n, k, rule.alpha, rule.lam,
+            MINMAX=rule.norm == "minmax", HAS_D=bool(rule.alpha), HAS_C=has_c,
+            BLOCK=blocks.vector, ROWS=blocks.rows, BLOCK_I=blocks.cols)
+    return NativeResult(order, None, None, None, near)
 
 
 def settle_near_ties(result: NativeResult, solve_row) -> NativeResult:
