@@ -245,10 +245,22 @@ def test_greedy_and_lazy_run_the_kernel_with_their_own_certificate(method):
     np.testing.assert_array_equal(sel.gains.cpu().numpy(), core.gains)
     np.testing.assert_array_equal(sel.value.cpu().numpy(), core.value)
     np.testing.assert_allclose(sel.upper_bound.cpu().numpy(), core.upper_bound, rtol=1e-12)
-    # The raw kernel (no near-tie re-run) stashes the same bound on these exact inputs.
+    # The raw kernel (no near-tie re-run) gives the same answer and bound on these exact inputs.
     r, s = torch.tensor(scores, device=DEVICE), torch.tensor(sim, device=DEVICE)
     raw = tk.incremental_greedy(objective, r, s, 5, certificate=method)
+    np.testing.assert_array_equal(raw.order.cpu().numpy(), core.order)
+    np.testing.assert_array_equal(raw.gains.cpu().numpy(), core.gains)
     np.testing.assert_allclose(raw.bound.cpu().numpy(), core.upper_bound, rtol=1e-12)
+    # Coverage only, on the 1/8 grid: stale keys tie the pick's, where the heap's (f, -i) order decides.
+    scores9, sim9 = _dyadic(6, 9)
+    raw9 = tk.incremental_greedy(Objective(focus=0.0), torch.tensor(scores9, device=DEVICE),
+                                 torch.tensor(sim9, device=DEVICE), 5, certificate=method)
+    core9 = tops_core.select(scores9[0], sim9[0], 5, objective=Objective(focus=0.0), method=method)
+    np.testing.assert_allclose(float(raw9.bound[0]), core9.upper_bound, rtol=1e-12)
+    # Greedy's bound is a minimum over every step, lazy's over stale gains: they differ here.
+    other = "lazy" if method == "greedy" else "greedy"
+    assert not np.allclose(core.upper_bound, tops_core.select(scores, sim, 5, objective=objective,
+                                                              method=other).upper_bound, rtol=1e-9)
     assert (raw.bound.cpu().numpy() >= core.upper_bound).all()  # padded by the drift bound: never below
 
 
