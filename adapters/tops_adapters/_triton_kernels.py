@@ -291,19 +291,43 @@ def tops_rule_coverage(cols_ptr, r_ptr, c_ptr, n, BLOCK_J: tl.constexpr, BLOCK_I
 
 
 @triton.jit
+def fold_stats(r_i, d_i, c_i, open_i, s_r, s_d, s_c, lo_r, lo_d, lo_c, hi_r, hi_d, hi_c, abs_r, abs_d,
+               MINMAX: tl.constexpr):
+    """Fold one block of candidates into the normalisation statistics (sums or minima and maxima)."""
+    inf = float("inf")
+    if MINMAX:
+        lo_r = tl.minimum(lo_r, tl.min(tl.where(open_i, r_i, inf), axis=0))
+        hi_r = tl.maximum(hi_r, tl.max(tl.where(open_i, r_i, -inf), axis=0))
+        lo_d = tl.minimum(lo_d, tl.min(tl.where(open_i, d_i, inf), axis=0))
+        hi_d = tl.maximum(hi_d, tl.max(tl.where(open_i, d_i, -inf), axis=0))
+        lo_c = tl.minimum(lo_c, tl.min(tl.where(open_i, c_i, inf), axis=0))
+        hi_c = tl.maximum(hi_c, tl.max(tl.where(open_i, c_i, -inf), axis=0))
+    else:
+        s_r += tl.sum(tl.where(open_i, r_i, 0.0), axis=0)
+        s_d += tl.sum(tl.where(open_i, d_i, 0.0), axis=0)
+        s_c += tl.sum(tl.where(open_i, c_i, 0.0), axis=0)
+        abs_r = tl.maximum(abs_r, tl.max(tl.where(open_i, tl.abs(r_i), 0.0), axis=0))
+        abs_d = tl.maximum(abs_d, tl.max(tl.where(open_i, tl.abs(d_i), 0.0), axis=0))
+    return s_r, s_d, s_c, lo_r, lo_d, lo_c, hi_r, hi_d, hi_c, abs_r, abs_d
+
+
+@triton.jit
 def tops_rule_steps(cols_ptr, r_ptr, c_ptr, m_ptr, old_ptr, chosen_ptr, changed_ptr, order_ptr, near_ptr,
                     n, k, alpha, lam, MINMAX: tl.constexpr, HAS_D: tl.constexpr, HAS_C: tl.constexpr,
                     BLOCK: tl.constexpr, ROWS: tl.constexpr, BLOCK_I: tl.constexpr):
     """All ``k`` steps of the TOPS rule for batch row ``program_id(0)`` (``k >= 1``).
 
     The core's :func:`~tops_core.solvers._kernels.tops_rule_steps` in one
-    program: per step, the candidates' normalisation statistics, the scores
+    program. A step is two or three passes over the candidates: the scores
     (with the transcription's own arithmetic: divisions, terms added in its
-    order), the first argmax; then the pick's column leaves the coverage
-    and the rows whose running max rose lower every coverage. Where the core
-    would hand a step to the exact transcription (a lead within twice its
-    rounding bound, or magnitudes outside its bounds' range), ``near[b]`` is
-    set and the caller re-runs the row exactly.
+    order) and their first argmax; the pick's column term leaves every
+    coverage while the rows whose running max rose are compacted; those rows
+    lower every coverage. The last pass of a step, which finalises each
+    candidate's values, also gathers the next step's normalisation
+    statistics (no pass of their own). Where the core would hand a step to
+    the exact transcription (a lead within twice its rounding bound, or
+    magnitudes outside its bounds' range), ``near[b]`` is set and the caller
+    re-runs the row exactly.
     """
     b = tl.program_id(0)
     row0 = b * n
@@ -314,63 +338,54 @@ def tops_rule_steps(cols_ptr, r_ptr, c_ptr, m_ptr, old_ptr, chosen_ptr, changed_
     seed = first_argmax(r_ptr, row0, n, BLOCK)
     tl.store(order_ptr + b * k, seed.to(tl.int64))
     tl.store(chosen_ptr + row0 + seed, 1)
+    # The running max after the seed, the largest initial coverage, the first step's statistics.
     c_max = tl.zeros((), tl.float64)
+    s_r = tl.zeros((), tl.float64)
+    s_d = tl.zeros((), tl.float64)
+    s_c = tl.zeros((), tl.float64)
+    lo_r = tl.full((), inf, tl.float64)
+    lo_d = tl.full((), inf, tl.float64)
+    lo_c = tl.full((), inf, tl.float64)
+    hi_r = tl.full((), -inf, tl.float64)
+    hi_d = tl.full((), -inf, tl.float64)
+    hi_c = tl.full((), -inf, tl.float64)
+    abs_r = tl.zeros((), tl.float64)
+    abs_d = tl.zeros((), tl.float64)
     for i0 in range(0, n, BLOCK):
         idx = i0 + lane
         live = idx < n
-        tl.store(m_ptr + row0 + idx, tl.load(base + seed.to(tl.int64) * n + idx, mask=live).to(tl.float64),
-                 mask=live)
+        m = tl.load(base + seed.to(tl.int64) * n + idx, mask=live, other=0.0).to(tl.float64)
+        tl.store(m_ptr + row0 + idx, m, mask=live)
+        c_i = tl.load(c_ptr + row0 + idx, mask=live, other=0.0)
         if HAS_C:
-            c_max = tl.maximum(c_max, tl.max(tl.load(c_ptr + row0 + idx, mask=live, other=0.0), axis=0))
+            c_max = tl.maximum(c_max, tl.max(c_i, axis=0))
+        r_i = tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
+        s_r, s_d, s_c, lo_r, lo_d, lo_c, hi_r, hi_d, hi_c, abs_r, abs_d = fold_stats(
+            r_i, 1.0 - m, c_i, live & (idx != seed), s_r, s_d, s_c, lo_r, lo_d, lo_c, hi_r, hi_d, hi_c,
+            abs_r, abs_d, MINMAX)
     tl.debug_barrier()
     near = tl.zeros((), tl.int32)
     updates = tl.zeros((), tl.float64)
     count = n - 1
     for t in range(1, k):
         eps_c = 8.0 * eps * (n + 4.0 * updates + 16.0) * c_max
-        # 1. Normalisation statistics over the candidates (d_i = 1 - m_i).
-        r_sum = tl.zeros((), tl.float64)
-        d_sum = tl.zeros((), tl.float64)
-        c_sum = tl.zeros((), tl.float64)
-        r_lo = tl.full((), inf, tl.float64)
-        d_lo = tl.full((), inf, tl.float64)
-        c_lo = tl.full((), inf, tl.float64)
-        r_hi = tl.full((), -inf, tl.float64)
-        d_hi = tl.full((), -inf, tl.float64)
-        c_hi = tl.full((), -inf, tl.float64)
-        r_abs = tl.zeros((), tl.float64)
-        d_abs = tl.zeros((), tl.float64)
-        for i0 in range(0, n, BLOCK):
-            idx = i0 + lane
-            live = idx < n
-            open_i = live & (tl.load(chosen_ptr + row0 + idx, mask=live, other=1) == 0)
-            r_i = tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
-            d_i = 1.0 - tl.load(m_ptr + row0 + idx, mask=live, other=0.0)
-            c_i = tl.load(c_ptr + row0 + idx, mask=live, other=0.0)
-            if MINMAX:
-                r_lo = tl.minimum(r_lo, tl.min(tl.where(open_i, r_i, inf), axis=0))
-                r_hi = tl.maximum(r_hi, tl.max(tl.where(open_i, r_i, -inf), axis=0))
-                d_lo = tl.minimum(d_lo, tl.min(tl.where(open_i, d_i, inf), axis=0))
-                d_hi = tl.maximum(d_hi, tl.max(tl.where(open_i, d_i, -inf), axis=0))
-                c_lo = tl.minimum(c_lo, tl.min(tl.where(open_i, c_i, inf), axis=0))
-                c_hi = tl.maximum(c_hi, tl.max(tl.where(open_i, c_i, -inf), axis=0))
-            else:
-                r_sum += tl.sum(tl.where(open_i, r_i, 0.0), axis=0)
-                d_sum += tl.sum(tl.where(open_i, d_i, 0.0), axis=0)
-                c_sum += tl.sum(tl.where(open_i, c_i, 0.0), axis=0)
-                r_abs = tl.maximum(r_abs, tl.max(tl.where(open_i, tl.abs(r_i), 0.0), axis=0))
-                d_abs = tl.maximum(d_abs, tl.max(tl.where(open_i, tl.abs(d_i), 0.0), axis=0))
+        # 1. The per-step normalisation over the candidates (d_i = 1 - m_i).
         if MINMAX:
-            r_sc = r_hi - r_lo
-            d_sc = d_hi - d_lo
-            c_sc = c_hi - c_lo
+            r_lo = lo_r
+            d_lo = lo_d
+            c_lo = lo_c
+            r_sc = hi_r - lo_r
+            d_sc = hi_d - lo_d
+            c_sc = hi_c - lo_c
         else:
             r_lo = tl.zeros((), tl.float64)
             d_lo = tl.zeros((), tl.float64)
             c_lo = tl.zeros((), tl.float64)
-            r_sc = r_sum / count
-            d_sc = d_sum / count
-            c_sc = c_sum / count
+            r_sc = s_r / count
+            d_sc = s_d / count
+            c_sc = s_c / count
+        r_abs = abs_r
+        d_abs = abs_d
         # 2. The core's bound on |running score - transcription's score| (its tops_rule_steps).
         fine = ordinary(r_sc) & ordinary(r_abs) & ordinary(r_lo)
         if HAS_D:
@@ -450,26 +465,46 @@ def tops_rule_steps(cols_ptr, r_ptr, c_ptr, m_ptr, old_ptr, chosen_ptr, changed_
         col_p = base + pick.to(tl.int64) * n
         m_p = tl.load(m_ptr + row0 + pick)
         n_changed = tl.zeros((), tl.int32)
+        # The next step's statistics start here (gathered by this step's last pass).
+        s_r = tl.zeros((), tl.float64)
+        s_d = tl.zeros((), tl.float64)
+        s_c = tl.zeros((), tl.float64)
+        lo_r = tl.full((), inf, tl.float64)
+        lo_d = tl.full((), inf, tl.float64)
+        lo_c = tl.full((), inf, tl.float64)
+        hi_r = tl.full((), -inf, tl.float64)
+        hi_d = tl.full((), -inf, tl.float64)
+        hi_c = tl.full((), -inf, tl.float64)
+        abs_r = tl.zeros((), tl.float64)
+        abs_d = tl.zeros((), tl.float64)
         for j0 in range(0, n, BLOCK):
             idx = j0 + lane
             live = idx < n
             hi = tl.load(col_p + idx, mask=live, other=0.0).to(tl.float64)
             m = tl.load(m_ptr + row0 + idx, mask=live, other=0.0)
             rose = live & (hi > m)
+            taken = tl.load(chosen_ptr + row0 + idx, mask=live, other=1)
+            open_i = live & (taken == 0) & (idx != pick)
+            new_m = tl.where(rose, hi, m)
             if HAS_C:
                 c_i = tl.load(c_ptr + row0 + idx, mask=live, other=0.0)
                 tl.store(c_ptr + row0 + idx, c_i - tl.maximum(hi - m_p, 0.0), mask=live)
                 # 5. Compact the candidate rows whose running max rises.
-                taken = tl.load(chosen_ptr + row0 + idx, mask=live, other=1)
-                moved = rose & (taken == 0) & (idx != pick)
+                moved = rose & open_i
                 slot = n_changed + tl.cumsum(moved.to(tl.int32), axis=0) - 1
                 tl.store(changed_ptr + row0 + slot, idx, mask=moved)
                 tl.store(old_ptr + row0 + slot, m, mask=moved)
                 n_changed += tl.sum(moved.to(tl.int32), axis=0)
-            tl.store(m_ptr + row0 + idx, tl.where(rose, hi, m), mask=live)
+            else:  # the last pass of the step: the next step's statistics (no coverage term)
+                r_i = tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
+                s_r, s_d, s_c, lo_r, lo_d, lo_c, hi_r, hi_d, hi_c, abs_r, abs_d = fold_stats(
+                    r_i, 1.0 - new_m, tl.zeros_like(r_i), open_i, s_r, s_d, s_c, lo_r, lo_d, lo_c, hi_r, hi_d,
+                    hi_c, abs_r, abs_d, MINMAX)
+            tl.store(m_ptr + row0 + idx, new_m, mask=live)
         tl.debug_barrier()  # the compacted rows and the new m, visible to every thread
         if HAS_C:
-            # 6. Lower every coverage by the risen rows' terms, ROWS rows per tile.
+            # 6. Lower every coverage by the risen rows' terms, ROWS rows per tile; then fold the
+            #    final values into the next step's statistics.
             for i0 in range(0, n, BLOCK_I):
                 cand = i0 + tl.arange(0, BLOCK_I)
                 in_cand = cand < n
@@ -485,6 +520,13 @@ def tops_rule_steps(cols_ptr, r_ptr, c_ptr, m_ptr, old_ptr, chosen_ptr, changed_
                     drop = tl.maximum(tl.minimum(tile, hi[:, None]) - lo[:, None], 0.0)
                     c_i -= tl.sum(tl.where(in_rows[:, None], drop, 0.0), axis=0)
                 tl.store(c_ptr + row0 + cand, c_i, mask=in_cand)
+                taken = tl.load(chosen_ptr + row0 + cand, mask=in_cand, other=1)
+                open_i = in_cand & (taken == 0) & (cand != pick)
+                r_i = tl.load(r_ptr + row0 + cand, mask=in_cand, other=0.0).to(tl.float64)
+                d_i = 1.0 - tl.load(m_ptr + row0 + cand, mask=in_cand, other=0.0)
+                s_r, s_d, s_c, lo_r, lo_d, lo_c, hi_r, hi_d, hi_c, abs_r, abs_d = fold_stats(
+                    r_i, d_i, c_i, open_i, s_r, s_d, s_c, lo_r, lo_d, lo_c, hi_r, hi_d, hi_c,
+                    abs_r, abs_d, MINMAX)
             updates += n_changed.to(tl.float64)
         tl.debug_barrier()  # this step's coverage, marks and m, visible to the next step
     tl.store(near_ptr + b, near)
