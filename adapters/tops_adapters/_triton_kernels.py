@@ -12,19 +12,26 @@ __all__ = ["initial_gains", "greedy_steps", "tops_rule_coverage", "tops_rule_ste
 
 
 @triton.jit
-def row_weight(r_ptr, row0, j, mask, n, focus, FOCUS: tl.constexpr):
-    """``w_j = (1 - beta) + beta * r_j / mean(r)`` (1 where beta = 0 or mean(r) = 0)."""
+def mean_of(r_ptr, row0, n, FOCUS: tl.constexpr):
+    """``mean(r)`` of one batch row (0 without focus: unused), summed once per program."""
+    total = tl.zeros((), tl.float64)
     if FOCUS:
-        total = tl.zeros((), tl.float64)
         for i0 in range(0, n, 1024):
             idx = i0 + tl.arange(0, 1024)
             total += tl.sum(tl.load(r_ptr + row0 + idx, mask=idx < n, other=0.0).to(tl.float64), axis=0)
-        mean = total / n
+    return total / n
+
+
+@triton.jit
+def row_weight(r_ptr, row0, j, mask, mean, focus, FOCUS: tl.constexpr):
+    """``w_j = (1 - beta) + beta * r_j / mean(r)`` (1 where beta = 0 or mean(r) = 0)."""
+    if FOCUS:
         r_j = tl.load(r_ptr + row0 + j, mask=mask, other=0.0).to(tl.float64)
         safe = tl.where(mean == 0.0, 1.0, mean)
         return tl.where(mean == 0.0, 1.0, (1.0 - focus) + focus * (r_j / safe))
     else:
         return tl.full(j.shape, 1.0, tl.float64)
+
 
 @triton.jit
 def initial_gains(s_ptr, r_ptr, cov_ptr, g0_ptr, n, a, bw, focus, FOCUS: tl.constexpr,
@@ -37,10 +44,11 @@ def initial_gains(s_ptr, r_ptr, cov_ptr, g0_ptr, n, a, bw, focus, FOCUS: tl.cons
     base = s_ptr + b.to(tl.int64) * n * n
     acc = tl.zeros((BLOCK_I,), tl.float64)
     if HAS_COV:
+        mean = mean_of(r_ptr, row0, n, FOCUS)
         for j0 in range(0, n, BLOCK_J):
             rows = j0 + tl.arange(0, BLOCK_J)
             in_rows = rows < n
-            w = row_weight(r_ptr, row0, rows, in_rows, n, focus, FOCUS)
+            w = row_weight(r_ptr, row0, rows, in_rows, mean, focus, FOCUS)
             tile = tl.load(base + rows[:, None].to(tl.int64) * n + cols[None, :],
                            mask=in_rows[:, None] & in_cols[None, :], other=0.0).to(tl.float64)
             acc += tl.sum(tile * tl.where(in_rows, w, 0.0)[:, None], axis=0)
@@ -76,6 +84,7 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
     row0 = b * n
     base = s_ptr + b.to(tl.int64) * n * n
     lane = tl.arange(0, BLOCK)
+    mean = mean_of(r_ptr, row0, n, FOCUS)  # of the coverage weights, once
     # The core's drift-bound inputs: the largest initial coverage gain and |r|.
     g_max = tl.zeros((), tl.float64)
     r_max = tl.zeros((), tl.float64)
@@ -208,7 +217,7 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
                     j = tl.load(changed_ptr + row0 + slots, mask=in_rows, other=0)
                     lo = tl.load(old_ptr + row0 + slots, mask=in_rows, other=0.0)
                     hi = tl.load(m_ptr + row0 + j, mask=in_rows, other=0.0)
-                    wj = tl.where(in_rows, row_weight(r_ptr, row0, j, in_rows, n, focus, FOCUS), 0.0)
+                    wj = tl.where(in_rows, row_weight(r_ptr, row0, j, in_rows, mean, focus, FOCUS), 0.0)
                     tile = tl.load(base + j[:, None].to(tl.int64) * n + cand[None, :],
                                    mask=in_rows[:, None] & in_cand[None, :], other=0.0).to(tl.float64)
                     drop = tl.maximum(tl.minimum(tile, hi[:, None]) - lo[:, None], 0.0) * wj[:, None]
@@ -221,7 +230,7 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
         for i0 in range(0, n, BLOCK):
             idx = i0 + lane
             live = idx < n
-            w = row_weight(r_ptr, row0, idx, live, n, focus, FOCUS)
+            w = row_weight(r_ptr, row0, idx, live, mean, focus, FOCUS)
             value += bw * tl.sum(tl.where(live, w * tl.load(m_ptr + row0 + idx, mask=live, other=0.0), 0.0),
                                  axis=0)
     tol = 8.0 * eps * ((n + 4.0 * updates + 16.0) * bw * g_max + a * r_max + bw * g_max + c * pen_max)
