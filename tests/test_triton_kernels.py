@@ -194,8 +194,8 @@ def test_kernels_compile_for_an_h100():
                      "up_ptr", "stale_f_ptr", "stale_g_ptr", "forced_ptr", "n", "k", "a", "bw", "c", "focus"]
             types = [s_type, s_type] + ["*fp64"] * 5 + ["*i32", "*i32", "*i64"] + ["*fp64"] * 3 + [
                 "*i32"] + ["*fp64"] * 4 + ["*i64", "i32", "i32", "fp64", "fp64", "fp64", "fp64"]
-            # Every code path once (CERT=1 with forced picks is unused but compiles both), float32 only.
-            variants = ((0, False), (2, False), (1, True)) if s_type == "*fp32" else ((0, False),)
+            # Every certificate and forced picks, float32 only (float64: the default variant).
+            variants = ((0, False), (1, False), (2, False), (0, True)) if s_type == "*fp32" else ((0, False),)
             for cert, forced in variants:
                 meta = flags | {"HAS_PEN": True, "CERT": cert, "FORCED": forced, "BLOCK": 1024, "ROWS": 16,
                                 "BLOCK_I": 256}

@@ -34,6 +34,19 @@ def row_weight(r_ptr, row0, j, mask, mean, focus, FOCUS: tl.constexpr):
 
 
 @triton.jit
+def fold_argmax(f, i0, idx, best, second, pick):
+    """Fold one block of gains (indices ``i0 + arange``) into the running first maximum and runner-up."""
+    block_best = tl.max(f, axis=0)
+    block_pick = i0 + tl.argmax(f, axis=0)
+    block_second = tl.max(tl.where(idx == block_pick, float("-inf"), f), axis=0)
+    better = block_best > best
+    second = tl.where(better, tl.maximum(best, block_second), tl.maximum(second, block_best))
+    pick = tl.where(better, block_pick, pick)
+    best = tl.where(better, block_best, best)
+    return best, second, pick
+
+
+@triton.jit
 def initial_gains(s_ptr, r_ptr, cov_ptr, g0_ptr, n, a, bw, focus, FOCUS: tl.constexpr,
                   HAS_COV: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_I: tl.constexpr):
     """For one block of candidates ``i``: ``cov_i = sum_j w_j s[j, i]`` and ``g0_i = a r_i^+ + b cov_i``."""
@@ -101,21 +114,41 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
     near = tl.zeros((), tl.int32)
     eps = 2.220446049250313e-16
     stash_row = stash_ptr + b.to(tl.int64) * (k + 1) * n
+    # With a coverage term, each step's last pass (the gain update, which finalises every
+    # candidate's gain) also takes the next step's argmax: one pass fewer per step.
+    FOLDED: tl.constexpr = HAS_COV and not FORCED
+    best = tl.full((), float("-inf"), tl.float64)
+    second = tl.full((), float("-inf"), tl.float64)
+    pick = tl.zeros((), tl.int32)
+    if FOLDED:  # step 0's argmax (nothing chosen yet; the drift bound at S = {})
+        tol = 8.0 * eps * ((n + 16.0) * bw * g_max + a * r_max + bw * g_max)
+        for i0 in range(0, n, BLOCK):
+            idx = i0 + lane
+            live = idx < n
+            r_i = tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
+            cov_i = tl.load(cov_ptr + row0 + idx, mask=live, other=0.0)
+            f = a * r_i
+            f += bw * cov_i
+            f = tl.where(live, f, float("-inf"))
+            if CERT == 1:  # greedy's bound: the padded g gains at S = {}
+                g_i = a * tl.maximum(r_i, 0.0) + bw * cov_i + bw * tol
+                tl.store(stash_row + idx, tl.where(live, g_i, float("-inf")), mask=live)
+            best, second, pick = fold_argmax(f, i0, idx, best, second, pick)
     for t in range(0, k):
         # The core's drift bound at this step (its greedy_steps' tol).
         tol = 8.0 * eps * ((n + 4.0 * updates + 16.0) * bw * g_max + a * r_max + bw * g_max + c * pen_max)
         # 1. argmax of f over the candidates, block by block (first maximum wins ties),
-        #    and the runner-up, to flag a lead within the drift.
-        best = tl.full((), float("-inf"), tl.float64)
-        second = tl.full((), float("-inf"), tl.float64)
-        pick = tl.zeros((), tl.int32)
+        #    and the runner-up, to flag a lead within the drift (FOLDED: taken last step).
         if FORCED:
             pick = tl.load(forced_ptr + b * k + t).to(tl.int32)
             best = a * tl.load(r_ptr + row0 + pick).to(tl.float64)
             best += bw * tl.load(cov_ptr + row0 + pick)
             if HAS_PEN:
                 best -= c * tl.load(pen_ptr + row0 + pick)
-        else:
+        elif not FOLDED:
+            best = tl.full((), float("-inf"), tl.float64)
+            second = tl.full((), float("-inf"), tl.float64)
+            pick = tl.zeros((), tl.int32)
             for i0 in range(0, n, BLOCK):
                 idx = i0 + lane
                 live = idx < n
@@ -131,13 +164,7 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
                 if CERT == 1:  # greedy's bound: this step's padded g gains over the candidates
                     g_i = a * tl.maximum(r_i, 0.0) + bw * cov_i + bw * tol
                     tl.store(stash_row + t * n + idx, tl.where(open_i, g_i, float("-inf")), mask=live)
-                block_best = tl.max(f, axis=0)
-                block_pick = i0 + tl.argmax(f, axis=0)
-                block_second = tl.max(tl.where(idx == block_pick, float("-inf"), f), axis=0)
-                better = block_best > best
-                second = tl.where(better, tl.maximum(best, block_second), tl.maximum(second, block_best))
-                pick = tl.where(better, block_pick, pick)
-                best = tl.where(better, block_best, best)
+                best, second, pick = fold_argmax(f, i0, idx, best, second, pick)
         # Written so that NaN also flags (the core re-decides such a step too).
         if not FORCED:
             near = tl.where(best - second > 2.0 * tol, near, 1)
@@ -206,7 +233,16 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
                 tl.store(m_ptr + row0 + idx, tl.where(rose, col, m), mask=live)
                 count += tl.sum(rose.to(tl.int32), axis=0)
             tl.debug_barrier()  # the compacted rows and the new m, visible to every thread
-            # 4. lower every gain by the risen rows' terms, ROWS rows per tile.
+            updates += count.to(tl.float64)
+            # The next step's drift bound (its updates and penalty are final now).
+            tol_next = 8.0 * eps * ((n + 4.0 * updates + 16.0) * bw * g_max + a * r_max + bw * g_max
+                                    + c * pen_max)
+            picked = pick
+            if FOLDED:
+                best = tl.full((), float("-inf"), tl.float64)
+                second = tl.full((), float("-inf"), tl.float64)
+                pick = tl.zeros((), tl.int32)
+            # 4. lower every gain by the risen rows' terms, ROWS rows per tile; then the next argmax.
             for i0 in range(0, n, BLOCK_I):
                 cand = i0 + tl.arange(0, BLOCK_I)
                 in_cand = cand < n
@@ -223,7 +259,20 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
                     drop = tl.maximum(tl.minimum(tile, hi[:, None]) - lo[:, None], 0.0) * wj[:, None]
                     cov -= tl.sum(drop, axis=0)
                 tl.store(cov_ptr + row0 + cand, cov, mask=in_cand)
-            updates += count.to(tl.float64)
+                if FOLDED:
+                    r_i = tl.load(r_ptr + row0 + cand, mask=in_cand, other=0.0).to(tl.float64)
+                    f = a * r_i
+                    f += bw * cov
+                    if HAS_PEN:
+                        f -= c * tl.load(pen_ptr + row0 + cand, mask=in_cand, other=0.0)
+                    taken = tl.load(chosen_ptr + row0 + cand, mask=in_cand, other=1)
+                    open_i = in_cand & (taken == 0) & (cand != picked)
+                    f = tl.where(open_i, f, float("-inf"))
+                    if CERT == 1:  # greedy's bound: the next step's padded g gains (row k: the final one)
+                        g_i = a * tl.maximum(r_i, 0.0) + bw * cov + bw * tol_next
+                        tl.store(stash_row + (t + 1) * n + cand, tl.where(open_i, g_i, float("-inf")),
+                                 mask=in_cand)
+                    best, second, pick = fold_argmax(f, i0, cand, best, second, pick)
         tl.debug_barrier()  # this step's gains and marks, visible to the next step
     # 5. f(S)'s coverage term, the drift bound, the padded final gains.
     if HAS_COV:
