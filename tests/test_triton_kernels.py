@@ -257,6 +257,10 @@ def test_greedy_and_lazy_run_the_kernel_with_their_own_certificate(method):
                                  torch.tensor(sim9, device=DEVICE), 5, certificate=method)
     core9 = tops_core.select(scores9[0], sim9[0], 5, objective=Objective(focus=0.0), method=method)
     np.testing.assert_allclose(float(raw9.bound[0]), core9.upper_bound, rtol=1e-12)
+    # No budget: the bound is 0 (nothing stashed is read).
+    with torch_adapter.use_route("triton"):
+        none = tops_core.select(r, s, 0, objective=objective, method=method)
+    assert none.upper_bound.tolist() == [0.0, 0.0] and none.order.shape == (2, 0)
     # Greedy's bound is a minimum over every step, lazy's over stale gains: they differ here.
     other = "lazy" if method == "greedy" else "greedy"
     assert not np.allclose(core.upper_bound, tops_core.select(scores, sim, 5, objective=objective,

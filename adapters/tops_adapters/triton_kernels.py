@@ -161,7 +161,7 @@ def incremental_greedy(objective, r: torch.Tensor, s: torch.Tensor, k: int,
     near = torch.zeros((batch,), dtype=torch.int32, device=dev)
     if mode:
         stash = torch.empty((batch, k + 1, n), dtype=torch.float64, device=dev)
-        up = torch.empty((batch, k + 1), dtype=torch.float64, device=dev)
+        up = torch.zeros((batch, k + 1), dtype=torch.float64, device=dev)  # up[0] = g({}) = 0
     else:
         stash = up = out  # never read or written
     flags = {"FOCUS": bool(focus), "HAS_COV": bool(bw)}
