@@ -21,7 +21,9 @@ Routes, in the order ``"auto"`` tries them:
     :mod:`tops_adapters.triton_kernels` (one persistent program per batch
     row, all ``k`` steps in one launch). Rows where a step's lead was within
     the core's rounding-drift bound are flagged by the kernel and re-run
-    exactly by the core on a host copy (one read of the flags per call).
+    exactly by the core on a host copy (one read of the flags per call; the
+    core's ``Incremental``, whose order and gains are greedy's and lazy's,
+    and their own certificate from the kernel along that order).
 ``"loop"``
     The plain on-device loops of :mod:`tops_adapters._native_solvers`: the
     reference the kernels are tested against, and the route for the other
@@ -270,28 +272,42 @@ def _triton_applies(objective, solver) -> bool:
 
 def _run_triton(ops, objective, solver, evaluator, r, s, k):
     """The fused kernel's answer and the core's method name; near-tied rows re-run by the core."""
+    import torch
+
     from tops_adapters import triton_kernels
     from tops_core.api import _select_numpy
+    from tops_core.solvers import Incremental
 
     def host(x):
         return x.cpu().numpy()
 
     if isinstance(objective, Objective):
         result = triton_kernels.incremental_greedy(objective, r, s, k, certificate=solver.name)
-        return triton_kernels.settle_near_ties(
-            result, lambda b: _select_numpy(host(r[b]), host(s[b]), k, objective, solver, None)), solver.name
+
+        def exact_row(b):
+            # The core's Incremental: greedy's and lazy's order and gains bit for bit, in a fraction
+            # of their time; their own certificate then comes from the kernel along that order.
+            core = _select_numpy(host(r[b]), host(s[b]), k, objective, Incremental(), None)
+            bound = core.upper_bound
+            if solver.name != "incremental":
+                forced = torch.as_tensor(core.order, device=r.device)[None]
+                bound = triton_kernels.incremental_greedy(objective, r[b:b + 1], s[b:b + 1], k,
+                                                          certificate=solver.name, forced=forced).bound[0]
+            return _ExactRow(core.order, core.gains, core.value, bound)
+
+        return triton_kernels.settle_near_ties(result, exact_row), solver.name
     order = triton_kernels.tops_rule_order(objective, r, s, k)
     order = triton_kernels.settle_near_ties(
-        order, lambda b: _RuleAnswer(objective.order(host(r[b]).astype(np.float64), host(s[b]), k))).order
+        order, lambda b: _ExactRow(objective.order(host(r[b]).astype(np.float64), host(s[b]), k))).order
     # The reference objective's gains, value and bound along that order: the same fused pass, forced.
     return triton_kernels.incremental_greedy(evaluator, r, s, k, forced=order), objective.name
 
 
-class _RuleAnswer:
-    """A rule's exact order for :func:`~tops_adapters.triton_kernels.settle_near_ties`."""
+class _ExactRow:
+    """One row's exact answer for :func:`~tops_adapters.triton_kernels.settle_near_ties`."""
 
-    def __init__(self, order) -> None:
-        self.order = order
+    def __init__(self, order, gains=None, value=None, upper_bound=None) -> None:
+        self.order, self.gains, self.value, self.upper_bound = order, gains, value, upper_bound
 
 
 def _wants_triton(route, fw, r, objective, solver) -> bool:

@@ -145,6 +145,16 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
             best += bw * tl.load(cov_ptr + row0 + pick)
             if HAS_PEN:
                 best -= c * tl.load(pen_ptr + row0 + pick)
+            if CERT == 1:  # greedy's bound along the given order: the candidates' padded g gains
+                for i0 in range(0, n, BLOCK):
+                    idx = i0 + lane
+                    live = idx < n
+                    r_i = tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
+                    cov_i = tl.load(cov_ptr + row0 + idx, mask=live, other=0.0)
+                    g_i = a * tl.maximum(r_i, 0.0) + bw * cov_i + bw * tol
+                    taken = tl.load(chosen_ptr + row0 + idx, mask=live, other=1)
+                    tl.store(stash_row + t * n + idx, tl.where(live & (taken == 0), g_i, float("-inf")),
+                             mask=live)
         elif not FOLDED:
             best = tl.full((), float("-inf"), tl.float64)
             second = tl.full((), float("-inf"), tl.float64)

@@ -248,7 +248,8 @@ def settle_near_ties(result: NativeResult, solve_row) -> NativeResult:
     solve_row : callable
         ``solve_row(b)`` returns the exact answer of batch row ``b`` (an
         object with NumPy ``order`` and, for objectives, ``gains``, ``value``
-        and ``upper_bound``; ``order`` alone for rules).
+        and ``upper_bound``, a float or a 0-d tensor; ``order`` alone for
+        rules).
 
     Returns
     -------
@@ -262,5 +263,5 @@ def settle_near_ties(result: NativeResult, solve_row) -> NativeResult:
         if result.gains is not None:
             result.gains[b] = torch.as_tensor(exact.gains, dtype=torch.float64)
             result.value[b] = float(exact.value)
-            result.bound[b] = float(exact.upper_bound)
+            result.bound[b] = exact.upper_bound
     return result
