@@ -7,8 +7,10 @@ One command (on a GPU machine it picks CUDA; elsewhere CPU)::
 
 ``--cases targets`` (the default) times the issue's targets only: the NumPy
 core, then the same call on torch tensors (CPU: the core on a zero-copy
-view; CUDA: the fused Triton kernel, launches counted) and on MLX arrays
-(CPU runs, when MLX is installed), every ratio against the core's row.
+view; CUDA: the fused Triton kernels, for the objective's ``auto``,
+``greedy`` and ``lazy`` and for the TOPS rule, launches counted, next to the
+plain PyTorch loop) and on MLX arrays (CPU runs, when MLX is installed),
+every ratio against the core's row.
 ``--cases all`` adds the peer loops and the on-device reference loops below.
 
 Cases are the issue's targets: certified greedy at N=2880, k=640; the TOPS rule
@@ -151,7 +153,8 @@ def target_cases(rng, device, repeats):
         except ImportError:
             print("    (mlx not installed: no MLX rows)")
     def select(s, m, k, **kw):
-        return lambda: tops_core.select(s, m, k, objective=objective, **kw)
+        kw.setdefault("objective", objective)
+        return lambda: tops_core.select(s, m, k, **kw)
 
     for n, k in ((576, 64), (2880, 640)):
         scores, sim = image_tokens(rng, n)
@@ -161,8 +164,10 @@ def target_cases(rng, device, repeats):
         if mlx is not None:
             contenders.append(("mlx arrays, mlx[cpu] (auto)", select(mlx.array(scores), mlx.array(sim), k)))
         if device.type == "cuda":
-            contenders.append(("torch cuda, PyTorch loop (greedy)",
-                               select(t_scores, t_sim, k, method="greedy")))
+            contenders += [("torch cuda, fused (greedy)", select(t_scores, t_sim, k, method="greedy")),
+                           ("torch cuda, fused (lazy)", select(t_scores, t_sim, k, method="lazy")),
+                           ("torch cuda, PyTorch loop (greedy)",
+                            on_loop(select(t_scores, t_sim, k, method="greedy")))]
         case = run_case(f"certified greedy, N={n}, k={k}", contenders, device, repeats)
         if device.type == "cuda" and n == 2880:
             ops, kernels = launches(select(t_scores, t_sim, k))
@@ -171,11 +176,16 @@ def target_cases(rng, device, repeats):
     if device.type == "cuda":
         scores, sim = image_tokens(rng, 2880)
         t_scores, t_sim = torch.from_numpy(scores).to(device), torch.from_numpy(sim).to(device)
-        cases.append(run_case("TOPSRule, N=2880, K=1280", [
-            ("numpy core", lambda: tops_core.select(scores, sim, 1280, objective=TOPSRule())),
-            ("torch cuda (PyTorch loop)",
-             lambda: tops_core.select(t_scores, t_sim, 1280, objective=TOPSRule())),
-        ], device, repeats))
+        rule = TOPSRule()
+        case = run_case("TOPSRule, N=2880, K=1280", [
+            ("numpy core", select(scores, sim, 1280, objective=rule)),
+            ("torch cuda, fused", select(t_scores, t_sim, 1280, objective=rule)),
+            # The dense loop launches ~42 kernels a step: a few runs are enough.
+            ("torch cuda, PyTorch loop", on_loop(select(t_scores, t_sim, 1280, objective=rule)), 3),
+        ], device, repeats)
+        ops, kernels = launches(select(t_scores, t_sim, 1280, objective=rule))
+        case["launches"] = {"aten_ops_including_input_checks": ops, "triton_launches": kernels}
+        cases.append(case)
         crops = [image_tokens(rng, 576) for _ in range(5)]
         c_scores, c_sim = np.stack([c[0] for c in crops]), np.stack([c[1] for c in crops])
         tc_scores, tc_sim = torch.from_numpy(c_scores).to(device), torch.from_numpy(c_sim).to(device)
@@ -186,11 +196,22 @@ def target_cases(rng, device, repeats):
     return cases
 
 
+def on_loop(fn):
+    """``fn`` on the plain PyTorch loop (the reference the fused kernels are tested against)."""
+    from tops_adapters.torch import use_route
+
+    def run():
+        with use_route("loop"):
+            return fn()
+    return run
+
+
 def run_case(name, contenders, device, repeats):
+    """Time ``(label, fn[, repeats])`` contenders; every order compared with the first row's."""
     print(f"- {name}", flush=True)
     rows, native_ms, native_order = [], None, None
-    for label, fn in contenders:
-        out, ms, runs = timed(fn, device, repeats)
+    for label, fn, *own_repeats in contenders:
+        out, ms, runs = timed(fn, device, min(repeats, *own_repeats) if own_repeats else repeats)
         order = as_order(out)
         if native_order is None:
             native_ms, native_order = ms, order

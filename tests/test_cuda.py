@@ -40,12 +40,13 @@ def test_cuda_equals_core(objective, method, dtype):
     assert sel.order.device.type == "cuda" and sel.order.dtype == torch.int64
     assert sel.value.device.type == "cuda" and sel.value.dtype == torch.float64
     assert not sel.method.endswith("+host")
-    # The objective's "auto" runs the fused kernel (the core's Incremental, its certificate included)
-    # where Triton is installed, else the loop as greedy (the same answer, greedy's certificate).
-    fused = isinstance(objective, Objective) and method == "auto" and triton_kernels.available()
+    # With Triton installed the objective's methods run the fused kernel with the core's certificate
+    # of that method ("auto": the core's Incremental), and so does TOPSRule; without it the loop runs
+    # "auto" as greedy (the same answer, greedy's certificate).
+    fused = triton_kernels.available()
     core_method = "greedy" if isinstance(objective, Objective) and method == "auto" and not fused else method
     named = core_method if isinstance(objective, Objective) else objective.name
-    assert sel.method == ("incremental" if fused else named)
+    assert sel.method == ("incremental" if fused and named == "auto" else named)
     core = tops_core.select(scores, sim, 24, objective=objective, method=core_method)
     np.testing.assert_array_equal(sel.order.cpu().numpy(), core.order)
     np.testing.assert_allclose(sel.value.cpu().numpy(), core.value, rtol=1e-5)
@@ -67,7 +68,9 @@ def test_cuda_loops_never_sync(monkeypatch, objective, method):
 
     for name in ("objective_greedy", "rule_order", "certify_order"):
         monkeypatch.setattr(_native_solvers, name, strict(getattr(_native_solvers, name)))
+    # The fused kernels never sync; the one read of their near-tie flags comes after them.
     monkeypatch.setattr(triton_kernels, "incremental_greedy", strict(triton_kernels.incremental_greedy))
+    monkeypatch.setattr(triton_kernels, "tops_rule_order", strict(triton_kernels.tops_rule_order))
     scores, sim = _continuous(1, batch=2)
     sel = tops_core.select(torch.tensor(scores, dtype=torch.float32, device="cuda"),
                            torch.tensor(sim, dtype=torch.float32, device="cuda"), 16,
@@ -103,4 +106,26 @@ def test_fused_kernel_equals_loop_and_core_on_the_gpu(dtype):
         core = tops_core.select(t_scores[b].cpu().numpy(), t_sim[b].cpu().numpy(), 40)
         np.testing.assert_array_equal(fused.order[b].cpu().numpy(), core.order)
         np.testing.assert_allclose(fused.gains[b].cpu().numpy(), core.gains, rtol=1e-9)
+        np.testing.assert_allclose(float(fused.upper_bound[b]), core.upper_bound, rtol=1e-9)
+
+
+@pytest.mark.skipif(not triton_kernels.available(), reason="needs triton (the gpu extra)")
+@pytest.mark.parametrize("rule", [TOPSRule(), TOPSRule(alpha=0.5, lam=1.0, norm="minmax")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_tops_rule_equals_loop_and_core_on_the_gpu(rule, dtype):
+    """The compiled TOPS rule kernel: batched crops, the loop's order, the core's certificate."""
+    scores, sim = _continuous(4, n=200, batch=5)
+    t_scores = torch.tensor(scores, dtype=dtype, device="cuda")
+    t_sim = torch.tensor(sim, dtype=dtype, device="cuda")
+    with torch_adapter.use_route("triton"):
+        fused = tops_core.select(t_scores, t_sim, 80, objective=rule)
+    with torch_adapter.use_route("loop"):
+        loop = tops_core.select(t_scores, t_sim, 80, objective=rule)
+    assert fused.method == loop.method == "tops_rule"
+    if dtype == torch.float64:  # the loop sums float32 input in float32; the kernel and the core in float64
+        torch.testing.assert_close(fused.order, loop.order, rtol=0, atol=0)
+    for b in range(5):
+        core = tops_core.select(t_scores[b].cpu().numpy(), t_sim[b].cpu().numpy(), 80, objective=rule)
+        np.testing.assert_array_equal(fused.order[b].cpu().numpy(), core.order)
+        np.testing.assert_allclose(fused.gains[b].cpu().numpy(), core.gains, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(float(fused.upper_bound[b]), core.upper_bound, rtol=1e-9)

@@ -15,13 +15,19 @@ Routes, in the order ``"auto"`` tries them:
     runs on a zero-copy NumPy view and the answer comes back in the caller's
     framework. Every method applies; answers are the core's exactly.
 ``"triton"``
-    A CUDA tensor, Triton installed, the objective's ``"auto"`` method: the
-    fused incremental kernel of :mod:`tops_adapters.triton_kernels` (one
-    persistent program per batch row, all ``k`` steps in one launch).
+    A CUDA tensor, Triton installed, and an objective (methods ``"auto"``,
+    ``"greedy"``, ``"lazy"``: the same picks, each with its own certificate)
+    or :class:`~tops_core.TOPSRule`: the fused kernels of
+    :mod:`tops_adapters.triton_kernels` (one persistent program per batch
+    row, all ``k`` steps in one launch). Rows where a step's lead was within
+    the core's rounding-drift bound are flagged by the kernel and re-run
+    exactly by the core on a host copy (one read of the flags per call; the
+    core's ``Incremental``, whose order and gains are greedy's and lazy's,
+    and their own certificate from the kernel along that order).
 ``"loop"``
     The plain on-device loops of :mod:`tops_adapters._native_solvers`: the
-    reference the kernel is tested against, and the route for rules and for
-    ``"greedy"``/``"lazy"`` on a GPU.
+    reference the kernels are tested against, and the route for the other
+    rules on a GPU.
 
 :func:`use_route` forces a route (tests, benchmarks); ``"auto"`` may change
 speed, never answers.
@@ -249,10 +255,7 @@ def select_native(fw: Framework, scores, sim, k, objective, solver, reference):
     batched = scores.ndim == 2
     use_triton = _wants_triton(route, fw, r, objective, solver)
     if use_triton:
-        from tops_adapters import triton_kernels
-
-        result = triton_kernels.incremental_greedy(objective, r, s, k)
-        name = "incremental"
+        result, name = _run_triton(ops, objective, solver, evaluator, r, s, k)
     elif isinstance(objective, Objective):
         result = native.objective_greedy(ops, objective, r, s, k, lazy=lazy)
     else:
@@ -261,13 +264,62 @@ def select_native(fw: Framework, scores, sim, k, objective, solver, reference):
     return _assemble(fw, ops, result, name, k, r.shape[-1], batched)
 
 
-def _wants_triton(route, fw, r, objective, solver) -> bool:
+def _triton_applies(objective, solver) -> bool:
+    """Whether a fused kernel runs this objective or rule with this method."""
+    from tops_core.rules import TOPSRule
+    from tops_core.solvers import Greedy, Incremental, Lazy
+
+    if isinstance(objective, Objective):
+        return isinstance(solver, (Incremental, Greedy, Lazy))
+    return isinstance(objective, TOPSRule)
+
+
+def _run_triton(ops, objective, solver, evaluator, r, s, k):
+    """The fused kernel's answer and the core's method name; near-tied rows re-run by the core."""
+    import torch
+
+    from tops_adapters import triton_kernels
+    from tops_core.api import _select_numpy
     from tops_core.solvers import Incremental
 
-    applies = isinstance(objective, Objective) and isinstance(solver, Incremental)
+    def host(x):
+        return x.cpu().numpy()
+
+    if isinstance(objective, Objective):
+        result = triton_kernels.incremental_greedy(objective, r, s, k, certificate=solver.name)
+
+        def exact_row(b):
+            # The core's Incremental: greedy's and lazy's order and gains bit for bit, in a fraction
+            # of their time; their own certificate then comes from the kernel along that order.
+            core = _select_numpy(host(r[b]), host(s[b]), k, objective, Incremental(), None)
+            bound = core.upper_bound
+            if solver.name != "incremental":
+                forced = torch.as_tensor(core.order, device=r.device)[None]
+                bound = triton_kernels.incremental_greedy(objective, r[b:b + 1], s[b:b + 1], k,
+                                                          certificate=solver.name, forced=forced).bound[0]
+            return _ExactRow(core.order, core.gains, core.value, bound)
+
+        return triton_kernels.settle_near_ties(result, exact_row), solver.name
+    order = triton_kernels.tops_rule_order(objective, r, s, k)
+    order = triton_kernels.settle_near_ties(
+        order, lambda b: _ExactRow(objective.order(host(r[b]).astype(np.float64), host(s[b]), k))).order
+    # The reference objective's gains, value and bound along that order: the same fused pass, forced.
+    return triton_kernels.incremental_greedy(evaluator, r, s, k, forced=order), objective.name
+
+
+class _ExactRow:
+    """One row's exact answer for :func:`~tops_adapters.triton_kernels.settle_near_ties`."""
+
+    def __init__(self, order, gains=None, value=None, upper_bound=None) -> None:
+        self.order, self.gains, self.value, self.upper_bound = order, gains, value, upper_bound
+
+
+def _wants_triton(route, fw, r, objective, solver) -> bool:
+    applies = _triton_applies(objective, solver)
     if route == "triton":
         if not applies:
-            _refuse_triton(objective, solver, "the fused kernel runs the objective's method 'auto'")
+            _refuse_triton(objective, solver, "the fused kernels run an objective's 'auto', 'greedy' or "
+                           "'lazy', and TOPSRule")
         from tops_adapters import triton_kernels
 
         if not triton_kernels.available():

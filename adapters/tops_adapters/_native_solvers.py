@@ -33,6 +33,8 @@ class NativeResult:
     gains: Any
     value: Any
     bound: Any
+    #: ``(B,)`` flags of a fused kernel: nonzero where a step was within the drift bound of a tie.
+    near_tie: Any = None
 
 
 # ---------------------------------------------------------------- objective

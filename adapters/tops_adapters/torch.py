@@ -5,9 +5,10 @@ Routes (see :mod:`tops_adapters._native`; :func:`use_route` forces one):
 * CPU tensors run the NumPy/Numba core on a zero-copy ``Tensor.numpy()``
   view, every method, answers identical to the core's (same ``method``
   name); half precision is widened to a float32 copy first.
-* CUDA tensors with Triton installed run the objective's ``method="auto"``
-  as one fused incremental kernel per call
-  (:mod:`tops_adapters.triton_kernels`, ``method`` ``"incremental"``).
+* CUDA tensors with Triton installed run the objective's ``"auto"``,
+  ``"greedy"`` and ``"lazy"``, and :class:`~tops_core.TOPSRule`, as fused
+  kernels (:mod:`tops_adapters.triton_kernels`; ``method`` the core's:
+  ``"incremental"`` for ``"auto"``); rows near a tie are re-run by the core.
 * Otherwise, on the device, batched ``(B, N)`` / ``(B, N, N)`` as one loop:
   the objective's greedy (``"auto"`` runs as ``"greedy"``, ``"lazy"``,
   ``"greedy"``), :class:`~tops_core.TOPSRule`, :class:`~tops_core.TopK`,
