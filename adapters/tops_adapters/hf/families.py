@@ -47,8 +47,10 @@ class Family:
         it is rebuilt for the pruned sequence from the 2-D mask.
     stage2 : str
         ``"all"``: Stage II at any decoder layer; ``"full_attention"``: only at
-        full-attention layers (hybrid linear-attention models, whose
-        linear-attention layers have no attention rows to rate with);
+        full-attention layers after the first (hybrid linear-attention models:
+        linear-attention layers have no attention rows to rate with, and the
+        first full-attention layer's KV cache sizes every mask, so it keeps the
+        Stage I length);
         ``"none"``: no Stage II, for the reason in ``stage2_reason``.
     stage2_reason : str
         Why Stage II is restricted (support matrix, errors).
@@ -78,7 +80,8 @@ FAMILIES = {f.name: f for f in (
     Family("qwen2_5_vl", "Qwen2.5-VL", mrope=True),
     Family("qwen3_vl", "Qwen3-VL", mrope=True, deepstack=True),
     Family("qwen3_5", "Qwen3.5", mrope=True, stage2="full_attention",
-           stage2_reason="linear-attention layers have no attention rows to rate with"),
+           stage2_reason="linear-attention layers have no attention rows to rate with, and the model sizes "
+                         "every attention mask by the first full-attention layer's KV cache"),
     Family("glm4v", "GLM-4.1V / GLM-4.5V", mrope=True),
     Family("mistral3", "Mistral 3"),
     Family("internvl", "InternVL"),
@@ -145,14 +148,14 @@ def check_stage2_layers(family: Family, config, layers) -> None:
             f"layers {list(layers)}"
         )
     if family.stage2 == "full_attention":
-        types = getattr(text_config, "layer_types", None) or []
-        wrong = [i for i in layers if i < len(types) and types[i] != "full_attention"]
+        types = list(getattr(text_config, "layer_types", None) or [])
+        allowed = [i for i, kind in enumerate(types) if kind == "full_attention"][1:]
+        wrong = [i for i in layers if i not in allowed]
         if wrong:
-            full = [i for i, t in enumerate(types) if t == "full_attention"]
             raise InvalidInputError(
-                f"{family.label} ({family.name}) prunes in Stage II only at full-attention layers "
-                f"({family.stage2_reason}): {full}; got Stage II layers {list(layers)}, of which {wrong} "
-                "are not"
+                f"{family.label} ({family.name}) prunes in Stage II only at full-attention layers after the "
+                f"first ({family.stage2_reason}): {allowed}; got Stage II layers {list(layers)}, of which "
+                f"{wrong} are not"
             )
     if family.deepstack:
         depth = len(getattr(config.vision_config, "deepstack_visual_indexes", ()) or ())
