@@ -10,7 +10,6 @@ import functools
 
 import pytest
 import torch
-from tiny_hf import IMAGE_N as N
 from tiny_hf import MROPE_FAMILIES, NEW_FAMILIES, family_prompt, tiny_family
 from tops_adapters.hf.families import FAMILIES
 from tops_adapters.transformers import Schedule, enable
