@@ -129,7 +129,8 @@ def tiny_family(kind):
             vision_config=dict(image_size=32, patch_size=4, **_SIGLIP),
             text_config=dict(_TEXT, sliding_window=8,
                              layer_types=["sliding_attention", "full_attention"] * 2),
-            mm_tokens_per_image=IMAGE_N, image_token_index=LLAVA_IMAGE, boi_token_index=97, eoi_token_index=98)
+            mm_tokens_per_image=IMAGE_N, image_token_index=LLAVA_IMAGE, boi_token_index=97,
+            eoi_token_index=98)
         return transformers.Gemma3ForConditionalGeneration(config).eval()
     tokens = dict(image_token_id=QWEN_IMAGE, video_token_id=121)
     if kind == "qwen3_vl":
