@@ -85,10 +85,13 @@ def plain_prefill(model, family, prompt, embeds, positions, columns, kept):
                      use_cache=True)
     if family == "qwen3_vl":  # deepstack features of the kept image tokens, added after the first layers
         encoded = model.model.get_image_features(prompt["pixel_values"], prompt["image_grid_thw"])
+        # one tensor per level (5.17) or, per level, one tensor per image (5.24)
+        levels = [torch.cat(level) if isinstance(level, (list, tuple)) else level
+                  for level in encoded.deepstack_features]
         lm = model.model.language_model
         out = lm(inputs_embeds=embeds, position_ids=positions, use_cache=True,
                  visual_pos_masks=(prompt["input_ids"][:, columns] == model.config.image_token_id),
-                 deepstack_visual_embeds=[torch.cat(level)[kept] for level in encoded.deepstack_features])
+                 deepstack_visual_embeds=[level[kept] for level in levels])
         out.logits = model.lm_head(out.last_hidden_state)
         return out
     return model(inputs_embeds=embeds, position_ids=positions, use_cache=True)

@@ -57,6 +57,8 @@ class Family:
     min_transformers : str
         The oldest transformers release whose implementation of the family the
         integration supports.
+    notes : str
+        Anything else a user of the family should know (support matrix).
     """
 
     name: str
@@ -70,21 +72,29 @@ class Family:
     stage2: str = "all"
     stage2_reason: str = ""
     min_transformers: str = "5.17.0"
+    notes: str = ""
 
 
 FAMILIES = {f.name: f for f in (
     Family("llava", "LLaVA-1.5", has_cls=True),
     Family("llava_next", "LLaVA-NeXT", has_cls=True, anyres=True),
-    Family("llava_onevision", "LLaVA-OneVision"),
+    Family("llava_onevision", "LLaVA-OneVision",
+           notes="anyres crops and `image_newline` tokens are ordinary candidates of one joint budget"),
     Family("qwen2_vl", "Qwen2-VL", mrope=True),
     Family("qwen2_5_vl", "Qwen2.5-VL", mrope=True),
-    Family("qwen3_vl", "Qwen3-VL", mrope=True, deepstack=True),
+    Family("qwen3_vl", "Qwen3-VL", mrope=True, deepstack=True,
+           notes="q/k norms in the rater attention"),
     Family("qwen3_5", "Qwen3.5", mrope=True, stage2="full_attention",
+           notes="gated query (`q_proj` holds the output gate) and q/k norms in the rater attention",
            stage2_reason="linear-attention layers have no attention rows to rate with, and the model sizes "
                          "every attention mask by the first full-attention layer's KV cache"),
-    Family("glm4v", "GLM-4.1V / GLM-4.5V", mrope=True),
+    Family("glm4v", "GLM-4.1V / GLM-4.5V", mrope=True,
+           notes="partial, interleaved rotary: the rater attention rotates with the model's own "
+                 "`apply_rotary_pos_emb`"),
     Family("mistral3", "Mistral 3"),
-    Family("internvl", "InternVL"),
+    Family("internvl", "InternVL",
+           notes="InternViT has a CLS token, but the projector pixel-shuffles 2 x 2 patches: relevance is "
+                 "the instruction"),
     Family("idefics3", "Idefics3", language_model="text_model"),
     Family("smolvlm", "SmolVLM", language_model="text_model"),
     Family("gemma3", "Gemma 3", wrapper_mask=True, stage2="none",

@@ -402,7 +402,14 @@ class Pruning(Stage2Mixin):
                 cls_rows = cls_rows[:, 1:]
             rel = per_row(cls_rows.reshape(-1), b, n, "the CLS relevance")
         if self.relevance == "instruction":
-            rel = instruction_relevance(feats, embeds, valid & ~visual)
+            text = valid & ~visual
+            empty = (~text.any(dim=1)).nonzero()[:, 0].tolist()
+            if empty:  # no instruction to score against: refuse rather than score uniformly
+                raise InvalidInputError(
+                    f"relevance='instruction' scores the image tokens against the prompt's text; got rows "
+                    f"{empty} without text tokens. Pass relevance='uniform' to select on diversity alone"
+                )
+            rel = instruction_relevance(feats, embeds, text)
         elif self.relevance == "uniform":
             rel = torch.ones(b, n, device=feats.device)
         return rel.float(), crop, newline
