@@ -10,6 +10,7 @@ import functools
 
 import pytest
 import torch
+from tiny_hf import IMAGE_N as N
 from tiny_hf import MROPE_FAMILIES, NEW_FAMILIES, family_prompt, tiny_family
 from tops_adapters.hf.families import FAMILIES
 from tops_adapters.transformers import Schedule, enable
@@ -258,3 +259,27 @@ def test_an_unsupported_model_type_names_itself_and_the_supported_ones():
                                                 r"\(PaliGemmaForConditionalGeneration\); supported model "
                                                 r"types: llava \(LLaVA-1.5\).*qwen3_vl.*gemma3"):
         enable(model, keep=4)
+
+
+def test_a_family_newer_than_the_installed_transformers_names_the_version_it_needs(monkeypatch):
+    from tops_adapters.hf import compat
+
+    model, _ = built("mistral3")
+    monkeypatch.setattr(compat, "installed_transformers", lambda: "5.16.1")
+    with pytest.raises(InvalidInputError, match=r"model_type 'mistral3' needs transformers >= 5\.17\.0; got "
+                                                r"transformers 5\.16\.1"):
+        enable(model, keep=4)
+
+
+@torch.no_grad()
+def test_instruction_relevance_refuses_a_prompt_without_text_rather_than_scoring_uniformly():
+    model, prompt = built("mistral3")
+    image_only = dict(prompt, input_ids=prompt["input_ids"][:, 3:-4])
+    with enable(model, keep=4), pytest.raises(InvalidInputError, match=r"got rows \[0\] without text tokens. "
+                                                                       r"Pass relevance='uniform'"):
+        model(**image_only)
+    with enable(model, keep=4, relevance="uniform") as session:  # the explicit choice
+        model(**image_only)
+    assert torch.equal(session.history[0].relevance, torch.ones(1, N))
+    with pytest.raises(InvalidInputError, match="relevance='cls' needs a vision encoder with a CLS token"):
+        enable(model, keep=4, relevance="cls")

@@ -41,8 +41,8 @@ from transformers.cache_utils import Cache
 from tops_core._validate import InvalidInputError
 
 __all__ = ["TESTED_TRANSFORMERS", "find_cache", "output_cache", "cache_argument", "image_size_to_num_patches",
-           "encoded_images", "rotary_function", "rotary_embeddings", "layer_type", "mask_mapping",
-           "DEEPSTACK_ARGUMENTS"]
+           "encoded_images", "installed_transformers", "rotary_function", "rotary_embeddings", "layer_type",
+           "mask_mapping", "DEEPSTACK_ARGUMENTS"]
 
 #: Qwen3-VL's language-model arguments that follow the visual tokens (gathered with the kept ones).
 DEEPSTACK_ARGUMENTS = ("visual_pos_masks", "deepstack_visual_embeds")
@@ -112,6 +112,13 @@ def encoded_images(kwargs: dict):
     encoded = kwargs.get("mm_encoder_outputs") or {}
     image = encoded.get("image")
     return kwargs.get("pixel_values") is not None or image is not None, image
+
+
+def installed_transformers() -> str:
+    """The installed transformers release (``transformers.__version__``)."""
+    import transformers
+
+    return transformers.__version__
 
 
 def rotary_function(attention):

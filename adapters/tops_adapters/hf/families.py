@@ -9,6 +9,7 @@ import torch
 
 from tops_core._validate import InvalidInputError
 
+from . import compat
 from .compat import image_size_to_num_patches
 
 __all__ = ["Family", "FAMILIES", "family_of", "cls_layer", "next_layout", "check_stage2_layers"]
@@ -124,12 +125,11 @@ def family_of(model) -> tuple[Family, torch.nn.Module]:
             f"TOPS pruning does not support model_type {kind!r} ({type(model).__name__}); supported "
             f"model types: {labels}"
         )
-    import transformers
-
-    if _version_tuple(transformers.__version__) < _version_tuple(family.min_transformers):
+    installed = compat.installed_transformers()
+    if _version_tuple(installed) < _version_tuple(family.min_transformers):
         raise InvalidInputError(
             f"TOPS pruning of model_type {kind!r} needs transformers >= {family.min_transformers}; got "
-            f"transformers {transformers.__version__}"
+            f"transformers {installed}"
         )
     inner = model if hasattr(model, family.language_model) else getattr(model, "model", None)
     if inner is None or not hasattr(inner, family.language_model):
