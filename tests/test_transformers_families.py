@@ -283,3 +283,11 @@ def test_instruction_relevance_refuses_a_prompt_without_text_rather_than_scoring
     assert torch.equal(session.history[0].relevance, torch.ones(1, N))
     with pytest.raises(InvalidInputError, match="relevance='cls' needs a vision encoder with a CLS token"):
         enable(model, keep=4, relevance="cls")
+
+
+def test_anyres_options_are_refused_where_there_is_no_llava_next_layout():
+    model, _ = built("llava_onevision")
+    with pytest.raises(InvalidInputError, match=r"LLaVA-OneVision \(llava_onevision\) has no such layout .*"
+                                                r"got crops='crop', newlines='keep'"):
+        enable(model, keep=4, crops="crop")
+    assert "forward" not in vars(model.model)

@@ -54,6 +54,12 @@ class Pruning(Stage2Mixin):
         check_choice("raters", raters, RATERS)
         check_choice("crops", crops, _CROPS)
         check_choice("newlines", newlines, _NEWLINES)
+        if not self.family.anyres and (crops, newlines) != ("joint", "keep"):
+            raise InvalidInputError(
+                "crops= and newlines= lay out LLaVA-NeXT's packed anyres crops; "
+                f"{self.family.label} ({self.family.name}) has no such layout (its crops and newline tokens "
+                f"are ordinary candidates); got crops={crops!r}, newlines={newlines!r}"
+            )
         tops_core.api.resolve(objective)  # validates the objective now, not at the first prefill
         if relevance == "auto":
             relevance = "cls" if self.family.has_cls else "instruction"
