@@ -79,17 +79,18 @@ def test_keeping_every_token_gives_the_unpruned_logits_exactly(case):
 
 @torch.no_grad()
 def test_stage1_keeps_the_selectors_answer_on_instruction_relevance(case):
-    """No SigLIP / Pixtral / InternViT / Qwen / GLM CLS score is used: relevance is the instruction's."""
+    """SigLIP, Pixtral, Qwen and GLM encoders have no CLS token: "auto" is the instruction."""
     kind, model, prompt = case
     k = 5
+    with enable(model, keep=k) as session:
+        assert session.relevance == ("cls" if kind == "internvl" else "instruction")
     records, handle = first_layer_inputs(model)
     try:
         model(**prompt)  # the plain model: the sequence of embeddings the LLM reads
-        with enable(model, keep=k) as session:
+        with enable(model, keep=k, relevance="instruction") as session:
             model(**prompt)
     finally:
         handle.remove()
-    assert session.relevance == "instruction"
     full, pruned = records[0][0][0], records[1][0][0]
     image = prompt["input_ids"][0] == model.config.image_token_id
     features, text = full[image], full[~image]
@@ -182,6 +183,32 @@ def test_positions_equal_a_direct_computation(case):
         else:
             direct, _ = lm.rotary_emb(cos, kept)
     torch.testing.assert_close(cos, direct, rtol=0, atol=0)
+
+
+@torch.no_grad()
+def test_internvl_cls_relevance_is_the_attention_mass_of_each_tokens_patches():
+    model, prompt = built("internvl")
+    tower = model.model.vision_tower
+    tower.set_attn_implementation("eager")
+    try:
+        vision = tower(prompt["pixel_values"], output_attentions=True)
+    finally:
+        tower.set_attn_implementation("sdpa")
+    cls = vision.attentions[-1].mean(dim=1)[0, 0, 1:]  # the layer the projector reads, CLS row, patches
+    side = int(cls.shape[0] ** 0.5)
+    # the projector's pixel shuffle (downsample 0.5) merges each 2 x 2 block of patches into one token,
+    # tokens in row-major order of the block grid (near-uniform random attention: a wrong order is off
+    # by ~1e-4, far above the tolerance)
+    blocks = cls.view(side // 2, 2, side // 2, 2).sum(dim=(1, 3)).reshape(-1)
+    k = 6
+    with enable(model, keep=k) as session:
+        model(**prompt)
+    record = session.history[0]
+    torch.testing.assert_close(record.relevance[0], blocks, rtol=1e-5, atol=1e-6)
+    features = model.model.get_image_features(prompt["pixel_values"]).pooler_output[0]
+    expected = tops_core.select(blocks.numpy(), tops_core.cosine(features.numpy()), k,
+                                objective=tops_core.TOPSRule())
+    assert record.kept[0].tolist() == expected.indices.tolist()
 
 
 @torch.no_grad()

@@ -45,8 +45,8 @@ def enable(model, schedule=None, *, keep=None, ratio=None, objective=None, relev
         method this integration reproduces. Pass ``tops_core.Objective()`` for
         the certified relevance-weighted coverage objective.
     relevance : {"auto", "cls", "instruction", "uniform"}
-        Stage I scores. ``auto``: CLS attention (LLaVA, LLaVA-NeXT), the
-        instruction for every other family (SigLIP, Pixtral, Qwen and GLM
+        Stage I scores. ``auto``: CLS attention (LLaVA, LLaVA-NeXT, InternVL),
+        the instruction for every other family (SigLIP, Pixtral, Qwen and GLM
         encoders have no CLS token); a row without text is refused, not
         scored uniformly.
     positions : {"auto", "contiguous", "original"}

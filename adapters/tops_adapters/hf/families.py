@@ -12,7 +12,7 @@ from tops_core._validate import InvalidInputError
 from . import compat
 from .compat import image_size_to_num_patches
 
-__all__ = ["Family", "FAMILIES", "family_of", "cls_layer", "next_layout", "check_stage2_layers"]
+__all__ = ["Family", "FAMILIES", "family_of", "cls_layer", "merge_cls", "next_layout", "check_stage2_layers"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,11 @@ class Family:
     min_transformers : str
         The oldest transformers release whose implementation of the family the
         integration supports.
+    cls_merge : str
+        How the projector merges encoder patches into visual tokens, so the CLS
+        relevance follows: ``""`` (one patch per token) or ``"pixel_shuffle"``
+        (InternVL: the model's own ``pixel_shuffle`` groups patches; a token's
+        relevance is the CLS attention mass of its patches).
     notes : str
         Anything else a user of the family should know (support matrix).
     """
@@ -73,6 +78,7 @@ class Family:
     stage2: str = "all"
     stage2_reason: str = ""
     min_transformers: str = "5.17.0"
+    cls_merge: str = ""
     notes: str = ""
 
 
@@ -93,9 +99,8 @@ FAMILIES = {f.name: f for f in (
            notes="partial, interleaved rotary: the rater attention rotates with the model's own "
                  "`apply_rotary_pos_emb`"),
     Family("mistral3", "Mistral 3"),
-    Family("internvl", "InternVL",
-           notes="InternViT has a CLS token, but the projector pixel-shuffles 2 x 2 patches: relevance is "
-                 "the instruction"),
+    Family("internvl", "InternVL", has_cls=True, cls_merge="pixel_shuffle",
+           notes="CLS attention mass of the patches the projector's pixel shuffle merges into each token"),
     Family("idefics3", "Idefics3", language_model="text_model"),
     Family("smolvlm", "SmolVLM", language_model="text_model"),
     Family("gemma3", "Gemma 3", wrapper_mask=True, stage2="none",
@@ -185,7 +190,7 @@ def cls_layer(inner) -> torch.nn.Module:
     """
     tower = inner.vision_tower
     tower = getattr(tower, "vision_model", tower)  # older CLIPVisionModel wraps a transformer
-    layers = tower.encoder.layers
+    layers = getattr(tower.encoder, "layers", None) or tower.encoder.layer  # CLIP / InternViT
     chosen = inner.config.vision_feature_layer
     if isinstance(chosen, (list, tuple)):
         chosen = chosen[-1]
@@ -197,6 +202,22 @@ def cls_layer(inner) -> torch.nn.Module:
             "Use relevance='uniform'"
         )
     return layers[index - 1]
+
+
+def merge_cls(inner, family: Family, cls_rows: torch.Tensor) -> torch.Tensor:
+    """CLS relevance per visual token ``(C, T)`` from per-patch rows ``(C, P)`` (CLS dropped).
+
+    InternVL: the projector's own ``pixel_shuffle`` on the one-channel map
+    groups the patches exactly as it groups their features; a token gets the
+    attention mass of its patches.
+    """
+    if family.cls_merge != "pixel_shuffle":
+        return cls_rows
+    crops, patches = cls_rows.shape
+    side = int(patches ** 0.5)
+    grid = cls_rows.reshape(crops, side, side, 1)
+    merged = inner.pixel_shuffle(grid, scale_factor=inner.config.downsample_ratio)
+    return merged.sum(dim=-1).reshape(crops, -1)
 
 
 def next_layout(inner, cls_rows: torch.Tensor | None, image_sizes, strategy: str):

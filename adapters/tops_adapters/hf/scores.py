@@ -52,12 +52,14 @@ def _query_key(attention, rows: torch.Tensor, tokens: torch.Tensor):
 
 
 def cls_attention(layer, hidden: torch.Tensor) -> torch.Tensor:
-    """CLS -> token attention of a CLIP-style encoder layer, averaged over heads.
+    """CLS -> token attention of a ViT encoder layer, averaged over heads.
 
     Parameters
     ----------
-    layer : CLIPEncoderLayer-like
-        Has ``layer_norm1`` and ``self_attn`` with ``q_proj``, ``k_proj``,
+    layer : CLIPEncoderLayer-like or InternVLVisionLayer-like
+        Has ``layer_norm1`` and ``self_attn`` (CLIP) or ``layernorm_before``
+        and ``attention`` (InternViT, whose optional ``q_norm`` / ``k_norm``
+        act on the whole embedding), each with ``q_proj``, ``k_proj``,
         ``num_heads``, ``head_dim`` and ``scale``.
     hidden : torch.Tensor, shape (C, 1 + P, d)
         The layer's input (CLS first).
@@ -67,11 +69,15 @@ def cls_attention(layer, hidden: torch.Tensor) -> torch.Tensor:
     torch.Tensor, shape (C, 1 + P), float32
         Softmax row of the CLS query (sums to 1 over all tokens, CLS included).
     """
-    attn = layer.self_attn
-    normed = layer.layer_norm1(hidden)
+    attn = getattr(layer, "self_attn", None) or layer.attention
+    norm = getattr(layer, "layer_norm1", None) or layer.layernorm_before
+    normed = norm(hidden)
     c, n, _ = normed.shape
-    q = attn.q_proj(normed[:, :1]).view(c, 1, attn.num_heads, attn.head_dim).transpose(1, 2)
-    k = attn.k_proj(normed).view(c, n, attn.num_heads, attn.head_dim).transpose(1, 2)
+    q, k = attn.q_proj(normed[:, :1]), attn.k_proj(normed)
+    if getattr(attn, "q_norm", None) is not None:
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q = q.view(c, 1, attn.num_heads, attn.head_dim).transpose(1, 2)
+    k = k.view(c, n, attn.num_heads, attn.head_dim).transpose(1, 2)
     logits = (q.float() @ k.float().transpose(-1, -2)) * attn.scale
     return logits.softmax(dim=-1).mean(dim=1)[:, 0]
 

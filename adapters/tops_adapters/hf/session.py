@@ -19,7 +19,7 @@ from tops_core._validate import InvalidInputError, check_choice
 
 from .budget import Schedule, split_budget
 from .compat import DEEPSTACK_ARGUMENTS, encoded_images, find_cache, mask_mapping, output_cache
-from .families import check_stage2_layers, cls_layer, family_of, next_layout
+from .families import check_stage2_layers, cls_layer, family_of, merge_cls, next_layout
 from .scores import RATERS, cls_attention, cosine_similarity, instruction_relevance
 from .sequence import PrunedSequence, StageRecord, encoded_rows, kept_columns, per_row, renumber
 from .stage2 import Stage2Mixin
@@ -406,6 +406,7 @@ class Pruning(Stage2Mixin):
         elif self.relevance == "cls":
             if pending["strategy"] == "default":
                 cls_rows = cls_rows[:, 1:]
+            cls_rows = merge_cls(self.inner, self.family, cls_rows)
             rel = per_row(cls_rows.reshape(-1), b, n, "the CLS relevance")
         if self.relevance == "instruction":
             text = valid & ~visual
