@@ -9,9 +9,7 @@ FLOOR_LOCK := requirements/floor.txt
 PINS := requirements/pins.txt
 UV_VERSION := 0.13.9
 # The tests that depend on transformers' and mlx-vlm's internals: run on both ends of the declared range.
-INTEGRATION_TESTS := tests/test_transformers_decode.py tests/test_transformers_llava.py \
-	tests/test_transformers_llava_next.py tests/test_transformers_qwen.py tests/test_mlx_vlm.py \
-	tests/test_mlx_vlm_families.py tests/test_mlx_vlm_stage2.py
+INTEGRATION_TESTS := $(sort $(wildcard tests/test_transformers_*.py tests/test_mlx_vlm*.py))
 INTEGRATION_EXTRAS := transformers,mlx,mlx-vlm,test
 
 .PHONY: demo test test-floor test-latest test-ends test-vllm lock fuzz lint docs serve-docs bench device-check clean

@@ -13,24 +13,38 @@ import functools
 import pytest
 import torch
 from tiny_hf import (
+    MROPE_FAMILIES,
+    NEW_FAMILIES,
+    family_prompt,
     llava_next_prompt,
     llava_prompt,
     qwen_prompt,
+    tiny_family,
     tiny_llava,
     tiny_llava_next,
     tiny_qwen,
 )
 from tops_adapters.hf.compat import cache_argument, output_cache
+from tops_adapters.hf.families import FAMILIES as TABLE
 from tops_adapters.transformers import Schedule, enable
 from transformers.cache_utils import DynamicCache
 
 from tops_core import InvalidInputError
 
 STEPS = 4
-FAMILIES = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl"]
-# M-RoPE families keep their 3-D positions: "original" is their only mode.
+FAMILIES = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", *NEW_FAMILIES]
+# M-RoPE families keep their 3-D positions: "original" is their only mode; the other new families
+# run their default (contiguous), Gemma 3 (its rebuilt mask mapping) both.
 CASES = [("llava", "contiguous"), ("llava", "original"), ("llava_next", "contiguous"),
-         ("llava_next", "original"), ("qwen2_vl", "original"), ("qwen2_5_vl", "original")]
+         ("llava_next", "original"), ("qwen2_vl", "original"), ("qwen2_5_vl", "original"),
+         *[(kind, "original" if kind in MROPE_FAMILIES else "contiguous") for kind in NEW_FAMILIES],
+         ("gemma3", "original")]
+# The first layer each family can prune at in Stage II (None: Stage I only).
+STAGE2_LAYER = {"qwen3_vl": 2, "qwen3_5": 3, "gemma3": None}
+
+
+def language_model(model):
+    return getattr(model.model, TABLE[model.config.model_type].language_model)
 
 
 def build(family):
@@ -39,6 +53,9 @@ def build(family):
     if family == "llava_next":
         model = tiny_llava_next()
         return model, llava_next_prompt(model)[0]
+    if family in NEW_FAMILIES:
+        model = tiny_family(family)
+        return model, family_prompt(family, model)
     return tiny_qwen(family), qwen_prompt()
 
 
@@ -51,7 +68,7 @@ def family_model(family):
 def full_positions(model, family, prompt):
     """Positions of the unpruned prompt as the plain model numbers them: (1, L), or (3, 1, L) for M-RoPE."""
     length = prompt["input_ids"].shape[1]
-    if family.startswith("qwen"):
+    if family.startswith("qwen") or family in MROPE_FAMILIES:
         positions, _ = model.model.get_rope_index(prompt["input_ids"], prompt["mm_token_type_ids"],
                                                   image_grid_thw=prompt["image_grid_thw"])
         return positions
@@ -59,9 +76,31 @@ def full_positions(model, family, prompt):
 
 
 @torch.no_grad()
-def plain_decode(model, embeds, prefill_positions, next_position, steps):
+def plain_prefill(model, family, prompt, embeds, positions, columns, kept):
+    """The unpatched model's prefill on the pruned prompt's embeddings (and what else its family reads)."""
+    if family == "gemma3":  # the image's tokens attend to each other (bidirectional block)
+        types = prompt["token_type_ids"][:, columns]
+        mask = torch.ones_like(types)  # explicit: gathered positions must not read as packed sequences
+        return model(inputs_embeds=embeds, position_ids=positions, token_type_ids=types, attention_mask=mask,
+                     use_cache=True)
+    if family == "qwen3_vl":  # deepstack features of the kept image tokens, added after the first layers
+        encoded = model.model.get_image_features(prompt["pixel_values"], prompt["image_grid_thw"])
+        # one tensor per level (5.17) or, per level, one tensor per image (5.24)
+        levels = [torch.cat(level) if isinstance(level, (list, tuple)) else level
+                  for level in encoded.deepstack_features]
+        lm = model.model.language_model
+        out = lm(inputs_embeds=embeds, position_ids=positions, use_cache=True,
+                 visual_pos_masks=(prompt["input_ids"][:, columns] == model.config.image_token_id),
+                 deepstack_visual_embeds=[level[kept] for level in levels])
+        out.logits = model.lm_head(out.last_hidden_state)
+        return out
+    return model(inputs_embeds=embeds, position_ids=positions, use_cache=True)
+
+
+@torch.no_grad()
+def plain_decode(model, family, prompt, columns, kept, embeds, prefill_positions, next_position, steps):
     """Greedy logits of the unpatched model on ``embeds``, decoding from position ``next_position``."""
-    out = model(inputs_embeds=embeds, position_ids=prefill_positions, use_cache=True)
+    out = plain_prefill(model, family, prompt, embeds, prefill_positions, columns, kept)
     logits, token = [out.logits[:, -1]], out.logits[:, -1].argmax(-1)
     tokens = [token]
     for t in range(steps - 1):
@@ -79,7 +118,7 @@ def plain_decode(model, embeds, prefill_positions, next_position, steps):
 def test_pruned_generate_decodes_as_the_plain_model_on_the_pruned_prompt(family, positions):
     family, model, prompt = family_model(family)
     seen = []
-    hook = model.model.language_model.layers[0].register_forward_pre_hook(
+    hook = language_model(model).layers[0].register_forward_pre_hook(
         lambda module, args: seen.append(args[0]))
     try:
         with enable(model, keep=5, positions=positions) as session:
@@ -96,7 +135,8 @@ def test_pruned_generate_decodes_as_the_plain_model_on_the_pruned_prompt(family,
         start = int(full.max()) + 1
     else:
         kept, start = torch.arange(columns.shape[1])[None], columns.shape[1]
-    tokens, logits = plain_decode(model, pruned, kept, start, STEPS)
+    tokens, logits = plain_decode(model, family, prompt, columns[0], session.history[0].kept[0], pruned, kept,
+                                  start, STEPS)
     assert out.sequences[0, prompt["input_ids"].shape[1]:].tolist() == tokens.tolist()
     torch.testing.assert_close(torch.stack(out.logits), logits, rtol=1e-5, atol=1e-5)
 
@@ -117,7 +157,9 @@ def test_a_prompt_without_image_runs_plain_between_pruned_ones(family):
 def test_a_copied_cache_keeps_decoding_the_pruned_prompt(family):
     """A deepcopy of the prefill's cache (the documented prompt-reuse pattern) carries the pruned sequence."""
     family, model, prompt = family_model(family)
-    with enable(model, Schedule(stage1=8, stage2=((1, 4),)), positions="original"):
+    layer = STAGE2_LAYER.get(family, 1)
+    schedule = Schedule(stage1=8, stage2=() if layer is None else ((layer, 4),))
+    with enable(model, schedule, positions="original"):
         out = model(**prompt, use_cache=True)
         cache = output_cache(out)
         token = out.logits[:, -1:].argmax(-1)
@@ -138,8 +180,9 @@ def test_a_decode_step_that_cannot_be_mapped_raises(family):
         pruned_len = output_cache(out).get_seq_length()
         # the full prompt's mask (generate's coordinates) on a cache the pruned prefill did not fill
         foreign = DynamicCache(config=model.config.get_text_config())
-        model.model.language_model(inputs_embeds=torch.zeros(1, pruned_len, 32), use_cache=True,
-                                   **{cache_argument(model): foreign})
+        width = model.config.get_text_config().hidden_size
+        language_model(model)(inputs_embeds=torch.zeros(1, pruned_len, width), use_cache=True,
+                              **{cache_argument(model): foreign})
         full_mask = torch.ones(1, length + 1, dtype=torch.long)
         with pytest.raises(InvalidInputError, match="does not carry the pruned sequence"):
             model(input_ids=token, attention_mask=full_mask, use_cache=True,
@@ -149,7 +192,7 @@ def test_a_decode_step_that_cannot_be_mapped_raises(family):
             model(**prompt, use_cache=True, **{cache_argument(model): output_cache(out)})
         # a cache that is not a transformers Cache (legacy tuples)
         with pytest.raises(InvalidInputError, match="as a transformers Cache"):
-            model.model.language_model(input_ids=token, use_cache=True, **{cache_argument(model): ((1, 2),)})
+            language_model(model)(input_ids=token, use_cache=True, **{cache_argument(model): ((1, 2),)})
     out = None
     with enable(model, keep=5, positions="original"):
         out = model(**prompt, use_cache=True)

@@ -195,7 +195,8 @@ def test_bad_configuration_is_rejected_with_the_argument_named(model):
         enable(model, Schedule(stage1=8, stage2=((4, 2),)))
     with pytest.raises(InvalidInputError, match="positions must be one of"):
         enable(model, keep=4, positions="shifted")
-    with pytest.raises(InvalidInputError, match="model must be a Hugging Face LLaVA"):
+    with pytest.raises(InvalidInputError,
+                       match=r"does not support model_type None \(Linear\); supported model types: llava"):
         enable(torch.nn.Linear(2, 2), keep=4)
     assert "forward" not in vars(model.model)
 

@@ -83,3 +83,109 @@ def qwen_prompt():
     ids = torch.tensor([[3, 4, QWEN_START] + [QWEN_IMAGE] * QWEN_N + [QWEN_END, 5, 6, 7, 8]])
     return {"input_ids": ids, "mm_token_type_ids": (ids == QWEN_IMAGE).int(),
             "pixel_values": torch.randn(64, 3 * 2 * 2 * 2), "image_grid_thw": torch.tensor([[1, 8, 8]])}
+
+
+# ---------------------------------------------------------------------------- the 2026 families
+# Every builder returns a model; every prompt is one unpadded row with 16 image tokens (IMAGE_N),
+# text before and after, as the family's processor would lay it out.
+IMAGE_N = 16
+_TEXT = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, head_dim=8)
+_SIGLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+_MROPE = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]}
+_QWEN_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=2,
+                    spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=32)
+
+
+def tiny_family(kind):
+    """A tiny random model of ``config.model_type == kind`` (one of NEW_FAMILIES)."""
+    torch.manual_seed(0)
+    if kind == "llava_onevision":
+        config = transformers.LlavaOnevisionConfig(
+            vision_config=dict(model_type="siglip_vision_model", image_size=16, patch_size=4, **_SIGLIP),
+            text_config=dict(model_type="qwen2", **_TEXT), image_token_id=LLAVA_IMAGE,
+            image_grid_pinpoints=[[16, 16], [16, 32], [32, 16], [32, 32]])
+        return transformers.LlavaOnevisionForConditionalGeneration(config).eval()
+    if kind == "mistral3":
+        config = transformers.Mistral3Config(
+            vision_config=dict(model_type="pixtral", image_size=32, patch_size=4, head_dim=8, **_SIGLIP),
+            text_config=dict(model_type="mistral", **_TEXT), image_token_id=LLAVA_IMAGE, spatial_merge_size=2)
+        return transformers.Mistral3ForConditionalGeneration(config).eval()
+    if kind == "internvl":
+        config = transformers.InternVLConfig(
+            vision_config=dict(image_size=[32, 32], patch_size=[4, 4], **_SIGLIP),
+            text_config=dict(model_type="qwen2", **_TEXT), image_token_id=LLAVA_IMAGE, downsample_ratio=0.5)
+        return transformers.InternVLForConditionalGeneration(config).eval()
+    if kind in ("idefics3", "smolvlm"):
+        cls = transformers.Idefics3Config if kind == "idefics3" else transformers.SmolVLMConfig
+        config = cls(vision_config=dict(image_size=32, patch_size=4, **_SIGLIP),
+                     text_config=dict(model_type="llama", **_TEXT), image_token_id=LLAVA_IMAGE,
+                     scale_factor=2)
+        model = (transformers.Idefics3ForConditionalGeneration if kind == "idefics3"
+                 else transformers.SmolVLMForConditionalGeneration)
+        return model(config).eval()
+    if kind == "gemma3":
+        config = transformers.Gemma3Config(
+            vision_config=dict(image_size=32, patch_size=4, **_SIGLIP),
+            text_config=dict(_TEXT, sliding_window=8,
+                             layer_types=["sliding_attention", "full_attention"] * 2),
+            mm_tokens_per_image=IMAGE_N, image_token_index=LLAVA_IMAGE, boi_token_index=97,
+            eoi_token_index=98)
+        return transformers.Gemma3ForConditionalGeneration(config).eval()
+    tokens = dict(image_token_id=QWEN_IMAGE, video_token_id=121)
+    if kind == "qwen3_vl":
+        config = transformers.Qwen3VLConfig(
+            vision_config=dict(_QWEN_VISION, deepstack_visual_indexes=[0, 1], num_position_embeddings=64),
+            text_config=dict(_TEXT, rope_parameters=dict(_MROPE, mrope_interleaved=True)),
+            vision_start_token_id=QWEN_START, vision_end_token_id=QWEN_END, **tokens)
+        return transformers.Qwen3VLForConditionalGeneration(config).eval()
+    if kind == "qwen3_5":
+        config = transformers.Qwen3_5Config(
+            vision_config=dict(_QWEN_VISION, num_position_embeddings=64),
+            text_config=dict(_TEXT, layer_types=["linear_attention", "full_attention"] * 2,
+                             linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
+                             linear_value_head_dim=8,
+                             rope_parameters=dict(_MROPE, mrope_interleaved=True, partial_rotary_factor=0.5)),
+            vision_start_token_id=QWEN_START, vision_end_token_id=QWEN_END, **tokens)
+        return transformers.Qwen3_5ForConditionalGeneration(config).eval()
+    if kind == "glm4v":
+        config = transformers.Glm4vConfig(
+            vision_config=dict(_QWEN_VISION, image_size=16, out_hidden_size=64),
+            # partial rotary: half of each 16-wide head is rotated, M-RoPE sections over its 4 frequencies
+            text_config=dict(_TEXT, hidden_size=64, head_dim=16,
+                             rope_parameters=dict(_MROPE, partial_rotary_factor=0.5)),
+            image_start_token_id=QWEN_START, image_end_token_id=QWEN_END, **tokens)
+        return transformers.Glm4vForConditionalGeneration(config).eval()
+    raise ValueError(kind)
+
+
+NEW_FAMILIES = ["llava_onevision", "mistral3", "internvl", "qwen3_vl", "gemma3", "idefics3", "smolvlm",
+                "glm4v", "qwen3_5"]
+MROPE_FAMILIES = ("qwen3_vl", "qwen3_5", "glm4v")
+
+
+@torch.no_grad()
+def family_prompt(kind, model):
+    """One unpadded prompt for ``tiny_family(kind)``: 3 text tokens, the image's tokens, 4 text tokens."""
+    torch.manual_seed(1)
+    if kind in MROPE_FAMILIES:
+        ids = torch.tensor([[3, 4, QWEN_START] + [QWEN_IMAGE] * IMAGE_N + [QWEN_END, 5, 6, 7]])
+        return {"input_ids": ids, "mm_token_type_ids": (ids == QWEN_IMAGE).int(),
+                "pixel_values": torch.randn(64, 3 * 2 * 2 * 2), "image_grid_thw": torch.tensor([[1, 8, 8]])}
+    extra = {}
+    if kind == "llava_onevision":
+        sizes = torch.tensor([[16, 16]])
+        pixels = torch.randn(1, 2, 3, 16, 16)  # the base image and one anyres crop
+        extra = {"image_sizes": sizes}
+        n = sum(f.shape[0] for f in model.model.get_image_features(pixels, sizes).pooler_output)
+    elif kind in ("idefics3", "smolvlm"):
+        pixels, n = torch.randn(1, 1, 3, 32, 32), IMAGE_N
+    else:
+        pixels, n = torch.randn(1, 3, 32, 32), IMAGE_N
+        if kind == "mistral3":
+            extra = {"image_sizes": torch.tensor([[32, 32]])}
+    ids = torch.tensor([[1, 5, 6] + [LLAVA_IMAGE] * n + [7, 8, 9, 10]])
+    prompt = {"input_ids": ids, "pixel_values": pixels, **extra}
+    if kind == "gemma3":
+        prompt["token_type_ids"] = (ids == LLAVA_IMAGE).long()
+    return prompt

@@ -1,4 +1,4 @@
-"""TOPS pruning inside Hugging Face transformers: LLaVA, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL.
+"""TOPS pruning inside Hugging Face transformers: the families of :data:`tops_adapters.hf.families.FAMILIES`.
 
 One call switches pruning on in a model you already run; ``generate()`` is
 unchanged::
@@ -9,7 +9,7 @@ unchanged::
         out = model.generate(**inputs, max_new_tokens=64)
 
 Stage I prunes right after the projector (relevance: the vision encoder's CLS
-attention for CLIP encoders, the instruction for Qwen); Stage II prunes inside
+attention for CLIP encoders, the instruction for encoders without one); Stage II prunes inside
 the LLM at the schedule's layers (relevance: text-rater attention recomputed
 for the rater rows only). The budget ``k`` depends on ``N`` and the schedule
 only, never on the data.
@@ -30,9 +30,11 @@ def enable(model, schedule=None, *, keep=None, ratio=None, objective=None, relev
     Parameters
     ----------
     model : transformers model
-        ``LlavaForConditionalGeneration``, ``LlavaNextForConditionalGeneration``,
-        ``Qwen2VLForConditionalGeneration`` or ``Qwen2_5_VLForConditionalGeneration``
-        (or their inner ``*Model``).
+        The ``*ForConditionalGeneration`` model (or its inner ``*Model``) of a
+        family in :data:`tops_adapters.hf.families.FAMILIES`: LLaVA,
+        LLaVA-NeXT, LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5,
+        GLM-4V, Mistral 3, InternVL, Idefics3, SmolVLM, Gemma 3. Another
+        ``model_type`` raises an error naming the supported ones.
     schedule : Schedule, optional
         Stage I budget and Stage II points, e.g. ``Schedule.paper(T)``. Shortcuts:
         ``keep=`` tokens or ``ratio=`` give a Stage-I-only schedule. Exactly one
@@ -43,13 +45,15 @@ def enable(model, schedule=None, *, keep=None, ratio=None, objective=None, relev
         method this integration reproduces. Pass ``tops_core.Objective()`` for
         the certified relevance-weighted coverage objective.
     relevance : {"auto", "cls", "instruction", "uniform"}
-        Stage I scores. ``auto``: CLS attention (LLaVA, LLaVA-NeXT), the
-        instruction (Qwen, whose encoder has no CLS token).
+        Stage I scores. ``auto``: CLS attention (LLaVA, LLaVA-NeXT, InternVL),
+        the instruction for every other family (SigLIP, Pixtral, Qwen and GLM
+        encoders have no CLS token); a row without text is refused, not
+        scored uniformly.
     positions : {"auto", "contiguous", "original"}
         Position ids after pruning: renumbered from 0 (the paper) or the
-        original ones (FastV-style). Qwen's M-RoPE requires ``"original"``;
-        ``"auto"`` (default) picks ``"contiguous"`` for LLaVA / LLaVA-NeXT and
-        ``"original"`` for Qwen2-VL / Qwen2.5-VL.
+        original ones (FastV-style). M-RoPE (Qwen2-VL, Qwen2.5-VL, Qwen3-VL,
+        Qwen3.5, GLM-4V) requires ``"original"``; ``"auto"`` (default) picks it
+        for them and ``"contiguous"`` for the other families.
     raters : {"all_mean", "last", "threshold"}
         Stage II text raters (see :func:`tops_adapters.hf.scores.rater_relevance`).
     crops : {"joint", "crop"}

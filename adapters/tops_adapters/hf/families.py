@@ -2,50 +2,184 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
 
 from tops_core._validate import InvalidInputError
 
+from . import compat
 from .compat import image_size_to_num_patches
 
-__all__ = ["Family", "family_of", "cls_layer", "next_layout"]
+__all__ = ["Family", "FAMILIES", "family_of", "cls_layer", "merge_cls", "next_layout", "check_stage2_layers"]
 
 
 @dataclass(frozen=True)
 class Family:
-    """A supported architecture.
+    """What one supported architecture needs; adding a family is one entry (plus, rarely, a hook).
 
-    ``mrope``: 3-D M-RoPE positions (Qwen2-VL / Qwen2.5-VL); they are kept as
-    computed on the full sequence, so only the "original" position policy applies.
+    Attributes
+    ----------
+    name : str
+        ``config.model_type``.
+    label : str
+        The name users know (support matrix, errors).
+    has_cls : bool
+        The vision encoder has a CLS token whose attention is the Stage I
+        relevance (CLIP). SigLIP, Pixtral and the Qwen/GLM encoders have none:
+        their relevance is the instruction (see :func:`~tops_adapters.hf.scores.instruction_relevance`).
+    anyres : bool
+        LLaVA-NeXT's packed anyres layout (crops, ``image_newline``) is
+        reconstructed with the model's own ``pack_image_features``.
+    mrope : bool
+        3-D M-RoPE positions; they are kept as computed on the full sequence,
+        so only the "original" position policy applies, and ``rope_deltas`` is
+        recomputed.
+    language_model : str
+        The attribute of the multimodal module holding the language model.
+    deepstack : bool
+        Qwen3-VL's deepstack: visual features added to the hidden states after
+        the first decoder layers (``visual_pos_masks``,
+        ``deepstack_visual_embeds``); they are gathered with the kept tokens.
+    wrapper_mask : bool
+        The multimodal module builds the per-layer-type mask mapping (full /
+        sliding, bidirectional over image tokens) before the language model;
+        it is rebuilt for the pruned sequence from the 2-D mask.
+    stage2 : str
+        ``"all"``: Stage II at any decoder layer; ``"full_attention"``: only at
+        full-attention layers after the first (hybrid linear-attention models:
+        linear-attention layers have no attention rows to rate with, and the
+        first full-attention layer's KV cache sizes every mask, so it keeps the
+        Stage I length);
+        ``"none"``: no Stage II, for the reason in ``stage2_reason``.
+    stage2_reason : str
+        Why Stage II is restricted (support matrix, errors).
+    min_transformers : str
+        The oldest transformers release whose implementation of the family the
+        integration supports.
+    cls_merge : str
+        How the projector merges encoder patches into visual tokens, so the CLS
+        relevance follows: ``""`` (one patch per token) or ``"pixel_shuffle"``
+        (InternVL: the model's own ``pixel_shuffle`` groups patches; a token's
+        relevance is the CLS attention mass of its patches).
+    notes : str
+        Anything else a user of the family should know (support matrix).
     """
 
     name: str
-    has_cls: bool
-    anyres: bool
-    mrope: bool
+    label: str
+    has_cls: bool = False
+    anyres: bool = False
+    mrope: bool = False
+    language_model: str = "language_model"
+    deepstack: bool = False
+    wrapper_mask: bool = False
+    stage2: str = "all"
+    stage2_reason: str = ""
+    min_transformers: str = "5.17.0"
+    cls_merge: str = ""
+    notes: str = ""
 
 
-_FAMILIES = {
-    "llava": Family("llava", has_cls=True, anyres=False, mrope=False),
-    "llava_next": Family("llava_next", has_cls=True, anyres=True, mrope=False),
-    "qwen2_vl": Family("qwen2_vl", has_cls=False, anyres=False, mrope=True),
-    "qwen2_5_vl": Family("qwen2_5_vl", has_cls=False, anyres=False, mrope=True),
-}
+FAMILIES = {f.name: f for f in (
+    Family("llava", "LLaVA-1.5", has_cls=True),
+    Family("llava_next", "LLaVA-NeXT", has_cls=True, anyres=True),
+    Family("llava_onevision", "LLaVA-OneVision",
+           notes="anyres crops and `image_newline` tokens are ordinary candidates of one joint budget"),
+    Family("qwen2_vl", "Qwen2-VL", mrope=True),
+    Family("qwen2_5_vl", "Qwen2.5-VL", mrope=True),
+    Family("qwen3_vl", "Qwen3-VL", mrope=True, deepstack=True,
+           notes="q/k norms in the rater attention"),
+    Family("qwen3_5", "Qwen3.5", mrope=True, stage2="full_attention",
+           notes="gated query (`q_proj` holds the output gate) and q/k norms in the rater attention",
+           stage2_reason="linear-attention layers have no attention rows to rate with, and the model sizes "
+                         "every attention mask by the first full-attention layer's KV cache"),
+    Family("glm4v", "GLM-4.1V / GLM-4.5V", mrope=True,
+           notes="partial, interleaved rotary: the rater attention rotates with the model's own "
+                 "`apply_rotary_pos_emb`"),
+    Family("mistral3", "Mistral 3"),
+    Family("internvl", "InternVL", has_cls=True, cls_merge="pixel_shuffle",
+           notes="CLS attention mass of the patches the projector's pixel shuffle merges into each token"),
+    Family("idefics3", "Idefics3", language_model="text_model"),
+    Family("smolvlm", "SmolVLM", language_model="text_model"),
+    Family("gemma3", "Gemma 3", wrapper_mask=True, stage2="none",
+           stage2_reason="sliding-window layers keep a window of their own KV cache that a pruned "
+                         "layer cannot map"),
+)}
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
 
 
 def family_of(model) -> tuple[Family, torch.nn.Module]:
-    """The family of a loaded model and its inner multimodal module (``model.model``)."""
-    inner = model if hasattr(model, "language_model") else getattr(model, "model", None)
+    """The family of a loaded model and its inner multimodal module (``model.model``).
+
+    Raises
+    ------
+    InvalidInputError
+        If the model type is not in :data:`FAMILIES`, or the installed
+        transformers is older than the family's ``min_transformers``.
+    """
     kind = getattr(getattr(model, "config", None), "model_type", None)
-    if inner is None or not hasattr(inner, "language_model") or kind not in _FAMILIES:
+    family = FAMILIES.get(kind)
+    if family is None:
+        labels = ", ".join(f"{f.name} ({f.label})" for f in FAMILIES.values())
         raise InvalidInputError(
-            "model must be a Hugging Face LLaVA, LLaVA-NeXT, Qwen2-VL or Qwen2.5-VL model "
-            f"(config.model_type in {sorted(_FAMILIES)}); got {type(model).__name__} with "
-            f"model_type {kind!r}"
+            f"TOPS pruning does not support model_type {kind!r} ({type(model).__name__}); supported "
+            f"model types: {labels}"
         )
-    return _FAMILIES[kind], inner
+    installed = compat.installed_transformers()
+    if _version_tuple(installed) < _version_tuple(family.min_transformers):
+        raise InvalidInputError(
+            f"TOPS pruning of model_type {kind!r} needs transformers >= {family.min_transformers}; got "
+            f"transformers {installed}"
+        )
+    inner = model if hasattr(model, family.language_model) else getattr(model, "model", None)
+    if inner is None or not hasattr(inner, family.language_model):
+        raise InvalidInputError(
+            f"model_type {kind!r} needs a multimodal module with a {family.language_model!r} attribute "
+            f"(the model or its .model); got {type(model).__name__}"
+        )
+    return family, inner
+
+
+def check_stage2_layers(family: Family, config, layers) -> None:
+    """Raise unless every Stage II layer index is one this family can prune at.
+
+    Parameters
+    ----------
+    family : Family
+    config : the multimodal model's config.
+    layers : sequence of int, the schedule's Stage II layers.
+    """
+    if not layers:
+        return
+    text_config = config.get_text_config()
+    if family.stage2 == "none":
+        raise InvalidInputError(
+            f"{family.label} ({family.name}) supports Stage I only: {family.stage2_reason}; got Stage II "
+            f"layers {list(layers)}"
+        )
+    if family.stage2 == "full_attention":
+        types = list(getattr(text_config, "layer_types", None) or [])
+        allowed = [i for i, kind in enumerate(types) if kind == "full_attention"][1:]
+        wrong = [i for i in layers if i not in allowed]
+        if wrong:
+            raise InvalidInputError(
+                f"{family.label} ({family.name}) prunes in Stage II only at full-attention layers after the "
+                f"first ({family.stage2_reason}): {allowed}; got Stage II layers {list(layers)}, of which "
+                f"{wrong} are not"
+            )
+    if family.deepstack:
+        depth = len(getattr(config.vision_config, "deepstack_visual_indexes", ()) or ())
+        early = [i for i in layers if i < depth]
+        if early:
+            raise InvalidInputError(
+                f"{family.label} ({family.name}) adds deepstack visual features to the hidden states after "
+                f"decoder layers 0-{depth - 1}: Stage II layers must be >= {depth}; got {list(layers)}"
+            )
 
 
 def cls_layer(inner) -> torch.nn.Module:
@@ -56,7 +190,7 @@ def cls_layer(inner) -> torch.nn.Module:
     """
     tower = inner.vision_tower
     tower = getattr(tower, "vision_model", tower)  # older CLIPVisionModel wraps a transformer
-    layers = tower.encoder.layers
+    layers = getattr(tower.encoder, "layers", None) or tower.encoder.layer  # CLIP / InternViT
     chosen = inner.config.vision_feature_layer
     if isinstance(chosen, (list, tuple)):
         chosen = chosen[-1]
@@ -68,6 +202,22 @@ def cls_layer(inner) -> torch.nn.Module:
             "Use relevance='uniform'"
         )
     return layers[index - 1]
+
+
+def merge_cls(inner, family: Family, cls_rows: torch.Tensor) -> torch.Tensor:
+    """CLS relevance per visual token ``(C, T)`` from per-patch rows ``(C, P)`` (CLS dropped).
+
+    InternVL: the projector's own ``pixel_shuffle`` on the one-channel map
+    groups the patches exactly as it groups their features; a token gets the
+    attention mass of its patches.
+    """
+    if family.cls_merge != "pixel_shuffle":
+        return cls_rows
+    crops, patches = cls_rows.shape
+    side = int(patches ** 0.5)
+    grid = cls_rows.reshape(crops, side, side, 1)
+    merged = inner.pixel_shuffle(grid, scale_factor=inner.config.downsample_ratio)
+    return merged.sum(dim=-1).reshape(crops, -1)
 
 
 def next_layout(inner, cls_rows: torch.Tensor | None, image_sizes, strategy: str):

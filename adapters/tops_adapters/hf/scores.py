@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .compat import rotary_function
+
 __all__ = ["cosine_similarity", "cls_attention", "instruction_relevance", "rater_relevance", "RATERS"]
 
 RATERS = ("all_mean", "last", "threshold")
@@ -27,18 +29,37 @@ def cosine_similarity(features: torch.Tensor) -> torch.Tensor:
     return (1 + cos) / 2
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def _query_key(attention, rows: torch.Tensor, tokens: torch.Tensor):
+    """Float32 queries ``(B, H, R, d)`` of ``rows`` and keys ``(B, Hkv, L, d)`` of ``tokens``, before RoPE.
+
+    As the attention module computes them: a ``q_proj`` that also holds the
+    output gate (Qwen3.5) keeps the query half, and ``q_norm`` / ``k_norm``
+    (Qwen3, Gemma 3) are applied per head.
+    """
+    d = attention.head_dim
+    b = rows.shape[0]
+    q = attention.q_proj(rows)
+    heads = attention.config.num_attention_heads
+    if q.shape[-1] == 2 * heads * d:  # query and output gate interleaved per head
+        q = q.view(b, rows.shape[1], heads, 2 * d)[..., :d]
+    q = q.reshape(b, rows.shape[1], -1, d)
+    k = attention.k_proj(tokens).view(b, tokens.shape[1], -1, d)
+    if getattr(attention, "q_norm", None) is not None:
+        q = attention.q_norm(q)
+    if getattr(attention, "k_norm", None) is not None:
+        k = attention.k_norm(k)
+    return q.transpose(1, 2).float(), k.transpose(1, 2).float()
 
 
 def cls_attention(layer, hidden: torch.Tensor) -> torch.Tensor:
-    """CLS -> token attention of a CLIP-style encoder layer, averaged over heads.
+    """CLS -> token attention of a ViT encoder layer, averaged over heads.
 
     Parameters
     ----------
-    layer : CLIPEncoderLayer-like
-        Has ``layer_norm1`` and ``self_attn`` with ``q_proj``, ``k_proj``,
+    layer : CLIPEncoderLayer-like or InternVLVisionLayer-like
+        Has ``layer_norm1`` and ``self_attn`` (CLIP) or ``layernorm_before``
+        and ``attention`` (InternViT, whose optional ``q_norm`` / ``k_norm``
+        act on the whole embedding), each with ``q_proj``, ``k_proj``,
         ``num_heads``, ``head_dim`` and ``scale``.
     hidden : torch.Tensor, shape (C, 1 + P, d)
         The layer's input (CLS first).
@@ -48,11 +69,15 @@ def cls_attention(layer, hidden: torch.Tensor) -> torch.Tensor:
     torch.Tensor, shape (C, 1 + P), float32
         Softmax row of the CLS query (sums to 1 over all tokens, CLS included).
     """
-    attn = layer.self_attn
-    normed = layer.layer_norm1(hidden)
+    attn = getattr(layer, "self_attn", None) or layer.attention
+    norm = getattr(layer, "layer_norm1", None) or layer.layernorm_before
+    normed = norm(hidden)
     c, n, _ = normed.shape
-    q = attn.q_proj(normed[:, :1]).view(c, 1, attn.num_heads, attn.head_dim).transpose(1, 2)
-    k = attn.k_proj(normed).view(c, n, attn.num_heads, attn.head_dim).transpose(1, 2)
+    q, k = attn.q_proj(normed[:, :1]), attn.k_proj(normed)
+    if getattr(attn, "q_norm", None) is not None:
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q = q.view(c, 1, attn.num_heads, attn.head_dim).transpose(1, 2)
+    k = k.view(c, n, attn.num_heads, attn.head_dim).transpose(1, 2)
     logits = (q.float() @ k.float().transpose(-1, -2)) * attn.scale
     return logits.softmax(dim=-1).mean(dim=1)[:, 0]
 
@@ -91,9 +116,10 @@ def rater_relevance(layer, hidden, cos, sin, visual_pos, valid, raters="all_mean
     Parameters
     ----------
     layer : decoder layer with ``input_layernorm`` and ``self_attn`` (``q_proj``,
-        ``k_proj``, ``head_dim``, ``num_key_value_groups``, ``scaling``).
+        ``k_proj``, ``head_dim``, ``scaling``; optionally ``q_norm``, ``k_norm``),
+        rotated with its modeling module's ``apply_rotary_pos_emb``.
     hidden : (B, L, D) the layer's input hidden states.
-    cos, sin : (B, L, head_dim) the RoPE tables the layer receives.
+    cos, sin : (B, L, rotary_dim) the RoPE tables the layer receives.
     visual_pos : (B, N) long, positions of the visual tokens (ascending).
     valid : (B, L) bool, non-padding tokens.
     raters : {"all_mean", "last", "threshold"}
@@ -129,13 +155,12 @@ def rater_relevance(layer, hidden, cos, sin, visual_pos, valid, raters="all_mean
         mean = (m * weight).sum(-1, keepdim=True) / count
         chosen = ((m > mean) & (weight > 0)).float()
         weight = torch.where(chosen.sum(-1, keepdim=True) > 0, chosen, weight)
-    q = attn.q_proj(normed[:, start:]).view(b, -1, attn.q_proj.out_features // attn.head_dim, attn.head_dim)
-    k = attn.k_proj(normed).view(b, length, -1, attn.head_dim)
-    q, k = q.transpose(1, 2).float(), k.transpose(1, 2).float()
-    c, s = cos.float().unsqueeze(1), sin.float().unsqueeze(1)
-    q = q * c[:, :, start:] + _rotate_half(q) * s[:, :, start:]
-    k = k * c + _rotate_half(k) * s
-    k = k.repeat_interleave(attn.num_key_value_groups, dim=1)
+    q, k = _query_key(attn, normed[:, start:], normed)
+    rotate = rotary_function(attn)
+    c, s = cos.float(), sin.float()
+    q, _ = rotate(q, q, c[:, start:], s[:, start:])
+    k, _ = rotate(k, k, c, s)
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
     logits = (q @ k.transpose(-1, -2)) * attn.scaling  # (B, H, R, L)
     allowed = (cols[None, :] <= tail[:, None])[None] & valid[:, None, :]  # (B, R, L)
     logits = logits.masked_fill(~allowed[:, None], float("-inf"))

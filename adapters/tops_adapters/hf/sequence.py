@@ -47,8 +47,8 @@ class PrunedSequence:
     session: object = None             # the Pruning session that pruned it
     prefilling: bool = True            # False once the prefill returned: later forwards decode
     stages: list = field(default_factory=list)   # (layer, cum_columns in L' coords)
-    override: dict | None = None       # prefill: kwargs for layers after a Stage II point
-    step: dict = field(default_factory=dict)     # decode: per-stage kwargs of this step
+    override: dict = field(default_factory=dict)  # prefill: per layer type, kwargs after a Stage II point
+    step: dict = field(default_factory=dict)     # decode: per (stage, layer type), kwargs of this step
 
     def __deepcopy__(self, memo):
         # A copied KV cache (the prompt-reuse pattern) holds the same pruned prompt: the bookkeeping

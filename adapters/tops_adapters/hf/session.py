@@ -18,8 +18,8 @@ import tops_core
 from tops_core._validate import InvalidInputError, check_choice
 
 from .budget import Schedule, split_budget
-from .compat import encoded_images, find_cache, output_cache
-from .families import cls_layer, family_of, next_layout
+from .compat import DEEPSTACK_ARGUMENTS, encoded_images, find_cache, mask_mapping, output_cache
+from .families import check_stage2_layers, cls_layer, family_of, merge_cls, next_layout
 from .scores import RATERS, cls_attention, cosine_similarity, instruction_relevance
 from .sequence import PrunedSequence, StageRecord, encoded_rows, kept_columns, per_row, renumber
 from .stage2 import Stage2Mixin
@@ -54,6 +54,12 @@ class Pruning(Stage2Mixin):
         check_choice("raters", raters, RATERS)
         check_choice("crops", crops, _CROPS)
         check_choice("newlines", newlines, _NEWLINES)
+        if not self.family.anyres and (crops, newlines) != ("joint", "keep"):
+            raise InvalidInputError(
+                "crops= and newlines= lay out LLaVA-NeXT's packed anyres crops; "
+                f"{self.family.label} ({self.family.name}) has no such layout (its crops and newline tokens "
+                f"are ordinary candidates); got crops={crops!r}, newlines={newlines!r}"
+            )
         tops_core.api.resolve(objective)  # validates the objective now, not at the first prefill
         if relevance == "auto":
             relevance = "cls" if self.family.has_cls else "instruction"
@@ -70,9 +76,10 @@ class Pruning(Stage2Mixin):
                 f"kept (gathered), so positions must be 'original'; got positions={positions!r}"
             )
         self.model = model
-        self.lm = self.inner.language_model
+        self.lm = getattr(self.inner, self.family.language_model)
         self.schedule = schedule
         schedule.check_depth(len(self.lm.layers))
+        check_stage2_layers(self.family, self.inner.config, [layer for layer, _ in schedule.stage2])
         self.objective = tops_core.TOPSRule() if objective is None else objective
         self.relevance, self.positions, self.raters = relevance, positions, raters
         self.crops, self.newlines = crops, newlines
@@ -87,6 +94,7 @@ class Pruning(Stage2Mixin):
         self._patched = []
         self._methods = []
         self._encoded = None
+        self._wrapper_mask = None  # the 2-D mask the multimodal module received (wrapper_mask families)
         self.enabled = False
         self._enable()
 
@@ -130,7 +138,7 @@ class Pruning(Stage2Mixin):
         if getattr(self.inner, "_tops_pruning", None) is self:
             del self.inner._tops_pruning
         self._patched, self._methods, self._hooks = [], [], []
-        self._active = self._last = self._pending = self._encoded = None
+        self._active = self._last = self._pending = self._encoded = self._wrapper_mask = None
         if self.family.mrope:
             self.inner.rope_deltas = None
         self.enabled = False
@@ -173,6 +181,9 @@ class Pruning(Stage2Mixin):
             ids = kwargs.get("input_ids", args[0] if args else None)
             has_image, image = encoded_images(kwargs)
             self._pending = None
+            if self.family.wrapper_mask:  # the language model gets a mask mapping; keep what it is built from
+                self._wrapper_mask = {"attention_mask": kwargs.get("attention_mask"),
+                                      "token_type_ids": kwargs.get("token_type_ids")}
             if not has_image:
                 self._refuse_prompt_without_images(ids, args, kwargs)
                 return original(*args, **kwargs)
@@ -216,6 +227,7 @@ class Pruning(Stage2Mixin):
             cache = find_cache(args, kwargs)
             past = cache.get_seq_length() if cache is not None else 0
             pending, self._pending = self._pending, None
+            wrapper, self._wrapper_mask = self._wrapper_mask, None
             if pending is not None and kwargs.get("inputs_embeds") is not None:
                 if past > 0:
                     raise InvalidInputError(
@@ -224,7 +236,7 @@ class Pruning(Stage2Mixin):
                         "turn on the same cache are not supported)"
                     )
                 with torch.no_grad():
-                    kwargs, seq = self._stage1(pending, kwargs)
+                    kwargs, seq = self._stage1(pending, kwargs, wrapper, cache)
                 out = self._run(original, seq, args, kwargs)
                 seq.prefilling = False
                 kept = cache if cache is not None else output_cache(out)
@@ -239,12 +251,12 @@ class Pruning(Stage2Mixin):
                         "this KV cache holds a prompt pruned by another TOPS pruning session (since "
                         "disabled); decode it with that session enabled, or prefill again"
                     )
-                kwargs = self._decode_inputs(seq, kwargs, past)
+                kwargs = self._decode_inputs(seq, kwargs, past, wrapper, cache)
                 seq.step = {}
                 return self._run(original, seq, args, kwargs)
             if seq is not None:  # the cache was emptied (reset or reused): nothing pruned is left in it
                 delattr(cache, _SEQUENCE)
-            self._refuse_lost_sequence(cache, kwargs, past)
+            self._refuse_lost_sequence(cache, kwargs, past, wrapper)
             return original(*args, **kwargs)  # a sequence this session never pruned
         return forward
 
@@ -255,9 +267,9 @@ class Pruning(Stage2Mixin):
             return original(*args, **kwargs)
         finally:
             self._active = None
-            seq.override = None
+            seq.override = {}
 
-    def _refuse_lost_sequence(self, cache, kwargs, past):
+    def _refuse_lost_sequence(self, cache, kwargs, past, wrapper):
         """Raise if a call looks like a decode step of the last pruned prompt on a cache without it.
 
         ``generate()`` keeps the attention mask in the full prompt's
@@ -266,7 +278,7 @@ class Pruning(Stage2Mixin):
         cache that lost the pruned sequence would decode at wrong positions.
         """
         last = self._last
-        mask = kwargs.get("attention_mask")
+        mask = self._two_d_mask(kwargs, wrapper, required=False)
         if last is None or past == 0 or not isinstance(mask, torch.Tensor) or mask.ndim != 2:
             return
         removed = last.full_len - last.pruned_len
@@ -280,12 +292,31 @@ class Pruning(Stage2Mixin):
                 "filled (a copy.deepcopy of it works)"
             )
 
-    def _stage1(self, pending, kwargs):
+    def _two_d_mask(self, kwargs, wrapper, required=True):
+        """The (batch, sequence) attention mask of a language-model call.
+
+        Gemma 3's multimodal module hands the language model a mask mapping
+        (full / sliding layers); its 2-D source mask was kept at the module.
+        """
+        mask = kwargs.get("attention_mask")
+        if not (self.family.wrapper_mask and isinstance(mask, dict)):
+            return mask
+        if wrapper is None:
+            if not required:
+                return None
+            raise InvalidInputError(
+                f"{self.family.label} pruning rebuilds the per-layer masks from the 2-D attention_mask the "
+                "multimodal module receives; got a language-model call with a mask mapping (dict) and no "
+                "such mask (call the model itself, not its language model)"
+            )
+        return wrapper["attention_mask"]
+
+    def _stage1(self, pending, kwargs, wrapper=None, cache=None):
         embeds = kwargs["inputs_embeds"]
         b, length, dim = embeds.shape
         dev = embeds.device
         ids = pending["input_ids"].to(dev)
-        mask = kwargs.get("attention_mask")
+        mask = self._two_d_mask(kwargs, wrapper)
         if mask is not None and (not isinstance(mask, torch.Tensor) or mask.ndim != 2):
             raise InvalidInputError(
                 "TOPS pruning needs a 2-D attention_mask (batch, sequence) or None; got "
@@ -324,9 +355,34 @@ class Pruning(Stage2Mixin):
             full_len=length, pruned_len=new_len, columns=columns, valid=kwargs["attention_mask"].bool(),
             visual_pos=new_visual.nonzero()[:, 1].view(b, -1), session=self,
         )
+        if self.family.deepstack:
+            self._gather_deepstack(kwargs, columns, kept, visual, b, n)
+        if self.family.wrapper_mask and wrapper is not None:
+            types = wrapper["token_type_ids"]
+            kwargs["attention_mask"] = mask_mapping(
+                self.inner, kwargs["inputs_embeds"], kwargs["attention_mask"], cache, kwargs["position_ids"],
+                types.to(dev).gather(1, columns) if types is not None else None)
         if self.family.mrope:
             self._store_rope_deltas(kwargs["position_ids"], kwargs["attention_mask"].bool())
         return kwargs, seq
+
+    def _gather_deepstack(self, kwargs, columns, kept, visual, b, n):
+        """Qwen3-VL: keep the deepstack features and visual mask of the kept image tokens only."""
+        where, features = (kwargs.get(name) for name in DEEPSTACK_ARGUMENTS)
+        if where is None:
+            return
+        if not torch.equal(where.to(visual.device), visual):
+            raise InvalidInputError(
+                f"{self.family.label} pruning prunes image tokens only; got visual_pos_masks covering "
+                f"{int(where.sum())} tokens for {int(visual.sum())} image tokens (videos are not supported)"
+            )
+        kwargs["visual_pos_masks"] = where.gather(1, columns.to(where.device))
+        if features is not None:
+            index = kept[..., None].to(features[0].device)
+            kwargs["deepstack_visual_embeds"] = [
+                level.view(b, n, -1).gather(1, index.expand(-1, -1, level.shape[-1])).flatten(0, 1)
+                for level in features
+            ]
 
     def _stage1_relevance(self, pending, feats, embeds, visual, valid, b, n):
         crop = newline = None
@@ -352,9 +408,17 @@ class Pruning(Stage2Mixin):
         elif self.relevance == "cls":
             if pending["strategy"] == "default":
                 cls_rows = cls_rows[:, 1:]
+            cls_rows = merge_cls(self.inner, self.family, cls_rows)
             rel = per_row(cls_rows.reshape(-1), b, n, "the CLS relevance")
         if self.relevance == "instruction":
-            rel = instruction_relevance(feats, embeds, valid & ~visual)
+            text = valid & ~visual
+            empty = (~text.any(dim=1)).nonzero()[:, 0].tolist()
+            if empty:  # no instruction to score against: refuse rather than score uniformly
+                raise InvalidInputError(
+                    f"relevance='instruction' scores the image tokens against the prompt's text; got rows "
+                    f"{empty} without text tokens. Pass relevance='uniform' to select on diversity alone"
+                )
+            rel = instruction_relevance(feats, embeds, text)
         elif self.relevance == "uniform":
             rel = torch.ones(b, n, device=feats.device)
         return rel.float(), crop, newline
@@ -382,16 +446,17 @@ class Pruning(Stage2Mixin):
         top = spatial.masked_fill(~valid[None], torch.iinfo(spatial.dtype).min).amax(dim=(0, 2))
         self.inner.rope_deltas = (top + 1 - valid.sum(dim=1))[:, None]
 
-    def _decode_inputs(self, seq, kwargs, past):
+    def _decode_inputs(self, seq, kwargs, past, wrapper=None, cache=None):
         kwargs = dict(kwargs)
         embeds = kwargs.get("inputs_embeds")
         q = embeds.shape[1] if embeds is not None else kwargs["input_ids"].shape[1]
-        mask = kwargs.get("attention_mask")
+        mapping = self.family.wrapper_mask and isinstance(kwargs.get("attention_mask"), dict)
+        mask = self._two_d_mask(kwargs, wrapper)
         if isinstance(mask, torch.Tensor) and mask.ndim == 2:
             extra = past - seq.pruned_len
             if mask.shape[1] == seq.full_len + extra + q:
-                prompt = mask.gather(1, seq.columns)
-                kwargs["attention_mask"] = torch.cat([prompt, mask[:, seq.full_len:]], dim=1)
+                prompt = mask.gather(1, seq.columns.to(mask.device))
+                kwargs["attention_mask"] = mask = torch.cat([prompt, mask[:, seq.full_len:]], dim=1)
             elif mask.shape[1] != past + q:
                 raise InvalidInputError(
                     f"attention_mask while decoding a pruned prompt must cover the full prompt "
@@ -408,6 +473,11 @@ class Pruning(Stage2Mixin):
                 kwargs["position_ids"] = (steps + removed)[None]
             elif given is not None and self.positions == "contiguous":
                 kwargs["position_ids"] = given - removed
+        if mapping:  # rebuilt on the pruned cache (generate drops token_type_ids after the prefill)
+            hidden = embeds if embeds is not None else torch.empty(
+                (*kwargs["input_ids"].shape, 0), dtype=self.lm.dtype, device=seq.columns.device)
+            kwargs["attention_mask"] = mask_mapping(self.inner, hidden, mask, cache,
+                                                    kwargs.get("position_ids"), None)
         return kwargs
 
     # ------------------------------------------------------------------ selection
