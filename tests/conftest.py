@@ -1,8 +1,24 @@
-"""Hypothesis profiles: deterministic in CI (HYPOTHESIS_PROFILE=ci), random locally."""
+"""Test session set-up: hypothesis profiles (deterministic in CI: HYPOTHESIS_PROFILE=ci) and Triton's interpreter without a GPU."""
 
 import os
 
 from hypothesis import HealthCheck, settings
+
+
+def _no_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return True
+    return not torch.cuda.is_available()
+
+
+# Without a GPU the Triton kernels run in Triton's interpreter. Triton reads TRITON_INTERPRET when a
+# kernel module is first imported, and several test modules import one at collection: set it here,
+# before any of them.
+if _no_cuda():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 settings.register_profile(
     "ci", derandomize=True, deadline=None, print_blob=True,

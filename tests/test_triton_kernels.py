@@ -1,8 +1,8 @@
 """The fused Triton kernel against the plain PyTorch loop and the core.
 
 Without a GPU the kernels run on CPU tensors through Triton's interpreter
-(``TRITON_INTERPRET=1``, set here before Triton is first imported, which is
-when Triton reads it), so these tests run in every ``pytest`` run where
+(``TRITON_INTERPRET=1``, set in ``conftest.py`` before Triton is first imported,
+which is when Triton reads it), so these tests run in every ``pytest`` run where
 Triton is installed (the ``gpu`` extra). Sizes stay small: the interpreter
 executes every step in Python.
 """
@@ -17,9 +17,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-pytest.importorskip("triton")
+pytest.importorskip("triton")  # TRITON_INTERPRET=1 without a GPU: set in conftest.py
 
 from tops_adapters import _native_solvers  # noqa: E402
 from tops_adapters import torch as torch_adapter  # noqa: E402
