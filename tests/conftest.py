@@ -1,4 +1,4 @@
-"""Test session set-up: hypothesis profiles (deterministic in CI: HYPOTHESIS_PROFILE=ci) and Triton's interpreter without a GPU."""
+"""Test session set-up: hypothesis profiles (HYPOTHESIS_PROFILE=ci: deterministic) and Triton without a GPU."""
 
 import os
 
