@@ -1,4 +1,4 @@
-"""Test session set-up: hypothesis profiles (HYPOTHESIS_PROFILE=ci: deterministic) and Triton without a GPU."""
+"""Test session set-up: hypothesis profiles (deterministic with HYPOTHESIS_PROFILE=ci), Triton on CPU."""
 
 import os
 
