@@ -49,7 +49,6 @@ LATEST_EXTRAS ?= all
 LATEST_TESTS ?= tests
 test-latest:
 	$(call make_venv,.venv-latest,$(PINS),$(LATEST_EXTRAS))
-	.venv-latest/bin/python -m pip install -q -c $(PINS) --upgrade --upgrade-strategy eager -e ".[$(LATEST_EXTRAS)]"
 	.venv-latest/bin/python -m pip list 2>/dev/null | grep -i -E "^(transformers|mlx-vlm|mlx|torch|numpy) "
 	.venv-latest/bin/python -m pytest -q -p no:cacheprovider $(LATEST_TESTS)
 
