@@ -97,6 +97,7 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/cpu.py
 	$(PY) benchmarks/exact.py
+	$(PY) benchmarks/features_products.py
 	$(PY) benchmarks/gpu_adapters.py
 	if $(PY) -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then \
 		$(PY) benchmarks/prefill_gpu.py; \

@@ -323,8 +323,8 @@ def canonical_products(unit, rows, col_start, out):
     then a fixed tree), so an entry has the same bits whatever rows it is
     computed with and whichever of its two tokens is the row (products
     commute exactly): the similarity is symmetric and batch-independent by
-    construction, where a BLAS GEMM promises neither. About 15x slower than
-    BLAS's GEMM (scalar float64 lanes, measured on 2 cores).
+    construction, where a BLAS GEMM promises neither. Scalar float64 lanes:
+    much slower than GEMM (``benchmarks/features_products.py``).
     """
     n, d = unit.shape
     for a in prange(rows.shape[0]):
