@@ -206,3 +206,32 @@ def test_auto_takes_blas_only_where_the_probe_passes(monkeypatch):
     assert feats.products == "blas"
     monkeypatch.setattr(features_mode, "PRODUCTS", "canonical")
     assert feats.products == "canonical"
+
+
+@pytest.mark.parametrize("size", features_mode._PROBE_SIZES)
+def test_probe_refuses_blas_inconsistent_at_any_probed_size(monkeypatch, size):
+    """A BLAS whose lone-column or larger products round differently (the matrix-vector forward, AVX-512
+    edge tiles) is refused: the probe looks at every size it lists and at a lone column."""
+    blas = features_mode._blas_products
+
+    def drifting(unit, idx, col_start):
+        block = blas(unit, idx, col_start)
+        if unit.shape[0] == size and unit.shape[0] - col_start == 1:
+            block = np.nextafter(block, np.inf)  # one ulp off, as a matrix-vector kernel may be
+        return block
+
+    monkeypatch.setattr(features_mode, "_blas_products", drifting)
+    features_mode.blas_is_consistent.cache_clear()
+    try:
+        assert not features_mode.blas_is_consistent(np.dtype(np.float32), 3)
+    finally:
+        features_mode.blas_is_consistent.cache_clear()
+
+
+def test_lone_row_and_lone_column_products_match_the_full_product():
+    """One row or one column goes through GEMM too (never OpenBLAS's matrix-vector forward)."""
+    unit = _tokens(9, d=5, seed=2, dtype=np.float32)
+    full = features_mode._blas_products(unit, np.arange(9), 0)
+    assert features_mode._blas_products(unit, np.array([4]), 8).shape == (1, 1)
+    assert features_mode._blas_products(unit, np.arange(9), 8).shape == (9, 1)
+    np.testing.assert_allclose(features_mode._blas_products(unit, np.array([4]), 8), full[4:5, 8:], rtol=1e-6)

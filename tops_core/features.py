@@ -60,11 +60,24 @@ PRODUCTS = "auto"
 
 
 def _blas_products(unit: np.ndarray, idx: np.ndarray, col_start: int) -> np.ndarray:
-    """``unit[idx] @ unit[col_start:].T`` as one matrix-matrix product (a lone row is computed twice:
-    a matrix-vector product may round differently from GEMM)."""
-    lone = idx.shape[0] == 1
-    block = unit[np.repeat(idx, 2) if lone else idx] @ unit[col_start:].T
-    return block[:1] if lone else block
+    """``unit[idx] @ unit[col_start:].T`` as one matrix-matrix product.
+
+    A lone row or a lone column is computed twice: OpenBLAS forwards a GEMM
+    with one row or one column to its matrix-vector kernel, which may round
+    differently.
+    """
+    lone_row = idx.shape[0] == 1
+    lone_col = unit.shape[0] - col_start == 1
+    rows = unit[np.repeat(idx, 2) if lone_row else idx]
+    cols = unit[[col_start, col_start]] if lone_col else unit[col_start:]
+    block = rows @ cols.T
+    return block[:1 if lone_row else None, :1 if lone_col else None]
+
+
+#: Token counts of the BLAS probe: whether an entry's bits depend on the batch
+#: can change with the size of the product (seen: consistent at 67 rows, not at
+#: 601, on an AVX-512 Xeon).
+_PROBE_SIZES = (67, 601)
 
 
 @functools.cache
@@ -72,19 +85,21 @@ def blas_is_consistent(dtype: np.dtype, d: int) -> bool:
     """Whether BLAS gives each entry of ``U Uᵀ`` the same bits in any row batch and column range, symmetric.
 
     OpenBLAS does on some CPU kernels and not on others (edge tiles, AVX2 vs
-    AVX-512 paths); probed on 67 random rows of width ``d`` with the batch
-    shapes features mode uses.
+    AVX-512 paths, the matrix-vector forward); probed on random rows of width
+    ``d`` (:data:`_PROBE_SIZES` of them) with the batch shapes features mode
+    uses, a lone column included.
     """
     rng = np.random.default_rng(0)
-    unit = rng.standard_normal((67, d)).astype(dtype)
-    full = _blas_products(unit, np.arange(67), 0)
-    if not np.array_equal(full, full.T):
-        return False
-    for start, size in ((0, 1), (3, 7), (17, 16), (40, 27)):
-        for col in (0, 5, 33):
-            rows = np.arange(start, start + size)
-            if not np.array_equal(_blas_products(unit, rows, col), full[rows, col:]):
-                return False
+    for n in _PROBE_SIZES:
+        unit = rng.standard_normal((n, d)).astype(dtype)
+        full = _blas_products(unit, np.arange(n), 0)
+        if not np.array_equal(full, full.T):
+            return False
+        for start, size in ((0, 1), (3, 7), (17, 16), (40, 27)):
+            for col in (0, 5, 33, n // 2, n - 1):
+                rows = np.arange(start, start + size)
+                if not np.array_equal(_blas_products(unit, rows, col), full[rows, col:]):
+                    return False
     return True
 
 
