@@ -190,6 +190,7 @@ def test_fused_score_checks_keep_their_messages(bad):
         tops_core.select(scores, np.full((6, 6), 0.5), 2)
 
 
+@pytest.mark.slow
 def test_numba_is_imported_on_first_use_only():
     code = ("import sys, numpy as np, tops_core; assert 'numba' not in sys.modules; "
             "tops_core.select(np.ones(4), np.eye(4), 2); assert 'numba' in sys.modules; print('ok')")
