@@ -32,6 +32,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 	$(PY) -m mkdocs build --strict --quiet --site-dir site
 
@@ -98,6 +99,7 @@ fuzz: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 docs: $(STAMP)
 	$(PY) -m mkdocs build --strict --site-dir site

@@ -65,3 +65,19 @@ def test_the_tested_transformers_are_the_locked_ends():
 
     floor, newest = locked("floor"), locked("lock")
     assert [Version(v) for v in TESTED_TRANSFORMERS] == [floor["transformers"], newest["transformers"]]
+
+
+def test_the_pre_commit_hooks_run_tools_the_dev_extra_locks():
+    """Each local hook runs ``.venv/bin/python -m <tool>``: the tool must be in the dev extra and the lock."""
+    yaml = pytest.importorskip("yaml", reason="needs PyYAML (the dev or docs extra)")
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    hook_tools = {hook["entry"].split()[2] for repo in config["repos"] for hook in repo["hooks"]}
+    dev = {Requirement(line).name for line in PYPROJECT["project"]["optional-dependencies"]["dev"]}
+    assert hook_tools == {"ruff", "mypy"}
+    assert hook_tools | {"pre-commit"} <= dev
+    assert hook_tools | {"pre-commit"} <= set(locked("lock"))
+
+
+def test_the_core_ships_its_type_marker():
+    assert (ROOT / "tops_core" / "py.typed").is_file()
+    assert PYPROJECT["tool"]["mypy"]["packages"] == ["tops_core"]

@@ -63,7 +63,7 @@ def short(value: object) -> str:
         try:
             text = repr(value)
         except ValueError:  # an int past Python's digit limit for str()
-            text = f"<int of {value.bit_length()} bits>"
+            text = f"<int of {value.bit_length()} bits>" if isinstance(value, int) else "<unprintable>"
     else:
         text = f"<{type(value).__name__}>"
     return text if len(text) <= SHORT else text[: SHORT - 3] + "..."
@@ -80,6 +80,7 @@ def check_array_kind(name: str, x: object) -> None:
         return
     import torch
 
+    assert isinstance(x, torch.Tensor)  # framework_of said so; narrows the type
     if x.is_meta or x.layout is not torch.strided or x.is_nested or x.is_quantized:
         kind = ("a meta tensor (it holds no data)" if x.is_meta else
                 "a nested tensor" if x.is_nested else

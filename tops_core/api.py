@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Any, overload
 
 import numpy as np
 
@@ -20,7 +22,7 @@ from tops_core._validate import (
 from tops_core.features import Features, select_features
 from tops_core.objective import Objective
 from tops_core.rules import DPP, SCOPE, DivPrune, TopK, TOPSRule
-from tops_core.selection import Selection
+from tops_core.selection import ArrayT, Selection
 from tops_core.solvers import SOLVERS, Exact, Greedy, Incremental, Lazy, Stochastic
 from tops_core.solvers._certificate import gains_along, online_bound
 from tops_core.solvers._result import SolverResult
@@ -79,7 +81,17 @@ def resolve(objective=None, method="auto"):
     return objective, method
 
 
-def select(scores, sim, k, /, *, objective=None, method="auto", reference=None) -> Selection:
+Rule = TOPSRule | TopK | DivPrune | SCOPE | DPP
+
+
+@overload
+def select(scores: np.ndarray | Sequence[Any], sim: np.ndarray | Sequence[Any] | Features, k: int, /, *,
+           objective: Objective | Rule | None = None, method: Any = "auto",
+           reference: Objective | None = None) -> Selection[np.ndarray]: ...
+@overload
+def select(scores: ArrayT, sim: ArrayT | Features, k: int, /, *, objective: Objective | Rule | None = None,
+           method: Any = "auto", reference: Objective | None = None) -> Selection[ArrayT]: ...
+def select(scores, sim, k, /, *, objective=None, method="auto", reference=None):
     """Select the ``k`` visual tokens that best preserve the image for the task.
 
     Parameters

@@ -295,7 +295,8 @@ class ObjectiveState:
         """
         obj = self.objective
         cov = np.zeros(candidates.shape[0], dtype=np.float64)
-        if obj.coverage:
+        # `columns` exists exactly when coverage is weighted; testing it narrows the type.
+        if self.columns is not None:
             for start in range(0, candidates.shape[0], _BLOCK):
                 block = candidates[start:start + _BLOCK]
                 excess = np.maximum(self.columns[block] - self.m, 0.0)
@@ -313,7 +314,7 @@ class ObjectiveState:
             f_gain, g_gain = float(f[0]), float(g[0])
         self.value += f_gain
         self.upper_value += g_gain
-        if self.objective.coverage:
+        if self.columns is not None:
             np.maximum(self.m, self.columns[i], out=self.m)
         if self.objective.redundancy:
             self.penalty += self.sim[i]

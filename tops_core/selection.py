@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-__all__ = ["Selection"]
+__all__ = ["ArrayT", "Selection"]
+
+#: The caller's array type (``numpy.ndarray``, ``torch.Tensor``, ``mlx.core.array``): a selection's
+#: arrays come back in the framework, and on the device, of the input.
+ArrayT = TypeVar("ArrayT")
 
 
 @dataclass(frozen=True)
-class Selection:
+class Selection(Generic[ArrayT]):
     """A selected set of tokens with its certificate.
 
     Attributes
@@ -41,16 +45,16 @@ class Selection:
         closes).
     """
 
-    indices: Any
-    order: Any
-    gains: Any
-    value: Any
-    upper_bound: Any
+    indices: ArrayT
+    order: ArrayT
+    gains: ArrayT
+    value: ArrayT | float
+    upper_bound: ArrayT | float
     method: str
-    optimal: Any
+    optimal: ArrayT | bool
 
     @property
-    def ratio(self) -> Any:
+    def ratio(self) -> ArrayT | float:
         """``value / upper_bound``: a lower bound on the fraction of the optimum reached.
 
         ``1.0`` where ``upper_bound`` is ``0`` (the optimum is ``0`` as well).
@@ -59,12 +63,14 @@ class Selection:
         """
         import numpy as np
 
-        value, bound = self.value, self.upper_bound
+        # The elementwise arithmetic below is NumPy's or the framework's: typed dynamically.
+        value: Any = self.value
+        bound: Any = self.upper_bound
         if isinstance(value, (float, int, np.floating, np.ndarray)):
             value = np.asarray(value, dtype=np.float64)
             bound = np.asarray(bound, dtype=np.float64)
             with np.errstate(divide="ignore", invalid="ignore"):
-                out = np.where(bound > 0, value / np.where(bound > 0, bound, 1.0), 1.0)
+                out: Any = np.where(bound > 0, value / np.where(bound > 0, bound, 1.0), 1.0)
             return float(out) if out.ndim == 0 else out
         # Framework arrays (torch, mlx) support the same elementwise operators.
         positive = bound > 0

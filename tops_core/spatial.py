@@ -10,6 +10,7 @@ objective stays monotone submodular and every certificate holds.
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,7 @@ DEFAULT_SIGMA = 2.0
 DEFAULT_FORM = "multiplicative"
 
 
-def _check_dims(name: str, dims: object) -> tuple[int, ...]:
+def _check_dims(name: str, dims: Any) -> tuple[int, ...]:
     """One grid: ``(h, w)`` or ``(t, h, w)`` of positive integers."""
     ok = isinstance(dims, (tuple, list)) and len(dims) in (2, 3) and all(
         isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in dims)
@@ -315,17 +316,21 @@ class SpatialFeatures(Features):
         n = base.n
         if (grid is None) == (positions is None):
             raise InvalidInputError("SpatialFeatures needs exactly one of grid and positions")
+        # Exactly one layout: explicit positions, or a grid's coordinates with their lookup table.
+        self._positions: np.ndarray | None = None
+        self._coords: np.ndarray | None = None
+        self._group: np.ndarray | None = None
+        self._table: np.ndarray | None = None
         if positions is not None:
             self._positions = _check_positions(positions, n)
-            self._coords = self._group = self._table = None
         else:
-            self._positions = None
-            self._coords, self._group = layout(grid)
-            if self._coords.shape[0] != n:
+            coords, self._group = layout(grid)
+            if coords.shape[0] != n:
                 raise InvalidInputError(
                     f"grid must account for every token: its sizes multiply (and add, over a list) "
-                    f"to {self._coords.shape[0]}, but the features have N = {n} ({base.given})")
-            self._table = _table(self._coords, self.sigma, base.dtype)
+                    f"to {coords.shape[0]}, but the features have N = {n} ({base.given})")
+            self._coords = coords
+            self._table = _table(coords, self.sigma, base.dtype)
 
     def kernel(self, indices, col_start: int = 0) -> np.ndarray:
         """Kernel rows ``g[indices, col_start:]`` in the features' dtype."""
@@ -337,6 +342,7 @@ class SpatialFeatures(Features):
             g = np.exp(-d2 / (2.0 * self.sigma ** 2)) if self.sigma > 0 else (d2 == 0) * 1.0
             return g.astype(self.dtype)
         c, grp = self._coords, self._group
+        assert c is not None and grp is not None  # without positions the grid's layout is set
         return _kernel_like(c[idx], grp[idx], c[col_start:], grp[col_start:], self._table, np)
 
     def product(self, indices, col_start: int = 0) -> np.ndarray:

@@ -75,7 +75,7 @@ class Exact:
         w = objective.row_weights(r)
         a, b, c = objective.relevance, objective.coverage, objective.redundancy
 
-        cost = [-a * r]
+        cost_terms = [-a * r]
         rows, cols, vals, lo, hi = [], [], [], [], []
         n_rows = 0
 
@@ -94,7 +94,7 @@ class Exact:
             jj, ii = np.nonzero((w[:, None] * s) > 0)
             x_var = n_vars + np.arange(jj.size)
             n_vars += jj.size
-            cost.append(-b * w[jj] * s[jj, ii])
+            cost_terms.append(-b * w[jj] * s[jj, ii])
             for j in range(n):
                 sel = np.flatnonzero(jj == j)
                 if sel.size:
@@ -107,12 +107,12 @@ class Exact:
             pi, pj = pi[keep], pj[keep]
             z_var = n_vars + np.arange(pi.size)
             n_vars += pi.size
-            cost.append(c * s[pi, pj])
+            cost_terms.append(c * s[pi, pj])
             for t in range(pi.size):
                 add_row([int(z_var[t]), int(pi[t]), int(pj[t])], [1.0, -1.0, -1.0], -1.0, np.inf)
 
         matrix = coo_array((vals, (rows, cols)), shape=(n_rows, n_vars)).tocsr()
-        cost = np.concatenate(cost)
+        cost = np.concatenate(cost_terms)
         # HiGHS works to absolute tolerances: costs scaled by a power of two to at
         # most 1 in magnitude (exact), the value and bound scaled back.
         scale = float(np.ldexp(1.0, int(np.frexp(np.abs(cost).max(initial=0.0))[1])))
