@@ -12,7 +12,7 @@ UV_VERSION := 0.13.9
 INTEGRATION_TESTS := $(sort $(wildcard tests/test_transformers_*.py tests/test_mlx_vlm*.py))
 INTEGRATION_EXTRAS := transformers,mlx,mlx-vlm,test
 
-.PHONY: demo test test-floor test-latest test-ends test-vllm lock fuzz lint docs serve-docs bench device-check clean
+.PHONY: demo test test-core test-floor test-latest test-ends test-vllm lock fuzz lint docs serve-docs bench device-check clean
 
 # venv DIR, constraints, extras: a fresh virtualenv with torch first (the pinned CPU wheel), then the package.
 define make_venv
@@ -34,6 +34,19 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 	$(PY) -m mkdocs build --strict --quiet --site-dir site
+
+# The core alone (NumPy, Numba, SciPy; no torch, MLX, transformers): the quick loop for core work.
+# Tests that need another extra skip, naming it.
+CORE_EXTRAS := exact,fast,test
+test-core: .venv-core/.installed
+	.venv-core/bin/python -m pytest -q -p no:cacheprovider
+
+.venv-core/.installed: pyproject.toml $(LOCK)
+	rm -rf .venv-core
+	$(PYTHON) -m venv .venv-core
+	.venv-core/bin/python -m pip install -q -c $(PINS) pip
+	.venv-core/bin/python -m pip install -q -c $(LOCK) -e ".[$(CORE_EXTRAS)]"
+	touch $@
 
 # The integration tests on the oldest transformers / mlx-vlm the extras admit (requirements/floor.txt).
 test-floor: .venv-floor/.installed
@@ -108,4 +121,4 @@ device-check: $(STAMP)
 	PY=$(PY) bash benchmarks/device_check.sh
 
 clean:
-	rm -rf $(VENV) .venv-floor .venv-latest .venv-lock .venv-vllm site demo_output .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-core .venv-floor .venv-latest .venv-lock .venv-vllm site demo_output .pytest_cache .hypothesis

@@ -2,7 +2,7 @@
 
 One command runs every case and writes ``benchmarks/results/cpu.json``, the
 Markdown table ``benchmarks/results/cpu.md`` (generated from the JSON) and the
-log-log plot ``docs/assets/bench/cpu_scaling.png``::
+log-log plot ``docs/assets/bench/cpu_scaling.png`` (with ``--out DIR``: all three in ``DIR``)::
 
     python benchmarks/cpu.py            # every case (about 8 min on 2 cores)
     python benchmarks/cpu.py --quick    # small sizes, fewer repeats (about 1 min)
@@ -318,60 +318,89 @@ def features_case(n: int, d: int, k: int, runs: int = 2) -> dict:
 
 
 # ------------------------------------------------------------------ reports
-def render_markdown(data: dict) -> str:
-    """The Markdown tables of the docs, generated from the JSON only."""
+FLOOR = "one read of sim (np.sum, the floor)"
+
+
+def render_markdown(data: dict, plot_path: str = "assets/bench/cpu_scaling.png") -> str:
+    """The Markdown tables of the docs, generated from the JSON only.
+
+    One row per method and budget, the ratio to tops-prune in its own column;
+    ``plot_path`` (relative to the page that includes the file) sits beside
+    the sweep.
+    """
     env = data["environment"]
     lines = [f"Measured by `{data['command']}` on {env['cpus']} CPU cores "
              f"({env['machine']}, Python {env['python']}, NumPy {env['versions']['numpy']}, "
              f"Numba {env['versions']['numba']}, apricot-select {env['versions']['apricot-select']}, "
              f"submodlib-py {env['versions']['submodlib-py']}); load average at start "
              f"{env['load_at_start']:.2f} (shared machine: minimum over repeats). Float32 inputs.", ""]
-    lines += ["| case | tops-prune | target | met | peers and ratios |", "|---|---|---|---|---|"]
-    for c in data["targets"]:
-        peers = ""
-        if c.get("peers_s"):
-            peers = "; ".join(f"{name} {v * 1e3:.1f} ms" for name, v in c["peers_s"].items())
-            peers += (f"; **{c['ratio_vs_apricot_fastest']:.1f}x** faster than apricot's fastest, "
-                      f"**{c['ratio_vs_submodlib_lazy']:.1f}x** than submodlib LazyGreedy; same set as "
-                      f"greedy: {c['same_as_greedy']}, peers: "
-                      + ", ".join(f"{n_}={v} (value gap {c['peer_value_gap'][n_]:+.1e})"
-                                  for n_, v in c["peer_same_set"].items()))
-        elif "same_as_greedy" in c:
-            peers = f"same order as greedy: {c['same_as_greedy']}"
-        if c.get("parts_s"):
-            floor = c["parts_s"]["one read of sim (np.sum, the floor)"]
-            peers += (f"; **{c['time_s'] / floor:.0f} reads** of sim in time; parts alone: "
-                      + ", ".join(f"{name} {v * 1e3:.2f} ms" for name, v in c["parts_s"].items()))
+    lines += _targets_table(data["targets"])
+    headline = next((c for c in data["targets"] if c.get("peers_s")), None)
+    if headline is not None:
+        lines += ["", *_peers_table(headline)]
+    parts = next((c["parts_s"] for c in data["targets"] if c.get("parts_s")), None)
+    if parts is not None:
+        lines += ["", *_parts_table(parts)]
+    lines += ["", *_sweep_table(data["sweep"], plot_path)]
+    return "\n".join(lines) + "\n"
+
+
+def _targets_table(targets: list[dict]) -> list[str]:
+    lines = ["| case | tops-prune | target | met | checked |", "|---|---:|---|---|---|"]
+    for c in targets:
         if "tracemalloc_peak_bytes" in c:
-            peers = (f"peak extra memory {c['rss_peak_growth_bytes'] / 2**20:.0f} MiB (RSS growth), "
-                     f"{c['tracemalloc_peak_bytes'] / 2**20:.0f} MiB (tracemalloc); dense sim would be "
-                     f"{c['dense_bytes'] / 2**20:.0f} MiB")
+            checked = (f"peak extra memory {c['rss_peak_growth_bytes'] / 2**20:.0f} MiB (RSS growth), "
+                       f"{c['tracemalloc_peak_bytes'] / 2**20:.0f} MiB (tracemalloc); dense sim would be "
+                       f"{c['dense_bytes'] / 2**20:.0f} MiB")
             met = c["time_s"] <= c["target_s"] and c["rss_peak_growth_bytes"] <= c["target_bytes"]
             target = f"<= {c['target_s']:.0f} s, <= 1 GB"
         else:
+            checked = f"same order as greedy: {c['same_as_greedy']}" if "same_as_greedy" in c else ""
             met = c["time_s"] <= c["target_s"]
             target = f"<= {c['target_s'] * 1e3:g} ms"
-        met_s = "yes" if met else "no"
-        lines.append(f"| {c['case']} | {c['time_s'] * 1e3:.2f} ms | {target} | {met_s} | {peers} |")
-    methods = []
-    for row in data["sweep"]:
-        methods += [m for m in row["times_s"] if m not in methods]
-    gaps = [abs(g) for row in data["sweep"] for g in row.get("value_gap", {}).values()]
-    lines += ["", "Time (ms) against N, k = 2N/9 (blank: skipped after exceeding the time budget at a "
-              "smaller N). Every set is compared with tops-prune's: a different set is marked with *; "
-              f"the largest relative value gap of any peer's set to ours is {max(gaps, default=0):.1e}.",
-              "",
-              "| N | k | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
-    for row in data["sweep"]:
-        cells = []
-        for m in methods:
-            if m not in row["times_s"]:
-                cells.append("")
-                continue
-            mark = "" if row["same_set"].get(m.replace(" (incl. build)", ""), True) else "*"
-            cells.append(f"{row['times_s'][m] * 1e3:.1f}{mark}")
-        lines.append(f"| {row['n']} | {row['k']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        lines.append(f"| {c['case']} | {c['time_s'] * 1e3:.2f} ms | {target} | {'yes' if met else 'no'} | "
+                     f"{checked} |")
+    return lines
+
+
+def _peers_table(case: dict) -> list[str]:
+    """The headline case against every peer: time, ratio, whether the set is greedy's, value gap."""
+    ours = case["time_s"]
+    lines = [f"{case['case'].split(', auto')[0]}, against the peers (ratio: the method's time over "
+             "tops-prune's; same set: tops-prune's set, which is naive greedy's):", "",
+             "| method | time (ms) | ratio | same set | value gap |", "|---|---:|---:|---|---:|",
+             f"| tops-prune auto | {ours * 1e3:.1f} | 1.0x | {case['same_as_greedy']} | 0 |"]
+    for name, t in case["peers_s"].items():
+        base = name.replace(" (incl. build)", "")
+        lines.append(f"| {name} | {t * 1e3:.1f} | {t / ours:.1f}x | {case['peer_same_set'][base]} | "
+                     f"{case['peer_value_gap'][base]:+.1e} |")
+    return lines
+
+
+def _parts_table(parts: dict) -> list[str]:
+    """Each part of one ``select`` call timed alone, in reads of ``sim`` (the floor)."""
+    floor = parts[FLOOR]
+    lines = ["Where the time goes at that size, each part timed alone:", "",
+             "| part | time (ms) | reads of sim |", "|---|---:|---:|"]
+    for name, t in parts.items():
+        lines.append(f"| {name} | {t * 1e3:.2f} | {t / floor:.1f} |")
+    return lines
+
+
+def _sweep_table(sweep: list[dict], plot_path: str) -> list[str]:
+    """Time against N, one row per method and budget, beside the log-log plot."""
+    gaps = [abs(g) for row in sweep for g in row.get("value_gap", {}).values()]
+    lines = ["Time against N, k = 2N/9 (a method over the time budget is skipped at larger N). Ratio: "
+             "the method's time over tops-prune auto's at the same N; same set: tops-prune's set. The "
+             f"largest relative value gap of any peer's set to ours is {max(gaps, default=0):.1e}.", "",
+             '<div class="side-by-side" markdown>', "", '<div markdown>', "",
+             "| N | k | method | time (ms) | ratio | same set |", "|---:|---:|---|---:|---:|---|"]
+    for row in sweep:
+        ours = row["times_s"]["tops auto"]
+        for name, t in row["times_s"].items():
+            same = row["same_set"].get(name.replace(" (incl. build)", ""), True)
+            lines.append(f"| {row['n']} | {row['k']} | {name} | {t * 1e3:.1f} | {t / ours:.1f}x | {same} |")
+    return [*lines, "", "</div>", "", f"![Time against N, log-log]({plot_path})", "", "</div>"]
 
 
 def plot(data: dict, path: Path) -> None:
@@ -409,8 +438,12 @@ def main(argv=None) -> int:
     parser.add_argument("--features", type=int, nargs=3, default=(16384, 1024, 2048), metavar=("N", "D", "K"),
                         help="features-mode case (default: the issue's long-video case)")
     parser.add_argument("--no-features", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of cpu.json and cpu.md")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help=f"the plot (default: {PLOT.relative_to(ROOT)} with the default --out, else "
+                             "cpu_scaling.png inside --out)")
     args = parser.parse_args(argv)
+    plot_path = args.plot or (PLOT if args.out == RESULTS else args.out / "cpu_scaling.png")
     sizes = args.sizes or (SIZES[:3] if args.quick else SIZES)
     repeats = 2 if args.quick else args.repeats
     with_peers = not args.no_peers
@@ -429,9 +462,11 @@ def main(argv=None) -> int:
     data["environment"]["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cpu.json").write_text(json.dumps(data, indent=2) + "\n")
-    (args.out / "cpu.md").write_text(render_markdown(data))
-    plot(data, PLOT)
-    print(render_markdown(data))
+    # the plot as the page that includes cpu.md sees it: the docs' asset, or beside cpu.md
+    plot_ref = "assets/bench/cpu_scaling.png" if plot_path == PLOT else os.path.relpath(plot_path, args.out)
+    (args.out / "cpu.md").write_text(render_markdown(data, plot_ref))
+    plot(data, plot_path)
+    print(render_markdown(data, plot_ref))
     return 0
 
 

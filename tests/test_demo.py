@@ -16,6 +16,9 @@ from tops_demo.methods import METHODS, uniform_grid
 
 import tops_core
 
+# A real ViT (ONNX) on real images, end to end.
+pytestmark = pytest.mark.slow
+
 KEEP = 20
 
 
@@ -40,7 +43,8 @@ def test_demo_writes_picture_and_reports(demo_run, capsys):
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
 
-    width, height = Image.open(picture).size
+    with Image.open(picture) as opened:
+        width, height = opened.size
     assert width > 9 * 100 and height > 100  # relevance map + 8 method panels
     text = (out / "report.md").read_text()
     for method in METHODS:

@@ -13,11 +13,13 @@ A bounded run is part of the normal test suite; ``make fuzz``
 (``HYPOTHESIS_PROFILE=fuzz``) runs many more examples.
 """
 
+import importlib
 import os
 import warnings
 
 import numpy as np
 import pytest
+from backends import installed
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -44,13 +46,10 @@ ARGUMENTS = ("scores", "sim", "k ", "k must", "indices", "objective", "method", 
              "seed", "epsilon", "time_limit", "max_n", "relevance", "coverage", "redundancy",
              "focus", "alpha", "lam", "norm", "power", "quality", "Features")
 
-FRAMEWORKS = ["numpy", "torch"]
-try:  # MLX runs on Apple silicon and, CPU only, on Linux
-    import mlx.core as mx
-
-    FRAMEWORKS.append("mlx")
-except ImportError:  # pragma: no cover - depends on the environment
-    mx = None
+# The installed frameworks (MLX runs on Apple silicon and, CPU only, on Linux).
+FRAMEWORKS = ["numpy"] + [name for name, module in (("torch", "torch"), ("mlx", "mlx.core"))
+                          if installed(module)]
+mx = importlib.import_module("mlx.core") if "mlx" in FRAMEWORKS else None
 
 #: Magnitudes the values are scaled to (dyadic: exact in every float dtype).
 SCALES = [1.0, 2.0**-1074, 2.0**-149, 2.0**-1000, 2.0**-30, 2.0**30, 2.0**100, 2.0**127,

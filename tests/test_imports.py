@@ -21,11 +21,13 @@ print(after_import, after_select)
 """
 
 
+@pytest.mark.slow
 def test_numpy_path_imports_no_framework():
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[] []", out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_exact_imports_scipy_only_when_used():
     probe = (
         "import sys, numpy as np, tops_core\n"

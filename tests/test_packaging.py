@@ -51,11 +51,17 @@ def test_every_locked_version_satisfies_the_declared_range(lock):
     assert checked >= (20 if lock == "lock" else 5)
 
 
-def test_the_floor_lock_pins_the_declared_floors_and_the_main_lock_the_newest_tested():
-    floor, newest = locked("floor"), locked("lock")
+def test_the_floor_lock_pins_the_declared_floors():
+    floor = locked("floor")
     for pin in floor_pins():
         name, version = pin.split("==")
         assert floor[name] == Version(version), f"requirements/floor.txt is stale for {pin}: run make lock"
+
+
+def test_the_tested_transformers_are_the_locked_ends():
+    """The floor lock pins the oldest tested transformers, the main lock the newest tested."""
+    pytest.importorskip("transformers")
     from tops_adapters.hf.compat import TESTED_TRANSFORMERS
 
+    floor, newest = locked("floor"), locked("lock")
     assert [Version(v) for v in TESTED_TRANSFORMERS] == [floor["transformers"], newest["transformers"]]

@@ -164,6 +164,7 @@ def test_exact_size_guard_and_time_limit():
     assert sel.optimal and sel.method == "exact"
 
 
+@pytest.mark.slow
 def test_exact_reports_dual_bound_when_stopped_early():
     rng = np.random.default_rng(5)
     n = 60

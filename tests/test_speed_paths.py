@@ -159,13 +159,42 @@ def test_value_fast_max_equals_definition():
     np.testing.assert_array_equal(kernels().max_over_columns(sim, idx), want)
 
 
-def test_is_symmetric_exact():
+@pytest.mark.parametrize("n", [700, 1100])  # NumPy's blocks, the compiled tiles
+def test_is_symmetric_exact(n):
     rng = np.random.default_rng(1)
-    a = rng.random((700, 700))
+    a = rng.random((n, n))
     a = a + a.T
     assert is_symmetric(a)
     a[650, 3] = np.nextafter(a[650, 3], 2.0)
     assert not is_symmetric(a)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 70), seed=st.integers(0, 2**32 - 1), change=st.sampled_from(
+    ["none", "nudge", "signed zero", "nan on the diagonal", "nan mirrored"]),
+    dtype=st.sampled_from([np.float32, np.float64]), view=st.booleans())
+def test_compiled_symmetry_is_numpys(n, seed, change, dtype, view):
+    """The tile kernel answers as ``array_equal(a, a.T)``: every tile edge, NaN, -0.0, strided views."""
+    from tops_core._validate_kernels import exactly_symmetric as compiled
+
+    rng = np.random.default_rng(seed)
+    a = rng.random((n, n)).astype(dtype)
+    a = a + a.T
+    i, j = rng.integers(0, n, 2)
+    if change == "nudge":
+        a[i, j] = np.nextafter(a[i, j], dtype(2))
+    elif change == "signed zero":
+        a[i, j], a[j, i] = 0.0, -0.0
+    elif change == "nan on the diagonal":
+        a[i, i] = np.nan
+    elif change == "nan mirrored":
+        a[i, j] = a[j, i] = np.nan
+    if view:  # a strided view: the kernel reads any layout
+        a = np.repeat(np.repeat(a, 2, axis=0), 2, axis=1)[::2, ::2]
+    want = np.array_equal(a, a.T)
+    assert compiled(a) == want
+    assert compiled(a, 3) == want  # tiles that do not divide n
+    assert is_symmetric(a) == want
 
 
 @pytest.mark.parametrize(
@@ -190,6 +219,7 @@ def test_fused_score_checks_keep_their_messages(bad):
         tops_core.select(scores, np.full((6, 6), 0.5), 2)
 
 
+@pytest.mark.slow
 def test_numba_is_imported_on_first_use_only():
     code = ("import sys, numpy as np, tops_core; assert 'numba' not in sys.modules; "
             "tops_core.select(np.ones(4), np.eye(4), 2); assert 'numba' in sys.modules; print('ok')")

@@ -171,6 +171,7 @@ def test_whole_selection_is_few_launches_and_aten_ops(monkeypatch):
     assert total <= 64, f"{Count.ops} aten ops + {len(launched)} launches"
 
 
+@pytest.mark.slow
 def test_kernels_compile_for_an_h100():
     """Every kernel (each certificate, forced picks, both norms) lowers to sm_90 code without a GPU."""
     script = textwrap.dedent("""

@@ -59,7 +59,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_vllm_serve_answers_a_chat_completion_with_a_pruned_image(model_dir, hf):
+def test_vllm_serve_answers_a_chat_completion_with_a_pruned_image(model_dir, hf, tmp_path):
     openai = pytest.importorskip("openai")  # installed with vllm
     port = _free_port()
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
@@ -70,12 +70,15 @@ def test_vllm_serve_answers_a_chat_completion_with_a_pruned_image(model_dir, hf)
                "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "1024",
                "--max-num-seqs", "2", "--limit-mm-per-prompt", '{"image": 1, "video": 0}',
                "--hf-overrides", '{"tops_pruning": {"ratio": 0.5}}']
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # the server's log goes to a file: a pipe nobody reads fills up and stalls a chatty server
+    log = tmp_path / "server.log"
+    with open(log, "w") as log_file:
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
     try:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", timeout=60)
         deadline = time.monotonic() + 240  # start-up bound, not a performance assertion
         while True:
-            assert server.poll() is None, server.stderr.read()[-4000:]
+            assert server.poll() is None, log.read_text()[-4000:]
             try:
                 client.models.list()
                 break

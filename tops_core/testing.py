@@ -17,13 +17,14 @@ Examples
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 from hypothesis import strategies as st
 
 from tops_core.objective import Objective
 
-__all__ = ["dyadic_arrays", "problems", "objectives", "brute_force", "GRID"]
+__all__ = ["dyadic_arrays", "problems", "objectives", "brute_force", "GRID", "FOCI"]
 
 #: The grid step of every drawn value.
 GRID = 0.125
@@ -66,11 +67,25 @@ def problems(draw, *, min_n: int = 1, max_n: int = 8, batch: int | None = None,
     return scores, sim, k
 
 
+#: Focus values :func:`objectives` draws by default.
+FOCI = (0.0, 0.25, 0.5, 1.0)
+
+
 @st.composite
-def objectives(draw, *, monotone: bool | None = None):
+def objectives(draw, *, monotone: bool | None = None, focus: float | Sequence[float] | None = None):
     """Strategy: :class:`~tops_core.Objective` with dyadic weights.
 
-    ``monotone=True`` draws ``redundancy = 0``; ``False`` draws it positive.
+    Parameters
+    ----------
+    monotone : bool, optional
+        ``True`` draws ``redundancy = 0``; ``False`` draws it positive; the
+        default draws either.
+    focus : float or sequence of float, optional
+        The focus ``beta``: one value, or the values to draw from (default
+        :data:`FOCI`). ``focus=0.0`` keeps every coverage weight at 1, so
+        float32 sums stay exact on the dyadic grid: with ``focus > 0`` the
+        weights ``r_j / mean(r)`` are not dyadic, and frameworks that sum in
+        float32 differ from the core's float64 in the last bits.
     """
     weight = st.integers(0, 8).map(lambda v: v * GRID)
     if monotone is None:
@@ -79,11 +94,12 @@ def objectives(draw, *, monotone: bool | None = None):
         redundancy = 0.0
     else:
         redundancy = draw(st.integers(1, 8).map(lambda v: v * GRID))
+    foci = FOCI if focus is None else (focus,) if isinstance(focus, (int, float)) else tuple(focus)
     return Objective(
         relevance=draw(weight),
         coverage=draw(weight),
         redundancy=redundancy,
-        focus=draw(st.sampled_from([0.0, 0.25, 0.5, 1.0])),
+        focus=draw(st.sampled_from(foci)),
     )
 
 

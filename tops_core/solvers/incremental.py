@@ -103,11 +103,11 @@ def fast_start(objective, scores, sim):
                          np.zeros(n), np.zeros(n), 0.0)
 
 
-def is_symmetric(a: np.ndarray, block: int | None = None) -> bool:
-    """Exact symmetry, block by block (stops at the first differing block)."""
+def is_symmetric(a: np.ndarray) -> bool:
+    """Exact symmetry, tile by tile (stops at the first differing tile)."""
     from tops_core._validate import exactly_symmetric
 
-    return exactly_symmetric(a, block)
+    return exactly_symmetric(a)
 
 
 @dataclass(frozen=True)
