@@ -2,10 +2,9 @@
 
 import os
 
-# before vLLM is imported: no hub, a small CPU KV cache, the engine in this process (its errors and
-# its model reachable here)
+# before vLLM is imported: no hub, the engine in this process (its errors and its model reachable here);
+# the engines size their KV cache themselves (kv_cache_memory_bytes)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 import pytest

@@ -1,7 +1,7 @@
 """The checks every supported family passes, against stock vLLM and a transformers reference.
 
 A test file per family subclasses :class:`FamilyChecks` with its family name:
-one pytest process per file (see the Makefile's ``test-vllm``), four engines
+one pytest process per file (see the Makefile's ``test-vllm``), five engines
 per family, all started before any selection runs (vLLM 0.32's CPU engine
 start-up fails once numba is loaded, and a CPU selection loads it):
 
@@ -10,7 +10,8 @@ start-up fails once numba is loaded, and a CPU selection loads it):
 * ``chunked``: the plugin at ratio 0.5, the paper's rule, chunked prefill in
   steps of ``CHUNK`` tokens (every prompt here is longer);
 * ``whole``: the plugin at ratio 0.5, the certified objective (so the
-  position-aware similarity, on by default), chunked prefill off.
+  position-aware similarity, on by default), chunked prefill off;
+* ``plain``: as ``whole`` with the position-aware similarity switched off.
 
 Log-probabilities, not greedy tokens, catch position errors on a tiny random
 model (two steps: the prompt's positions, then the decode delta). The transformers reference is the integration
@@ -43,6 +44,7 @@ CHUNK = 16  # max_num_batched_tokens of the chunked engine
 TOP = 5
 STEPS = 2
 RECORD = 8  # selections each pruning engine keeps for inspection
+KV_CACHE = 32 << 20  # bytes: ample for 4 sequences of 1024 tokens of the tiny models (1 KiB a token)
 KINDS = ("square", "tall", "wide")
 
 
@@ -70,7 +72,8 @@ def start(model_dir, tops=None, *, chunk=None, family="qwen2_5_vl"):
                   else dict(max_num_batched_tokens=1024, enable_chunked_prefill=False))
     overrides = {"tops_pruning": tops} if tops is not None else None
     return LLM(model_dir, dtype="float32", enforce_eager=True, max_model_len=1024, max_num_seqs=4, seed=0,
-               limit_mm_per_prompt=limits, hf_overrides=overrides, **scheduling)
+               kv_cache_memory_bytes=KV_CACHE, limit_mm_per_prompt=limits, hf_overrides=overrides,
+               **scheduling)
 
 
 @contextmanager
@@ -201,6 +204,8 @@ class FamilyChecks:
             "chunked": start(model_dir, {"ratio": RATIO, "record": RECORD}, chunk=CHUNK, family=family),
             "whole": start(model_dir, {"ratio": RATIO, "objective": "coverage", "record": RECORD},
                            family=family),
+            "plain": start(model_dir, {"ratio": RATIO, "objective": "coverage", "spatial": False,
+                                       "record": RECORD}, family=family),
         }
         yield started
         started.clear()
@@ -236,9 +241,9 @@ class FamilyChecks:
         assert_close(steps, ref)
 
     @pytest.mark.parametrize("engine, objective, spatial", [("chunked", "tops", False),
-                                                            ("whole", "coverage", True)])
+                                                            ("whole", "coverage", True),
+                                                            ("plain", "coverage", False)])
     def test_kept_set_is_tops_core_select(self, engines, engine, objective, spatial):
-        differs = False
         for seed, kind in enumerate(KINDS):
             picture = image(self.family, kind, seed=40 + seed)
             _, _, [record] = pruned_generated(engines[engine], [picture], self.family)
@@ -246,9 +251,16 @@ class FamilyChecks:
             assert record["grid"] == grid
             expected = expected_kept(record, grid, objective, spatial)
             assert record["kept"].tolist() == expected, (kind, record["kept"].tolist(), expected)
-            differs |= record["kept"].tolist() != expected_kept(record, grid, objective, not spatial)
-        if spatial:  # the position-aware default is live: it changed some selection
-            assert differs
+
+    def test_position_aware_default_is_live_and_switches_off(self, engines):
+        changed = []
+        for seed, kind in enumerate(KINDS):
+            picture = image(self.family, kind, seed=50 + seed)  # images no engine has seen (encoder cache)
+            _, _, [default] = pruned_generated(engines["whole"], [picture], self.family)
+            _, _, [plain] = pruned_generated(engines["plain"], [picture], self.family)
+            assert torch.equal(default["features"], plain["features"])
+            changed.append(default["kept"].tolist() != plain["kept"].tolist())
+        assert any(changed), "spatial=False selected what the default selected on every image"
 
     def test_a_batch_of_different_sizes_matches_transformers(self, engines, hf):
         llm = engines["chunked"]

@@ -92,8 +92,7 @@ def _text(ids: dict, eos: str, pad: str, **extra) -> dict:
                 pad_token_id=ids[pad], **extra)
 
 
-def _save(model, processor, directory, seed: int) -> None:
-    torch.manual_seed(seed)
+def _save(model, processor, directory) -> None:
     with torch.no_grad():
         for p in model.parameters():
             if p.ndim >= 2:
@@ -117,7 +116,7 @@ def _hub_layout(directory) -> None:
     safetensors.torch.save_file(renamed, path, metadata={"format": "pt"})
 
 
-def _qwen(name: str, directory, seed: int) -> None:
+def _qwen(name: str, directory) -> None:
     tokenizer = _tokenizer(QWEN_SPECIAL, "<|im_end|>", "<|endoftext|>", _QWEN_TEMPLATE)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
     tokens = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
@@ -158,10 +157,10 @@ def _qwen(name: str, directory, seed: int) -> None:
     processor = processor_class(image_processor=image_processor, tokenizer=tokenizer,
                                 video_processor=videos(patch_size=patch, merge_size=2, temporal_patch_size=2),
                                 chat_template=_QWEN_TEMPLATE)
-    _save(model.eval(), processor, directory, seed)
+    _save(model.eval(), processor, directory)
 
 
-def _llava(name: str, directory, seed: int) -> None:
+def _llava(name: str, directory) -> None:
     tokenizer = _tokenizer(LLAVA_SPECIAL, "</s>", "<pad>", _LLAVA_TEMPLATE)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in LLAVA_SPECIAL}
     text = dict(model_type="llama", **_text(ids, "</s>", "<pad>"))
@@ -181,10 +180,15 @@ def _llava(name: str, directory, seed: int) -> None:
         model = transformers.LlavaNextForConditionalGeneration(config)
         images = transformers.LlavaNextImageProcessor(image_grid_pinpoints=pinpoints, **sizes)
         processor = transformers.LlavaNextProcessor(image_processor=images, **kwargs)
-    _save(model.eval(), processor, directory, seed)
+    _save(model.eval(), processor, directory)
     _hub_layout(directory)
 
 
 def save_tiny(name: str, directory, seed: int = 0) -> None:
-    """Write the tiny model of family ``name`` (a key of :data:`FAMILIES`) and its processor."""
-    (_qwen if name.startswith("qwen") else _llava)(name, directory, seed)
+    """Write the tiny model of family ``name`` (a key of :data:`FAMILIES`) and its processor.
+
+    Seeded before the model is built: its own initialisation draws some weights (CLIP's class
+    embedding), the same on every run.
+    """
+    torch.manual_seed(seed)
+    (_qwen if name.startswith("qwen") else _llava)(name, directory)
