@@ -21,7 +21,7 @@ FAMILY = "qwen2_5_vl"
 ARCHITECTURE = "Qwen2_5_VLForConditionalGeneration"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def hf(model_dir):
     model = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
     return model.eval(), transformers.AutoProcessor.from_pretrained(model_dir)
