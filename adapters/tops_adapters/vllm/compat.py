@@ -73,15 +73,40 @@ from vllm.multimodal.parse import ImageProcessorItems
 from vllm.multimodal.processing import PromptReplacement
 
 __all__ = [
-    "TESTED_VLLM", "vllm_version", "ModelRegistry", "MULTIMODAL_REGISTRY", "PromptReplacement",
-    "PlaceholderRange", "Qwen2VLForConditionalGeneration", "Qwen2VLMultiModalProcessor",
-    "Qwen2VLProcessingInfo", "Qwen2VLDummyInputsBuilder", "Qwen2_5_VLForConditionalGeneration",
-    "Qwen2_5_VLMultiModalProcessor", "Qwen2_5_VLProcessingInfo", "Qwen2_5_VLDummyInputsBuilder",
-    "Qwen3VLForConditionalGeneration", "Qwen3VLMultiModalProcessor", "Qwen3VLProcessingInfo",
-    "Qwen3VLDummyInputsBuilder", "LlavaForConditionalGeneration", "LlavaMultiModalProcessor",
-    "LlavaProcessingInfo", "LlavaDummyInputsBuilder", "llava_info", "llava_stock_processor",
-    "LlavaNextForConditionalGeneration", "LlavaNextMultiModalProcessor", "LlavaNextProcessingInfo",
-    "max_scheduled_tokens", "start_up_conflicts", "with_replacement", "with_placeholders", "with_offset", "image_size", "anyres_layout",
+    "TESTED_VLLM",
+    "vllm_version",
+    "ModelRegistry",
+    "MULTIMODAL_REGISTRY",
+    "PromptReplacement",
+    "PlaceholderRange",
+    "Qwen2VLForConditionalGeneration",
+    "Qwen2VLMultiModalProcessor",
+    "Qwen2VLProcessingInfo",
+    "Qwen2VLDummyInputsBuilder",
+    "Qwen2_5_VLForConditionalGeneration",
+    "Qwen2_5_VLMultiModalProcessor",
+    "Qwen2_5_VLProcessingInfo",
+    "Qwen2_5_VLDummyInputsBuilder",
+    "Qwen3VLForConditionalGeneration",
+    "Qwen3VLMultiModalProcessor",
+    "Qwen3VLProcessingInfo",
+    "Qwen3VLDummyInputsBuilder",
+    "LlavaForConditionalGeneration",
+    "LlavaMultiModalProcessor",
+    "LlavaProcessingInfo",
+    "LlavaDummyInputsBuilder",
+    "llava_info",
+    "llava_stock_processor",
+    "LlavaNextForConditionalGeneration",
+    "LlavaNextMultiModalProcessor",
+    "LlavaNextProcessingInfo",
+    "max_scheduled_tokens",
+    "start_up_conflicts",
+    "with_replacement",
+    "with_placeholders",
+    "with_offset",
+    "image_size",
+    "anyres_layout",
 ]
 
 #: The vLLM release the plugin's tests pass on.
@@ -111,15 +136,20 @@ def start_up_conflicts(vllm_config) -> list[str]:
     conflicts = []
     rate = vllm_config.model_config.multimodal_config.video_pruning_rate
     if vllm_config.model_config.multimodal_config.is_multimodal_pruning_enabled():
-        conflicts.append(f"video_pruning_rate={rate} (vLLM's video pruning appends its own position "
-                         "channels to every visual row; need it unset or 0)")
+        conflicts.append(
+            f"video_pruning_rate={rate} (vLLM's video pruning appends its own position "
+            "channels to every visual row; need it unset or 0)"
+        )
     pipeline = vllm_config.parallel_config.pipeline_parallel_size
     if pipeline != 1:
-        conflicts.append(f"pipeline_parallel_size={pipeline} (the kept tokens' positions are found where "
-                         "the embeddings are merged, on the first stage; need 1)")
+        conflicts.append(
+            f"pipeline_parallel_size={pipeline} (the kept tokens' positions are found where "
+            "the embeddings are merged, on the first stage; need 1)"
+        )
     if getattr(vllm_config.compilation_config, "cudagraph_mm_encoder", False):
-        conflicts.append("cudagraph_mm_encoder=True (the captured encoder bypasses the image path that "
-                         "prunes; need False)")
+        conflicts.append(
+            "cudagraph_mm_encoder=True (the captured encoder bypasses the image path that prunes; need False)"
+        )
     return conflicts
 
 
@@ -158,9 +188,15 @@ def anyres_layout(hf_config, height: int, width: int) -> tuple[int, int, int]:
     vision = hf_config.vision_config
     side = vision.image_size // vision.patch_size
     crops_high, crops_wide = get_anyres_image_grid_shape(
-        (height, width), hf_config.image_grid_pinpoints, vision.image_size)
+        (height, width), hf_config.image_grid_pinpoints, vision.image_size
+    )
     # a plain computation on its arguments: it reads nothing of the instance
     unpadded, rows = LlavaNextProcessingInfo._get_num_unpadded_features(
-        None, original_height=height, original_width=width, npatches=side,
-        num_patch_height=crops_high, num_patch_width=crops_wide)
+        None,
+        original_height=height,
+        original_width=width,
+        npatches=side,
+        num_patch_height=crops_high,
+        num_patch_width=crops_wide,
+    )
     return side * side, rows, unpadded // rows

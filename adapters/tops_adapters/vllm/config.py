@@ -22,8 +22,8 @@ CONFIG_KEY = "tops_pruning"
 
 #: Objective names accepted in the settings and the selector each builds.
 OBJECTIVES = {
-    "tops": tops_core.TOPSRule,        # the paper's rule (default)
-    "coverage": tops_core.Objective,   # certified relevance-weighted coverage
+    "tops": tops_core.TOPSRule,  # the paper's rule (default)
+    "coverage": tops_core.Objective,  # certified relevance-weighted coverage
     "topk": tops_core.TopK,
     "divprune": tops_core.DivPrune,
     "scope": tops_core.SCOPE,
@@ -107,8 +107,13 @@ def pruning_config(hf_config) -> PruningConfig | None:
     relevance = raw.get("relevance", "uniform")
     check_choice(f"hf_overrides[{CONFIG_KEY!r}]['objective']", objective, OBJECTIVES)
     check_choice(f"hf_overrides[{CONFIG_KEY!r}]['relevance']", relevance, RELEVANCE)
-    return PruningConfig(budget=budget, objective=objective, relevance=relevance,
-                         spatial=_spatial(raw, objective), record=_record(raw))
+    return PruningConfig(
+        budget=budget,
+        objective=objective,
+        relevance=relevance,
+        spatial=_spatial(raw, objective),
+        record=_record(raw),
+    )
 
 
 def _record(raw: Mapping) -> int:

@@ -56,7 +56,9 @@ def _llava_processor(info, dummy_inputs):
     return llava_stock_processor(info, dummy_inputs)
 
 
-@MULTIMODAL_REGISTRY.register_processor(_llava_processor, info=llava_info, dummy_inputs=LlavaDummyInputsBuilder)
+@MULTIMODAL_REGISTRY.register_processor(
+    _llava_processor, info=llava_info, dummy_inputs=LlavaDummyInputsBuilder
+)
 class TOPSLlavaForConditionalGeneration(PrunedModel, LlavaForConditionalGeneration):
     """LLaVA keeping ``budget.tokens(N)`` of each image's ``N`` visual tokens (Stage I)."""
 
@@ -64,7 +66,8 @@ class TOPSLlavaForConditionalGeneration(PrunedModel, LlavaForConditionalGenerati
         if self.config.vision_config.model_type == "pixtral":
             raise InvalidInputError(
                 f"hf_overrides[{CONFIG_KEY!r}] prunes LLaVA with a CLIP or SigLIP tower (one patch grid per "
-                "image); got a Pixtral vision tower (variable image sizes), which is not supported")
+                "image); got a Pixtral vision tower (variable image sizes), which is not supported"
+            )
 
     def _process_image_input(self, image_input):
         per_image = super()._process_image_input(image_input)
@@ -83,7 +86,8 @@ class TOPSLlavaForConditionalGeneration(PrunedModel, LlavaForConditionalGenerati
         raise InvalidInputError(
             f"hf_overrides[{CONFIG_KEY!r}]['spatial'] needs each image's patch grid ({side}x{side} tokens, "
             f"or 1 + {side * side} with the CLS token); got an image of {n} tokens (image embeddings of "
-            "another layout?). Set spatial to false to select on the plain similarity")
+            "another layout?). Set spatial to false to select on the plain similarity"
+        )
 
 
 class TOPSLlavaNextProcessor(PrunedPlaceholders, LlavaNextMultiModalProcessor):
@@ -94,21 +98,28 @@ class TOPSLlavaNextProcessor(PrunedPlaceholders, LlavaNextMultiModalProcessor):
         if size is None:
             raise InvalidInputError(
                 f"hf_overrides[{CONFIG_KEY!r}] prunes LLaVA-NeXT images by their anyres layout, which "
-                "image embeddings do not carry; got image embeddings. Pass images")
+                "image embeddings do not carry; got image embeddings. Pass images"
+            )
         width, height = size
         base, rows, columns = anyres_layout(self.info.get_hf_config(), height, width)
         if base + rows * (columns + 1) != n:
             raise InvalidInputError(
                 f"a {width}x{height} image's anyres layout ({base} base + {rows} rows of {columns} + "
-                f"newline) does not add up to the {n} tokens vLLM's processor gives it")
+                f"newline) does not add up to the {n} tokens vLLM's processor gives it"
+            )
         return settings.tokens(base + rows * columns) + rows
 
 
 @MULTIMODAL_REGISTRY.register_processor(
-    TOPSLlavaNextProcessor, info=LlavaNextProcessingInfo, dummy_inputs=LlavaDummyInputsBuilder,
+    TOPSLlavaNextProcessor,
+    info=LlavaNextProcessingInfo,
+    dummy_inputs=LlavaDummyInputsBuilder,
 )
 class TOPSLlavaNextForConditionalGeneration(PrunedModel, LlavaNextForConditionalGeneration):
-    """LLaVA-NeXT keeping its newline tokens and ``budget.tokens(P)`` of each image's ``P`` others (Stage I)."""
+    """LLaVA-NeXT keeping its newline tokens and ``budget.tokens(P)`` of each image's ``P`` others.
+
+    Stage I.
+    """
 
     def _process_image_input(self, image_input):
         if self.tops is None:
@@ -116,17 +127,21 @@ class TOPSLlavaNextForConditionalGeneration(PrunedModel, LlavaNextForConditional
         if image_input["type"] != "pixel_values":
             raise InvalidInputError(
                 f"hf_overrides[{CONFIG_KEY!r}] prunes LLaVA-NeXT images by their anyres layout; got "
-                f"{image_input['type']} inputs")
+                f"{image_input['type']} inputs"
+            )
         per_image = super()._process_image_input(image_input)
         sizes = image_input["image_sizes"].tolist()
-        return tuple(self._kept_rows(embeds, height, width) for embeds, (height, width) in zip(per_image, sizes))
+        return tuple(
+            self._kept_rows(embeds, height, width) for embeds, (height, width) in zip(per_image, sizes)
+        )
 
     def _kept_rows(self, embeds: torch.Tensor, height: int, width: int) -> torch.Tensor:
         base, rows, columns = anyres_layout(self.config, height, width)
         if embeds.shape[0] != base + rows * (columns + 1):
             raise InvalidInputError(
                 f"a {width}x{height} image packs {embeds.shape[0]} tokens; its anyres layout needs "
-                f"{base} + {rows} x ({columns} + 1)")
+                f"{base} + {rows} x ({columns} + 1)"
+            )
         dev = embeds.device
         index = torch.arange(embeds.shape[0], device=dev)
         newline = (index >= base) & ((index - base) % (columns + 1) == columns)

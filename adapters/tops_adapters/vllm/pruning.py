@@ -41,7 +41,8 @@ class PrunedPlaceholders:
             if not isinstance(ids, list) or len(set(ids)) != 1:
                 raise InvalidInputError(
                     f"hf_overrides[{CONFIG_KEY!r}] needs an image's placeholders to be one repeated token; "
-                    f"{type(self).__name__} gave {type(ids).__name__}")
+                    f"{type(self).__name__} gave {type(ids).__name__}"
+                )
             return ids[:1] * self.kept_placeholders(settings, len(ids), mm_items, item_idx)
 
         return with_replacement(update, replacement)
@@ -99,7 +100,13 @@ class PrunedModel:
         else:
             kept = torch.arange(n, device=dev)
         if self.tops.record:
-            self.tops_records = [*self.tops_records, {
-                "features": features.detach().cpu(), "relevance": relevance.cpu(), "grid": grid,
-                "kept": kept.cpu()}][-self.tops.record:]
+            self.tops_records = [
+                *self.tops_records,
+                {
+                    "features": features.detach().cpu(),
+                    "relevance": relevance.cpu(),
+                    "grid": grid,
+                    "kept": kept.cpu(),
+                },
+            ][-self.tops.record :]
         return kept

@@ -46,8 +46,12 @@ from .compat import (
 from .config import CONFIG_KEY
 from .pruning import PrunedModel, PrunedPlaceholders
 
-__all__ = ["MRoPEPruning", "TOPSQwen2VLForConditionalGeneration", "TOPSQwen2_5_VLForConditionalGeneration",
-           "TOPSQwen3VLForConditionalGeneration"]
+__all__ = [
+    "MRoPEPruning",
+    "TOPSQwen2VLForConditionalGeneration",
+    "TOPSQwen2_5_VLForConditionalGeneration",
+    "TOPSQwen3VLForConditionalGeneration",
+]
 
 # Largest integer each float dtype holds exactly: grid offsets ride in the embedding's dtype.
 _EXACT_INTEGERS = {torch.bfloat16: 256, torch.float16: 2048}
@@ -88,8 +92,9 @@ class MRoPEPruning(PrunedModel):
             )
         kept = self.keep(self.selection_features(embeds), grid)
         dev = embeds.device
-        offsets = torch.stack(torch.meshgrid(*(torch.arange(s, device=dev) for s in grid),
-                                             indexing="ij")).reshape(3, -1)
+        offsets = torch.stack(
+            torch.meshgrid(*(torch.arange(s, device=dev) for s in grid), indexing="ij")
+        ).reshape(3, -1)
         return torch.cat([embeds[kept], offsets[:, kept].T.to(embeds.dtype)], dim=1)
 
     # ------------------------------------------------------------ positions
@@ -107,8 +112,11 @@ class MRoPEPruning(PrunedModel):
             for embeds in multimodal_embeddings:  # videos arrive without the channels
                 pruned = embeds.shape[-1] == width + 3
                 stripped.append(embeds[:, :width] if pruned else embeds)
-                rows.append(embeds[:, width:].long() if pruned
-                            else torch.zeros(embeds.shape[0], 3, dtype=torch.long, device=embeds.device))
+                rows.append(
+                    embeds[:, width:].long()
+                    if pruned
+                    else torch.zeros(embeds.shape[0], 3, dtype=torch.long, device=embeds.device)
+                )
             where = is_multimodal.nonzero()[:, 0]
             offsets[:, where] = torch.cat(rows).T.to(offsets.device)
             multimodal_embeddings = stripped
@@ -150,10 +158,11 @@ class MRoPEPruning(PrunedModel):
             if k != self.tops.tokens(n):
                 raise InvalidInputError(
                     f"hf_overrides[{CONFIG_KEY!r}] keeps {self.tops.tokens(n)} of an image's {n} tokens; got "
-                    f"a prompt with {k} placeholders for it (made by another processor?)")
+                    f"a prompt with {k} placeholders for it (made by another processor?)"
+                )
             features.append(with_placeholders(feature, len(tokens), n))
             source.append(np.full(k, len(tokens)))
-            tokens.extend(input_tokens[cursor:cursor + 1] * n)
+            tokens.extend(input_tokens[cursor : cursor + 1] * n)
             cursor += k
         copy(len(input_tokens))
         positions, delta = super().get_mrope_input_positions(tokens, features)
@@ -167,7 +176,9 @@ class TOPSQwen2VLProcessor(PrunedPlaceholders, Qwen2VLMultiModalProcessor):
 
 
 @MULTIMODAL_REGISTRY.register_processor(
-    TOPSQwen2VLProcessor, info=Qwen2VLProcessingInfo, dummy_inputs=Qwen2VLDummyInputsBuilder,
+    TOPSQwen2VLProcessor,
+    info=Qwen2VLProcessingInfo,
+    dummy_inputs=Qwen2VLDummyInputsBuilder,
 )
 class TOPSQwen2VLForConditionalGeneration(MRoPEPruning, Qwen2VLForConditionalGeneration):
     """Qwen2-VL keeping ``budget.tokens(N)`` of each image's ``N`` merged tokens (Stage I)."""
@@ -178,7 +189,9 @@ class TOPSQwen2_5_VLProcessor(PrunedPlaceholders, Qwen2_5_VLMultiModalProcessor)
 
 
 @MULTIMODAL_REGISTRY.register_processor(
-    TOPSQwen2_5_VLProcessor, info=Qwen2_5_VLProcessingInfo, dummy_inputs=Qwen2_5_VLDummyInputsBuilder,
+    TOPSQwen2_5_VLProcessor,
+    info=Qwen2_5_VLProcessingInfo,
+    dummy_inputs=Qwen2_5_VLDummyInputsBuilder,
 )
 class TOPSQwen2_5_VLForConditionalGeneration(MRoPEPruning, Qwen2_5_VLForConditionalGeneration):
     """Qwen2.5-VL keeping ``budget.tokens(N)`` of each image's ``N`` merged tokens (Stage I)."""
@@ -189,7 +202,9 @@ class TOPSQwen3VLProcessor(PrunedPlaceholders, Qwen3VLMultiModalProcessor):
 
 
 @MULTIMODAL_REGISTRY.register_processor(
-    TOPSQwen3VLProcessor, info=Qwen3VLProcessingInfo, dummy_inputs=Qwen3VLDummyInputsBuilder,
+    TOPSQwen3VLProcessor,
+    info=Qwen3VLProcessingInfo,
+    dummy_inputs=Qwen3VLDummyInputsBuilder,
 )
 class TOPSQwen3VLForConditionalGeneration(MRoPEPruning, Qwen3VLForConditionalGeneration):
     """Qwen3-VL keeping ``budget.tokens(N)`` of each image's ``N`` merged tokens (Stage I).
