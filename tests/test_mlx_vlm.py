@@ -199,3 +199,13 @@ def test_llava_objective_is_position_aware_by_default_and_spatial_false_turns_it
                         (session.history[0], tops_core.spatial(tops_core.cosine(features), (side, side)))):
         want = tops_core.select(cls, sim, 5, objective=objective)
         assert record.kept[0].tolist() == want.indices.tolist()
+
+
+def test_qwen_without_its_grid_is_refused_rather_than_selected_plain(qwen_model):
+    model, *_, extra = qwen_model
+    with enable(model, keep=5, objective=tops_core.Objective()) as session:
+        with pytest.raises(InvalidInputError, match=r"lays the tokens out on image_grid_thw.*spatial=False"):
+            session._stage1_layouts(1, N, {})
+        assert session._stage1_layouts(1, N, extra) == [[(1, 4, 4)]]
+    with enable(model, keep=5, objective=tops_core.Objective(), spatial=False) as session:
+        assert session._stage1_layouts(1, N, {}) is None

@@ -107,6 +107,33 @@ def test_the_kept_tokens_are_the_selectors_answer_for_instruction_relevance(case
     np.testing.assert_array_equal(pruned, full[record.columns[0]])
 
 
+def test_the_objective_is_position_aware_where_the_grid_is_known(case):
+    """LLaVA's square patch grid and the M-RoPE families' merged grids: tops_core.spatial on them;
+    anyres, pixel-shuffled, pooled and variable-size layouts: the plain cosine."""
+    name, model, ids, pixels, extra = case
+    objective = tops_core.Objective()
+    full = np.array(features(model, ids, pixels, extra).inputs_embeds)[0].astype(np.float32)
+    visual = expanded(model, ids, full.shape[0])[0] == compat.image_token_id(model)
+    sim = tops_core.cosine(full[visual])
+    vision = model.config.vision_config
+    if name == "llava":
+        sim = tops_core.spatial(sim, (vision.image_size // vision.patch_size,) * 2)
+    elif compat.FAMILIES[name].positions == "mrope":
+        t, h, w = np.array(extra["image_grid_thw"])[0].tolist()
+        merge = vision.spatial_merge_size
+        sim = tops_core.spatial(sim, (t, h // merge, w // merge))
+    with enable(model, keep=K, relevance="instruction", objective=objective) as session:
+        features(model, ids, pixels, extra)
+    record = session.history[0]
+    want = tops_core.select(record.relevance[0], sim, K, objective=objective)
+    assert record.kept[0].tolist() == want.indices.tolist()
+    with enable(model, keep=K, relevance="instruction", objective=objective, spatial=False) as plain:
+        features(model, ids, pixels, extra)
+    cosine = tops_core.cosine(full[visual])
+    want = tops_core.select(plain.history[0].relevance[0], cosine, K, objective=objective)
+    assert plain.history[0].kept[0].tolist() == want.indices.tolist()
+
+
 def test_generation_equals_the_plain_language_model_on_the_pruned_sequence(case):
     """Stage I generate vs the unpatched language model fed the pruned sequence (positions included)."""
     name, model, ids, pixels, extra = case

@@ -108,6 +108,29 @@ def test_stage1_keeps_the_selectors_answer_on_instruction_relevance(case):
 
 
 @torch.no_grad()
+def test_the_objective_is_position_aware_where_the_grid_is_known(case):
+    """M-RoPE families: tops_core.spatial on the merged grid; anyres, pixel-shuffled, pooled and
+    variable-size layouts: the plain cosine (their layout is not read yet)."""
+    kind, model, prompt = case
+    k, objective = 5, tops_core.Objective()
+    records, handle = first_layer_inputs(model)
+    try:
+        model(**prompt)
+        with enable(model, keep=k, relevance="instruction", objective=objective) as session:
+            model(**prompt)
+    finally:
+        handle.remove()
+    full = records[0][0][0]
+    features = full[prompt["input_ids"][0] == model.config.image_token_id].float().numpy()
+    sim = tops_core.cosine(features)
+    if kind in MROPE_FAMILIES:
+        side = int(N**0.5)
+        sim = tops_core.spatial(sim, (1, side, side))  # the 8 x 8 patches merged 2 x 2
+    expected = tops_core.select(session.history[0].relevance[0].numpy(), sim, k, objective=objective)
+    assert session.history[0].kept[0].tolist() == expected.indices.tolist()
+
+
+@torch.no_grad()
 def test_stage1_and_stage2_generate_keep_the_scheduled_counts(case):
     kind, model, prompt = case
     schedule = schedule_for(kind, 8, 4)

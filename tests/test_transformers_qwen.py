@@ -8,6 +8,7 @@ from tiny_hf import QWEN_N as N
 from tiny_hf import QWEN_START as START
 from tiny_hf import qwen_prompt, tiny_qwen
 from tops_adapters.hf.compat import cache_argument, output_cache
+from tops_adapters.layouts import merged_grids, rows_of
 from tops_adapters.transformers import Schedule, enable
 
 import tops_core
@@ -143,3 +144,75 @@ def test_left_padding_keeps_each_rows_positions_and_rope_deltas(model, inputs):
     assert out.sequences[0, 2:].tolist() == alone.sequences[0].tolist()
     torch.testing.assert_close(torch.stack(out.logits)[:, 0], torch.stack(alone.logits)[:, 0],
                                rtol=1e-4, atol=1e-4)
+
+
+def _batch_of_two_grids():
+    """Two rows of 16 merged tokens each: an 8 x 8 and a 4 x 16 patch image (4 x 4 and 2 x 8 merged)."""
+    torch.manual_seed(2)
+    row = [3, 4, START, *[IMAGE] * N, END, 5, 6, 7, 8]
+    ids = torch.tensor([row, row])
+    return {"input_ids": ids, "mm_token_type_ids": (ids == IMAGE).int(),
+            "pixel_values": torch.randn(128, 3 * 2 * 2 * 2),
+            "image_grid_thw": torch.tensor([[1, 8, 8], [1, 4, 16]])}
+
+
+@torch.no_grad()
+def test_objective_is_position_aware_per_row_on_the_merged_grids(model):
+    """Each row's similarity is tops_core.spatial on its own merged grid; spatial=False keeps the cosine."""
+    batch, k, objective = _batch_of_two_grids(), 6, tops_core.Objective()
+    with enable(model, keep=k, objective=objective) as spatial:
+        model(**batch)
+    with enable(model, keep=k, objective=objective, spatial=False) as plain:
+        model(**batch)
+    encoded = model.model.get_image_features(batch["pixel_values"], batch["image_grid_thw"]).pooler_output
+    for row, grid in enumerate([(1, 4, 4), (1, 2, 8)]):
+        rel = spatial.history[0].relevance[row].numpy()
+        sim = tops_core.cosine(encoded[row].numpy())
+        want = tops_core.select(rel, tops_core.spatial(sim, grid), k, objective=objective)
+        assert spatial.history[0].kept[row].tolist() == want.indices.tolist()
+        cosine = tops_core.select(rel, sim, k, objective=objective)
+        assert plain.history[0].kept[row].tolist() == cosine.indices.tolist()
+    assert spatial.history[0].kept.tolist() != plain.history[0].kept.tolist()  # the grid changed the choice
+
+
+@torch.no_grad()
+def test_beams_repeat_each_rows_layout(model, inputs):
+    with enable(model, keep=6, objective=tops_core.Objective()) as session:
+        model.generate(**inputs, max_new_tokens=2, min_new_tokens=2, do_sample=False, num_beams=2)
+    kept = session.history[0].kept
+    assert kept.shape == (2, 6) and torch.equal(kept[0], kept[1])
+
+
+@torch.no_grad()
+def test_rules_and_stage2_keep_the_plain_cosine(model, inputs, monkeypatch):
+    calls = []
+    spatial = tops_core.spatial
+    monkeypatch.setattr(tops_core, "spatial", lambda *a, **kw: calls.append(a[1]) or spatial(*a, **kw))
+    with enable(model, keep=6):  # the TOPS rule: the study measured the objective only
+        model(**inputs)
+    assert calls == []
+    with enable(model, Schedule(stage1=8, stage2=((1, 4),)), objective=tops_core.Objective()) as session:
+        model(**inputs)
+    assert [r.kept.shape[1] for r in session.history] == [8, 4]
+    assert calls == [[(1, 4, 4)]]  # Stage I only: after it the kept tokens are no grid
+
+
+def test_grids_split_into_rows_and_repeat_for_beams():
+    assert merged_grids([(1, 8, 8), (1, 4, 16)], 2) == [(1, 4, 4), (1, 2, 8)]
+    assert rows_of([(1, 4, 4), (1, 2, 8)], 2, 16) == [[(1, 4, 4)], [(1, 2, 8)]]
+    assert rows_of([(1, 4, 4), (1, 2, 2)], 4, 20) == [[(1, 4, 4), (1, 2, 2)]] * 4  # two images a row, beams
+    with pytest.raises(InvalidInputError, match=r"image_grid_thw\[0\] must be \(t, h, w\)"):
+        merged_grids([(1, 8, 7)], 2)
+    for grids, b in (([(1, 4, 4), (1, 2, 4)], 2), ([(1, 4, 4)] * 2, 3), ([(1, 4, 5)], 1), ([], 1)):
+        with pytest.raises(InvalidInputError, match=r"must give each of the .* rows its 16 image tokens"):
+            rows_of(grids, b, 16)
+
+
+def test_a_known_layout_without_its_grid_is_refused(model, inputs):
+    with enable(model, keep=6, objective=tops_core.Objective()) as session:
+        session._encoded = None  # what a forward on pre-encoded image features leaves
+        with pytest.raises(InvalidInputError, match=r"lays the tokens out on image_grid_thw.*spatial=False"):
+            session._stage1_layouts(1, N)
+    with enable(model, keep=6, objective=tops_core.Objective(), spatial=False) as session:
+        session._encoded = None
+        assert session._stage1_layouts(1, N) is None

@@ -33,6 +33,7 @@ import numpy as np
 import tops_core
 from tops_adapters import mlx_vlm_compat as compat
 from tops_adapters.hf.budget import Budget, Schedule
+from tops_adapters.layouts import NO_LAYOUT_HINT, merged_grids, rows_of, square_grids
 from tops_core._validate import InvalidInputError, check_choice
 
 __all__ = ["enable", "MLXPruning", "MLXStageRecord"]
@@ -373,12 +374,14 @@ class MLXPruning:
         feats = [embeds[row, mx.array(visual_pos[row])] for row in range(b)]
         relevance, source = self._relevance(feats, embeds, visual & valid, ~visual & valid)
         k = self.budget.tokens(n)
+        layouts = self._stage1_layouts(b, n, kwargs) if k < n else None
         kept = []
         for row in range(b):
             if k >= n:
                 kept.append(np.arange(n))
                 continue
-            sel = tops_core.select(relevance[row], self._similarity(feats[row]), k, objective=self.objective)
+            sim = self._similarity(feats[row], None if layouts is None else layouts[row])
+            sel = tops_core.select(relevance[row], sim, k, objective=self.objective)
             kept.append(np.array(sel.indices).astype(np.int64))
         kept = np.stack(kept)
         keep = ~visual
@@ -511,20 +514,35 @@ class MLXPruning:
                                            None, layer=index))
         return _gather_columns(hidden, mx.array(columns)), columns
 
-    def _similarity(self, feats):
-        """Stage I's cosine similarity, position-aware (``tops_core.spatial``) on LLaVA's grid.
+    def _stage1_layouts(self, b, n, kwargs):
+        """Each row's token layout for :func:`tops_core.spatial` at Stage I, or ``None`` (plain cosine).
 
-        Only for an ``Objective`` (what the study behind the default measured) and LLaVA, whose
-        images are one square patch grid each; other layouts stay plain for now.
+        As the transformers integration (:mod:`tops_adapters.layouts`): only for an
+        ``Objective`` (what the study behind the default measured), on LLaVA's square patch
+        grids and the M-RoPE families' merged grids (``image_grid_thw``); other layouts stay
+        plain. Where the layout is known but the images do not fit it, this raises.
         """
-        sim = cosine_similarity(feats)
-        if not (self.spatial and self.kind == "llava" and isinstance(self.objective, tops_core.Objective)):
-            return sim
+        if not (self.spatial and isinstance(self.objective, tops_core.Objective)):
+            return None
         vision = self.model.config.vision_config
-        side, n = vision.image_size // vision.patch_size, feats.shape[0]
-        if n % (side * side):
-            return sim
-        return tops_core.spatial(sim, [(side, side)] * (n // (side * side)))
+        if self.kind == "llava":
+            full = getattr(self.model.config, "vision_feature_select_strategy", "default") == "full"
+            return [square_grids(vision.image_size // vision.patch_size, n, self.family.label, cls=full)] * b
+        if self.family.positions != "mrope":
+            return None
+        grid_thw = kwargs.get("image_grid_thw")
+        if grid_thw is None:
+            raise InvalidInputError(
+                f"spatial=True on {self.family.label} lays the tokens out on image_grid_thw; got "
+                f"get_input_embeddings without it. {NO_LAYOUT_HINT}"
+            )
+        return rows_of(merged_grids(np.array(grid_thw).tolist(), vision.spatial_merge_size), b, n)
+
+    @staticmethod
+    def _similarity(feats, layout=None):
+        """Stage I's cosine similarity of one row's tokens, position-aware on ``layout`` if given."""
+        sim = cosine_similarity(feats)
+        return sim if layout is None else tops_core.spatial(sim, layout)
 
     def _relevance(self, feats, embeds, visual, text):
         b = len(feats)
@@ -597,9 +615,11 @@ def enable(model, schedule=None, *, keep=None, ratio=None, objective=None, relev
         mlx-vlm's vision cache carry none. ``history[0].source`` says which.
         ``uniform`` only when asked for.
     spatial : bool, default True
-        Position-aware similarity (:func:`tops_core.spatial` with its defaults) at Stage I on
-        LLaVA's square patch grid with a ``tops_core.Objective`` (the rules, other families and
-        Stage II keep the plain cosine). ``False`` turns it off.
+        Position-aware similarity (:func:`tops_core.spatial` with its defaults) at Stage I with
+        a ``tops_core.Objective``, on LLaVA's square patch grids and the merged grids
+        (``image_grid_thw``) of Qwen2-VL, Qwen2.5-VL and Qwen3-VL; the rules, the other families
+        and Stage II keep the plain cosine. Where the layout is known but the images do not fit
+        it, pruning raises rather than falling back. ``False`` turns it off.
 
     Returns
     -------

@@ -63,9 +63,14 @@ def enable(model, schedule=None, *, keep=None, ratio=None, objective=None, relev
         LLaVA-NeXT ``image_newline`` tokens: always kept and not counted in the
         budget, or ordinary candidates.
     spatial : bool, default True
-        Position-aware similarity (:func:`tops_core.spatial` with its defaults) where
-        the patch grid is known: LLaVA-1.5-style models with a ``tops_core.Objective``
-        (the rules keep the plain cosine). ``False`` turns it off.
+        Position-aware similarity (:func:`tops_core.spatial` with its defaults) at
+        Stage I with a ``tops_core.Objective`` (the rules keep the plain cosine), where
+        the layout is known: LLaVA-1.5's square patch grids, and the merged grids
+        (``image_grid_thw``) of Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5 and GLM-4V.
+        The other families, and Stage II, select on the plain cosine. Where the layout
+        is known but a forward's images do not fit it (pre-encoded features without
+        ``image_grid_thw``, another grid) it raises rather than falling back.
+        ``False`` turns it off.
 
     Returns
     -------

@@ -17,6 +17,7 @@ import torch
 import tops_core
 from tops_core._validate import InvalidInputError, check_choice
 
+from ..layouts import NO_LAYOUT_HINT, merged_grids, rows_of, square_grids
 from .budget import Schedule, split_budget
 from .compat import DEEPSTACK_ARGUMENTS, encoded_images, find_cache, mask_mapping, output_cache
 from .families import check_stage2_layers, cls_layer, family_of, merge_cls, next_layout
@@ -170,7 +171,7 @@ class Pruning(Stage2Mixin):
                 self.inner.config, "vision_feature_select_strategy", "default")
             self._encoded = {"cls": torch.cat(self._cls_rows) if self._cls_rows else None,
                              "image_sizes": bound.get("image_sizes"), "strategy": strategy,
-                             "rows": encoded_rows(out)}
+                             "rows": encoded_rows(out), "grid_thw": bound.get("image_grid_thw")}
             self._cls_rows = []
             return out
         return get_image_features
@@ -339,7 +340,7 @@ class Pruning(Stage2Mixin):
         pool = n if candidates is None else int(candidates[0].sum())
         k = self.schedule.stage1.tokens(pool) if self.schedule.stage1 is not None else pool
         kept, selection = self._choose(rel, feats, k, crop if self.crops == "crop" else None, candidates,
-                                       whole_images=True)
+                                       layouts=self._stage1_layouts(b, n))
         columns = kept_columns(visual, visual_pos, kept)
         self.history = [StageRecord(0, visual_pos, rel, kept, columns, selection)]
         new_len = columns.shape[1]
@@ -390,7 +391,8 @@ class Pruning(Stage2Mixin):
         # features for every forward when use_cache=False)
         encoded = self._encoded
         if encoded is None:
-            encoded = {"cls": None, "image_sizes": None, "strategy": "default", "rows": None}
+            encoded = {"cls": None, "image_sizes": None, "strategy": "default", "rows": None,
+                       "grid_thw": None}
         pending = {**pending, **encoded}
         cls_rows = encoded["cls"]
         if self.relevance == "cls" and cls_rows is None:
@@ -481,35 +483,61 @@ class Pruning(Stage2Mixin):
         return kwargs
 
     # ------------------------------------------------------------------ selection
-    def _similarity(self, feats):
-        """Cosine similarity, position-aware (``tops_core.spatial``) where the grid is known.
+    def _stage1_layouts(self, b, n):
+        """Each row's token layout for :func:`tops_core.spatial` at Stage I, or ``None`` (plain cosine).
 
-        Only for an ``Objective`` (the study behind the default measured it, not the rules)
-        and LLaVA, whose images are one square patch grid each; anyres and M-RoPE layouts
-        stay plain for now.
+        Position-aware only for an ``Objective`` (the study behind the default measured it, not
+        the rules) and where the layout is known: LLaVA's square patch grids and the M-RoPE
+        families' merged grids (``image_grid_thw``). LLaVA-NeXT's and OneVision's anyres crops,
+        pixel-shuffled (InternVL, Idefics3, SmolVLM), pooled (Gemma 3) and variable-size
+        (Mistral 3) layouts stay plain.
+
+        Raises
+        ------
+        InvalidInputError
+            Where the layout is known but this forward's images do not fit it, rather than
+            selecting on the plain similarity behind the user's back.
         """
-        sim = cosine_similarity(feats)
-        llava_grid = self.family.name == "llava" and isinstance(self.objective, tops_core.Objective)
-        if not (self.spatial and llava_grid):
-            return sim
+        if not (self.spatial and isinstance(self.objective, tops_core.Objective)):
+            return None
         vision = self.inner.config.vision_config
-        side, n = vision.image_size // vision.patch_size, feats.shape[1]
-        if n % (side * side):
-            return sim
-        return tops_core.spatial(sim, [(side, side)] * (n // (side * side)))
+        if self.family.name == "llava":
+            strategy = (self._encoded or {}).get("strategy") or getattr(
+                self.inner.config, "vision_feature_select_strategy", "default")
+            side = vision.image_size // vision.patch_size
+            return [square_grids(side, n, self.family.label, cls=strategy == "full")] * b
+        if not self.family.mrope:
+            return None
+        grid_thw = (self._encoded or {}).get("grid_thw")
+        if grid_thw is None:
+            raise InvalidInputError(
+                f"spatial=True on {self.family.label} lays the tokens out on image_grid_thw; got a forward "
+                f"without it (pre-encoded image features?). {NO_LAYOUT_HINT}"
+            )
+        return rows_of(merged_grids(grid_thw.tolist(), vision.spatial_merge_size), b, n)
 
-    def _choose(self, rel, feats, k, crop=None, candidates=None, whole_images=False):
+    @staticmethod
+    def _similarity(feats, layouts=None):
+        """Cosine similarity of (B, N, D) features, position-aware on each row's layout if given."""
+        sim = cosine_similarity(feats)
+        if layouts is None:
+            return sim
+        if all(layout == layouts[0] for layout in layouts):
+            return tops_core.spatial(sim, layouts[0])
+        return torch.stack([tops_core.spatial(row, layout) for row, layout in zip(sim, layouts)])
+
+    def _choose(self, rel, feats, k, crop=None, candidates=None, layouts=None):
         """Indices (B, k') into the N visual tokens to keep, ascending; k' adds always-kept ones.
 
-        ``whole_images``: the candidates are every token of the images (Stage I), so their
-        grid is known; after a pruning point it is not.
+        ``layouts``: each row's token layout (Stage I, every token a candidate), for a
+        position-aware similarity; after a pruning point the grid is gone.
         """
         b, n = rel.shape
         dev = rel.device
         if candidates is None and crop is None:
             if k >= n:
                 return torch.arange(n, device=dev)[None].expand(b, -1), None
-            sim = self._similarity(feats) if whole_images else cosine_similarity(feats)
+            sim = self._similarity(feats, layouts)
             sel = tops_core.select(rel, sim, k, objective=self.objective)
             return torch.as_tensor(sel.indices, device=dev).long(), sel
         rows, selections = [], []
