@@ -204,9 +204,9 @@ def sweep_one(n, repeats, peer_budget_s, apricot, slow) -> dict:
 
 def where_time_goes(r, sim, k) -> dict:
     """The floor (one read of sim) and the parts of one ``select`` call, each timed alone."""
+    from tops_core._numba import coverage_all
     from tops_core._validate import exactly_symmetric
     from tops_core.solvers import Incremental
-    from tops_core.solvers.incremental import coverage_all
 
     w = PLAIN.row_weights(r.astype(np.float64))
     solver = Incremental(symmetric=True)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from tops_core._gain_kernels import combine8, step_gain
+
 
 @njit(cache=True, parallel=True)
 def dense_sweep(tiles, block, n, m, w, cov, counts):
@@ -188,7 +190,7 @@ def _gain(store, token, m, w, lanes):
         lanes[q] = 0.0
     b = token // block
     lengths[token] = _accumulate(idx_blocks[b], val_blocks[b], starts[token], lengths[token], m, w, lanes)
-    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+    return combine8(lanes[0], lanes[1], lanes[2], lanes[3], lanes[4], lanes[5], lanes[6], lanes[7])
 
 
 @njit(cache=True, parallel=True)
@@ -278,10 +280,7 @@ def lazy_steps(store, m, w, r, r_pos, a, b, c, penalty,
             for q in range(size):
                 i = heap[q]
                 old[q] = f_bound[i]
-                f = a * r[i] + b * cov_all[q]
-                if c != 0.0:
-                    f = f - c * penalty[i]
-                f_bound[i] = f
+                f_bound[i] = step_gain(a, r[i], b, cov_all[q], c, penalty[i])
                 g_bound[i] = a * r_pos[i] + b * cov_all[q]
                 fresh_at[i] = s
             heapify(heap[:size], f_bound)
@@ -293,10 +292,7 @@ def lazy_steps(store, m, w, r, r_pos, a, b, c, penalty,
                 break
             cov = _gain(store, top, m, w, lanes)
             evaluations += 1
-            f = a * r[top] + b * cov
-            if c != 0.0:
-                f = f - c * penalty[top]
-            f_bound[top] = f
+            f_bound[top] = step_gain(a, r[top], b, cov, c, penalty[top])
             g_bound[top] = a * r_pos[top] + b * cov
             fresh_at[top] = s
             last += 1
@@ -334,5 +330,5 @@ def canonical_products(unit, rows, col_start, out):
             lanes = np.zeros(8)
             for t in range(d):
                 lanes[t % 8] += np.float64(x[t]) * np.float64(y[t])
-            out[a, j - col_start] = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + (
-                (lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+            out[a, j - col_start] = combine8(lanes[0], lanes[1], lanes[2], lanes[3],
+                                             lanes[4], lanes[5], lanes[6], lanes[7])

@@ -25,7 +25,7 @@ from tops_core.rules import DPP, SCOPE, DivPrune, TopK, TOPSRule
 from tops_core.selection import ArrayT, Selection
 from tops_core.solvers import SOLVERS, Exact, Greedy, Incremental, Lazy, Stochastic
 from tops_core.solvers._certificate import gains_along, online_bound
-from tops_core.solvers._result import SolverResult
+from tops_core.solvers._result import SolverResult, certificate
 
 __all__ = ["select", "resolve"]
 
@@ -317,8 +317,7 @@ def _solve_one(r, s, k, objective, solver, evaluator) -> Selection:
     order = result.order.astype(np.int64)
     best = result.best  # max over S of each row: the same whatever weighs it
     value = evaluator.value_of(r, s, order, best)
-    bound = max(float(result.upper_bound), value)
-    closes = bound - value <= 1e-12 * max(1.0, abs(bound))
+    bound, closes = certificate(value, result.upper_bound)
     return Selection(
         indices=np.sort(order),
         order=order,

@@ -46,6 +46,7 @@ from tops_adapters import _native_solvers as native
 from tops_core._validate import InvalidInputError, check_budget, check_choice
 from tops_core.objective import Objective
 from tops_core.selection import Selection
+from tops_core.solvers._result import CLOSES_RTOL
 
 __all__ = ["ROUTES", "ArrayOps", "Framework", "select_native", "use_route", "current_route"]
 
@@ -356,7 +357,7 @@ def _select_on_host(fw, scores, sim, views, k, objective, solver, reference) -> 
 def _assemble(fw, ops, result: native.NativeResult, name: str, k: int, n: int, batched: bool) -> Selection:
     """The core's ``Selection`` from batched device arrays (no host sync)."""
     bound = ops.maximum(result.bound, result.value)
-    closes = bound - result.value <= 1e-12 * ops.at_least(abs(bound), 1.0)
+    closes = bound - result.value <= CLOSES_RTOL * ops.at_least(abs(bound), 1.0)
     order = ops.cast(result.order, ops.index)
     fields = {
         "indices": ops.sort_last(order),
