@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import tops_core
 from tops_core import DPP, SCOPE, DivPrune, Objective, TopK, TOPSRule
+from tops_core.registry import METHODS
 from tops_core.testing import objectives, problems
 
 # focus = 0: dyadic coverage weights, so float32 sums are exact (see tops_core.testing.objectives).
@@ -120,7 +121,9 @@ def test_batched_equals_row_by_row(native_backend, problem, objective, method, r
 
 def test_batched_continuous_equals_core_for_every_method(native_backend):
     scores, sim = continuous(7, n=30, batch=4)
-    for objective in [Objective(), TOPSRule(), DPP(), DivPrune(), TopK()]:
+    # every rule the registry gives an on-device loop, and the objective's greedy
+    native_rules = [m.cls() for m in METHODS if m.kind == "rule" and m.native is not None]
+    for objective in [Objective(), *native_rules]:
         with native_backend.use_route("loop"):
             batched = tops_core.select(native_backend.array(scores), native_backend.array(sim), 12,
                                        objective=objective)

@@ -21,15 +21,16 @@ from tops_core._validate import (
 )
 from tops_core.features import Features, select_features
 from tops_core.objective import Objective
-from tops_core.rules import DPP, SCOPE, DivPrune, TopK, TOPSRule
+from tops_core.registry import AUTO, RULES, SOLVERS, method_of
+from tops_core.rules import Rule, TopK, TOPSRule
 from tops_core.selection import ArrayT, Selection
-from tops_core.solvers import SOLVERS, Exact, Greedy, Incremental, Lazy, Stochastic
 from tops_core.solvers._certificate import gains_along, online_bound
 from tops_core.solvers._result import SolverResult, certificate
 
 __all__ = ["select", "resolve"]
 
-_RULES = (TOPSRule, TopK, DivPrune, SCOPE, DPP)
+_RULES = tuple(RULES.values())
+_SOLVERS = tuple(SOLVERS.values())
 _METHODS = ("auto", *SOLVERS)
 
 
@@ -52,12 +53,12 @@ def resolve(objective=None, method="auto"):
     objective = Objective() if objective is None else objective
     if not isinstance(objective, (Objective, *_RULES)):
         raise InvalidInputError(
-            "objective must be a tops_core.Objective or a rule (TOPSRule, TopK, DivPrune, "
-            f"SCOPE, DPP); got {type(objective).__name__}"
+            "objective must be a tops_core.Objective or a rule ("
+            + ", ".join(cls.__name__ for cls in _RULES) + f"); got {type(objective).__name__}"
         )
     if isinstance(method, str):
         check_choice("method", method, _METHODS)
-    elif not isinstance(method, (Greedy, Lazy, Stochastic, Exact, Incremental)):
+    elif not isinstance(method, _SOLVERS):
         raise InvalidInputError(
             "method must be a name (" + ", ".join(repr(m) for m in _METHODS)
             + f") or a solver instance; got {type(method).__name__}"
@@ -77,11 +78,9 @@ def resolve(objective=None, method="auto"):
             )
         return objective, None
     if isinstance(method, str):
-        method = Incremental() if method == "auto" else SOLVERS[method]()
+        method = AUTO() if method == "auto" else SOLVERS[method]()
     return objective, method
 
-
-Rule = TOPSRule | TopK | DivPrune | SCOPE | DPP
 
 
 @overload
@@ -145,7 +144,8 @@ def select(scores, sim, k, /, *, objective=None, method="auto", reference=None):
     objective, solver = resolve(objective, method)
     if isinstance(sim, Features):
         check_array_kind("scores", scores)
-        if not isinstance(objective, Objective) or not isinstance(solver, (Incremental, Greedy, Lazy)):
+        entry = method_of(solver)
+        if not isinstance(objective, Objective) or entry is None or not entry.greedy_answer:
             raise InvalidInputError(
                 "sim given as tops_core.Features runs the greedy of an Objective (method 'auto', "
                 f"'greedy' or 'lazy'); got objective={type(objective).__name__}, method="

@@ -45,6 +45,7 @@ import numpy as np
 from tops_adapters import _native_solvers as native
 from tops_core._validate import InvalidInputError, check_budget, check_choice
 from tops_core.objective import Objective
+from tops_core.registry import method_of
 from tops_core.selection import Selection
 from tops_core.solvers._result import CLOSES_RTOL
 
@@ -267,12 +268,8 @@ def select_native(fw: Framework, scores, sim, k, objective, solver, reference):
 
 def _triton_applies(objective, solver) -> bool:
     """Whether a fused kernel runs this objective or rule with this method."""
-    from tops_core.rules import TOPSRule
-    from tops_core.solvers import Greedy, Incremental, Lazy
-
-    if isinstance(objective, Objective):
-        return isinstance(solver, (Incremental, Greedy, Lazy))
-    return isinstance(objective, TOPSRule)
+    entry = method_of(solver if isinstance(objective, Objective) else objective)
+    return entry is not None and entry.fused
 
 
 def _run_triton(ops, objective, solver, evaluator, r, s, k):
