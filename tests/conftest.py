@@ -1,5 +1,8 @@
-"""Test session set-up: hypothesis profiles (deterministic with HYPOTHESIS_PROFILE=ci), Triton on CPU,
-the array-framework fixtures."""
+"""Test session set-up.
+
+Hypothesis profiles (deterministic with HYPOTHESIS_PROFILE=ci), Triton on CPU, the array-framework
+fixtures.
+"""
 
 import importlib.util
 import os

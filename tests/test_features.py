@@ -182,8 +182,10 @@ def test_one_pass_and_few_rows(monkeypatch):
 
 @pytest.mark.parametrize("products", ["canonical", "auto"])
 def test_entries_have_one_value_whatever_the_batch_and_the_route(monkeypatch, products):
-    """The fixed-order kernel is symmetric and batch-independent by construction; "auto" only takes BLAS
-    where the probe found it so."""
+    """The fixed-order kernel is symmetric and batch-independent by construction.
+
+    "auto" only takes BLAS where the probe found it so.
+    """
     monkeypatch.setattr(features_mode, "PRODUCTS", products)
     monkeypatch.setattr(features_mode, "ROW_BLOCK", 5)
     for dtype, d in ((np.float32, 13), (np.float64, 8), (np.float32, 1)):
@@ -210,8 +212,11 @@ def test_auto_takes_blas_only_where_the_probe_passes(monkeypatch):
 
 @pytest.mark.parametrize("size", features_mode._PROBE_SIZES)
 def test_probe_refuses_blas_inconsistent_at_any_probed_size(monkeypatch, size):
-    """A BLAS whose lone-column or larger products round differently (the matrix-vector forward, AVX-512
-    edge tiles) is refused: the probe looks at every size it lists and at a lone column."""
+    """A BLAS whose lone-column or larger products round differently is refused.
+
+    (The matrix-vector forward, AVX-512 edge tiles.) The probe looks at every size it lists and at a
+    lone column.
+    """
     blas = features_mode._blas_products
 
     def drifting(unit, idx, col_start):

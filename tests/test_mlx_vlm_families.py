@@ -108,8 +108,10 @@ def test_the_kept_tokens_are_the_selectors_answer_for_instruction_relevance(case
 
 
 def test_the_objective_is_position_aware_where_the_grid_is_known(case):
-    """LLaVA's square patch grid and the M-RoPE families' merged grids: tops_core.spatial on them;
-    anyres, pixel-shuffled, pooled and variable-size layouts: the plain cosine."""
+    """LLaVA's square patch grid and the M-RoPE families' merged grids: tops_core.spatial on them.
+
+    Anyres, pixel-shuffled, pooled and variable-size layouts: the plain cosine.
+    """
     name, model, ids, pixels, extra = case
     objective = tops_core.Objective()
     full = np.array(features(model, ids, pixels, extra).inputs_embeds)[0].astype(np.float32)

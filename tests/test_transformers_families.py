@@ -109,8 +109,11 @@ def test_stage1_keeps_the_selectors_answer_on_instruction_relevance(case):
 
 @torch.no_grad()
 def test_the_objective_is_position_aware_where_the_grid_is_known(case):
-    """M-RoPE families: tops_core.spatial on the merged grid; anyres, pixel-shuffled, pooled and
-    variable-size layouts: the plain cosine (their layout is not read yet)."""
+    """M-RoPE families: tops_core.spatial on the merged grid.
+
+    Anyres, pixel-shuffled, pooled and variable-size layouts: the plain cosine (their layout is not
+    read yet).
+    """
     kind, model, prompt = case
     k, objective = 5, tops_core.Objective()
     records, handle = first_layer_inputs(model)

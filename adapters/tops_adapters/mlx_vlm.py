@@ -373,17 +373,7 @@ class MLXPruning:
         visual_pos = np.stack([np.nonzero(row)[0] for row in visual])
         feats = [embeds[row, mx.array(visual_pos[row])] for row in range(b)]
         relevance, source = self._relevance(feats, embeds, visual & valid, ~visual & valid)
-        k = self.budget.tokens(n)
-        layouts = self._stage1_layouts(b, n, kwargs) if k < n else None
-        kept = []
-        for row in range(b):
-            if k >= n:
-                kept.append(np.arange(n))
-                continue
-            sim = self._similarity(feats[row], None if layouts is None else layouts[row])
-            sel = tops_core.select(relevance[row], sim, k, objective=self.objective)
-            kept.append(np.array(sel.indices).astype(np.int64))
-        kept = np.stack(kept)
+        kept = self._kept(feats, relevance, n, kwargs)
         keep = ~visual
         for row in range(b):
             keep[row, visual_pos[row, kept[row]]] = True
@@ -394,17 +384,7 @@ class MLXPruning:
         self._ids = mx.array(new_ids).astype(input_ids.dtype)
         self._batch = (given.tolist(), new_ids,
                        None if mask is None else np.take_along_axis(mask, columns, axis=1))
-        deltas = None
-        if getattr(out, "position_ids", None) is not None:
-            pos = out.position_ids
-            gathered = mx.stack([pos[..., row, :][..., cols[row]] for row in range(b)], axis=-2)
-            changes["position_ids"] = gathered
-            if self.family.positions == "mrope":
-                spatial = np.array(gathered if gathered.ndim == 3 else gathered[None])
-                # as mlx-vlm's get_rope_index: max + 1 - the row's unpadded length
-                length = np.take_along_axis(valid, columns, axis=1).sum(axis=1)
-                deltas = (spatial.max(axis=(0, 2)) + 1 - length).reshape(-1, 1)
-                changes["rope_deltas"] = mx.array(deltas)
+        deltas = self._gather_positions(out, cols, np.take_along_axis(valid, columns, axis=1), changes)
         for name in self.family.row_aligned:
             value = getattr(out, name, None)
             if value is not None:
@@ -422,6 +402,34 @@ class MLXPruning:
             self._stage2 = {"visual": np.stack([np.nonzero(np.isin(columns[row], visual_pos[row]))[0]
                                                 for row in range(b)]), "done": set()}
         return dataclasses.replace(out, **changes)
+
+    def _kept(self, feats, relevance, n: int, kwargs) -> np.ndarray:
+        """Kept image-token indices per row ``(B, k)``: ``select`` on each row's features."""
+        k = self.budget.tokens(n)
+        if k >= n:
+            return np.tile(np.arange(n), (len(feats), 1))
+        layouts = self._stage1_layouts(len(feats), n, kwargs)
+        kept = []
+        for row, rows_feats in enumerate(feats):
+            sim = self._similarity(rows_feats, None if layouts is None else layouts[row])
+            sel = tops_core.select(relevance[row], sim, k, objective=self.objective)
+            kept.append(np.array(sel.indices).astype(np.int64))
+        return np.stack(kept)
+
+    def _gather_positions(self, out, cols, kept_valid: np.ndarray, changes: dict):
+        """The kept columns' positions into ``changes``; the M-RoPE deltas (or ``None``) returned."""
+        if getattr(out, "position_ids", None) is None:
+            return None
+        pos = out.position_ids
+        gathered = mx.stack([pos[..., row, :][..., cols[row]] for row in range(cols.shape[0])], axis=-2)
+        changes["position_ids"] = gathered
+        if self.family.positions != "mrope":
+            return None
+        spatial = np.array(gathered if gathered.ndim == 3 else gathered[None])
+        # as mlx-vlm's get_rope_index: max + 1 - the row's unpadded length
+        deltas = (spatial.max(axis=(0, 2)) + 1 - kept_valid.sum(axis=1)).reshape(-1, 1)
+        changes["rope_deltas"] = mx.array(deltas)
+        return deltas
 
     def _stage2_call(self, index, budget):
         session = self

@@ -56,6 +56,26 @@ def _lead(r, cov, offset, a, b):
 
 
 @njit(cache=True)
+def _redecide(cols, r, w, m, cov, penalty, chosen, a, b, c, floor):
+    """The pick among contenders within the drift (running gain ``>= floor``), on canonical gains.
+
+    Their running coverage gains are replaced by the canonical ones; the
+    largest gain wins, lowest index first.
+    """
+    best_exact = -np.inf
+    pick = -1
+    for i in range(r.shape[0]):
+        if chosen[i] or not step_gain(a, r[i], b, cov[i], c, penalty[i]) >= floor:
+            continue
+        cov[i] = lane_gain(cols[i], m, w)
+        f = step_gain(a, r[i], b, cov[i], c, penalty[i])
+        if f > best_exact:
+            best_exact = f
+            pick = i
+    return pick
+
+
+@njit(cache=True)
 def greedy_steps(rows, cols, r, r_pos, w, a, b, c, k, cov):
     """Exact greedy with incrementally maintained gains and verified picks.
 
@@ -101,17 +121,7 @@ def greedy_steps(rows, cols, r, r_pos, w, a, b, c, k, cov):
         tol = _greedy_tol(n, updates, a, r_max, b, g0, c, pen_max)
         pick, best, second = _lead(r, cov, offset, a, b)
         if not (best - second > 2.0 * tol):  # (NaN: re-decide too)
-            # Contenders within the drift: decide on canonical gains.
-            best_exact = -np.inf
-            pick = -1
-            for i in range(n):
-                if chosen[i] or not step_gain(a, r[i], b, cov[i], c, penalty[i]) >= best - 2.0 * tol:
-                    continue
-                cov[i] = lane_gain(cols[i], m, w)
-                f = step_gain(a, r[i], b, cov[i], c, penalty[i])
-                if f > best_exact:
-                    best_exact = f
-                    pick = i
+            pick = _redecide(cols, r, w, m, cov, penalty, chosen, a, b, c, best - 2.0 * tol)
         cov_p = lane_gain(cols[pick], m, w)
         g_p = a * r_pos[pick] + b * cov_p
         order[step] = pick
