@@ -35,8 +35,11 @@ def test_native_loops_are_the_registered_ones():
     assert {m.native for m in METHODS if m.kind == "solver" and m.native} == {"greedy", "lazy"}
     objective = tops_core.Objective()
     for m in METHODS:
-        plan = (_native_solvers.native_plan(objective, m.cls()) if m.kind == "solver"
-                else _native_solvers.native_plan(m.cls(), None))
+        plan = (
+            _native_solvers.native_plan(objective, m.cls())
+            if m.kind == "solver"
+            else _native_solvers.native_plan(m.cls(), None)
+        )
         assert plan == (None if m.native is None else (m.native, m.native == "lazy"))
 
 

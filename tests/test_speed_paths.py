@@ -40,7 +40,7 @@ def test_lane_sum_is_the_written_out_reduction(n):
     got = lane_sum(terms)
     assert got.tolist() == [_sequential_lanes(row) for row in terms]
     # each row alone gives the same bits as within a block
-    assert [lane_sum(terms[i:i + 1])[0] for i in range(5)] == got.tolist()
+    assert [lane_sum(terms[i : i + 1])[0] for i in range(5)] == got.tolist()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -65,7 +65,7 @@ def test_streamed_lanes_are_the_canonical_gains_whatever_the_row_blocks(block):
     w = rng.random(n) * 2
     lanes = np.zeros((8, n))
     for start in range(0, n, block):
-        gain_kernels().add_lanes(sim[start:start + block], start, w, m, lanes)
+        gain_kernels().add_lanes(sim[start : start + block], start, w, m, lanes)
     want = lane_sum(np.maximum(sim.T.astype(np.float64) - m, 0.0) * w)
     assert gain_kernels().combine_lanes(lanes).tolist() == want.tolist()
 
@@ -172,9 +172,13 @@ def test_is_symmetric_exact(n):
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 70), seed=st.integers(0, 2**32 - 1), change=st.sampled_from(
-    ["none", "nudge", "signed zero", "nan on the diagonal", "nan mirrored"]),
-    dtype=st.sampled_from([np.float32, np.float64]), view=st.booleans())
+@given(
+    n=st.integers(1, 70),
+    seed=st.integers(0, 2**32 - 1),
+    change=st.sampled_from(["none", "nudge", "signed zero", "nan on the diagonal", "nan mirrored"]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    view=st.booleans(),
+)
 def test_compiled_symmetry_is_numpys(n, seed, change, dtype, view):
     """The tile kernel answers as ``array_equal(a, a.T)``: every tile edge, NaN, -0.0, strided views."""
     from tops_core._validate_kernels import exactly_symmetric as compiled
@@ -201,8 +205,12 @@ def test_compiled_symmetry_is_numpys(n, seed, change, dtype, view):
 
 @pytest.mark.parametrize(
     ("bad", "phrase"),
-    [(np.nan, "sim must be finite (no NaN or inf)"), (np.inf, "sim must be finite (no NaN or inf)"),
-     (-np.inf, "sim must be finite (no NaN or inf)"), (-0.25, "sim must be non-negative")],
+    [
+        (np.nan, "sim must be finite (no NaN or inf)"),
+        (np.inf, "sim must be finite (no NaN or inf)"),
+        (-np.inf, "sim must be finite (no NaN or inf)"),
+        (-0.25, "sim must be non-negative"),
+    ],
 )
 def test_fused_sim_checks_keep_their_messages(bad, phrase):
     sim = np.full((6, 6), 0.5, dtype=np.float32)
@@ -223,8 +231,10 @@ def test_fused_score_checks_keep_their_messages(bad):
 
 @pytest.mark.slow
 def test_numba_is_imported_on_first_use_only():
-    code = ("import sys, numpy as np, tops_core; assert 'numba' not in sys.modules; "
-            "tops_core.select(np.ones(4), np.eye(4), 2); assert 'numba' in sys.modules; print('ok')")
+    code = (
+        "import sys, numpy as np, tops_core; assert 'numba' not in sys.modules; "
+        "tops_core.select(np.ones(4), np.eye(4), 2); assert 'numba' in sys.modules; print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
 
@@ -268,13 +278,15 @@ def _tiny_spread_problem():
 
 @pytest.mark.parametrize(
     ("scale_r", "scale_s", "rule"),
-    [(5e-324, 1.0, tops_core.TOPSRule(norm="minmax", alpha=0.0, lam=0.0)),
-     (1e-310, 1.0, tops_core.TOPSRule()),
-     (1e-170, 1.0, tops_core.TOPSRule()),
-     (1.0, 1e-300, tops_core.TOPSRule()),
-     (1.0, 1e200, tops_core.TOPSRule(alpha=0.0, lam=1.0)),
-     (1.0, 1e200, tops_core.TOPSRule(norm="minmax")),
-     (1e250, 1.0, tops_core.TOPSRule())],
+    [
+        (5e-324, 1.0, tops_core.TOPSRule(norm="minmax", alpha=0.0, lam=0.0)),
+        (1e-310, 1.0, tops_core.TOPSRule()),
+        (1e-170, 1.0, tops_core.TOPSRule()),
+        (1.0, 1e-300, tops_core.TOPSRule()),
+        (1.0, 1e200, tops_core.TOPSRule(alpha=0.0, lam=1.0)),
+        (1.0, 1e200, tops_core.TOPSRule(norm="minmax")),
+        (1e250, 1.0, tops_core.TOPSRule()),
+    ],
 )
 def test_tops_rule_fast_path_at_extreme_magnitudes_is_the_transcription(scale_r, scale_s, rule):
     # Relative rounding bounds fail for subnormal or huge scales: such steps must
@@ -327,8 +339,9 @@ def test_fast_certificate_matches_numpy_state(objective, symmetric):
     rest = np.setdiff1d(np.arange(45), order)
     for got, exp in zip(state.gains(rest), ref.gains(rest), strict=True):
         assert got.tolist() == exp.tolist()
-    for got, exp in zip(start_state(objective, r, sim).gains(rest), objective.start(r, sim).gains(rest),
-                        strict=True):
+    for got, exp in zip(
+        start_state(objective, r, sim).gains(rest), objective.start(r, sim).gains(rest), strict=True
+    ):
         assert got.tolist() == exp.tolist()
 
 
@@ -341,8 +354,9 @@ def test_float16_inputs_take_the_numpy_path_with_the_same_answer():
     ref = tops_core.select(r, sim, 8, method="greedy")
     np.testing.assert_array_equal(auto.order, ref.order)
     rule = tops_core.TOPSRule()
-    np.testing.assert_array_equal(tops_core.select(r, sim, 8, objective=rule).order,
-                                  rule.transcription(r, sim, 8))
+    np.testing.assert_array_equal(
+        tops_core.select(r, sim, 8, objective=rule).order, rule.transcription(r, sim, 8)
+    )
 
 
 def test_incremental_is_selectable_by_name():
@@ -354,9 +368,12 @@ def test_incremental_is_selectable_by_name():
     assert np.array_equal(by_name.order, tops_core.select(scores, sim, 9, method="greedy").order)
 
 
-REFERENCES = [tops_core.Objective(), tops_core.Objective(focus=1.0),
-              tops_core.Objective(relevance=0.5, coverage=0.0),
-              tops_core.Objective(relevance=0.3, redundancy=0.05, focus=0.2)]
+REFERENCES = [
+    tops_core.Objective(),
+    tops_core.Objective(focus=1.0),
+    tops_core.Objective(relevance=0.5, coverage=0.0),
+    tops_core.Objective(relevance=0.3, redundancy=0.05, focus=0.2),
+]
 
 
 @pytest.mark.parametrize("reference", REFERENCES, ids=range(len(REFERENCES)))

@@ -71,8 +71,16 @@ def lane_gain(col, m, w):
     rest = np.zeros(8)
     for j in range(n8, n):
         rest[j - n8] = coverage_term(col[j], m[j], w[j])
-    return combine8(a0 + rest[0], a1 + rest[1], a2 + rest[2], a3 + rest[3],
-                    a4 + rest[4], a5 + rest[5], a6 + rest[6], a7 + rest[7])
+    return combine8(
+        a0 + rest[0],
+        a1 + rest[1],
+        a2 + rest[2],
+        a3 + rest[3],
+        a4 + rest[4],
+        a5 + rest[5],
+        a6 + rest[6],
+        a7 + rest[7],
+    )
 
 
 @njit(cache=True)
@@ -118,8 +126,16 @@ def combine_lanes(lanes):
     n = lanes.shape[1]
     out = np.empty(n)
     for i in range(n):
-        out[i] = combine8(lanes[0, i], lanes[1, i], lanes[2, i], lanes[3, i],
-                          lanes[4, i], lanes[5, i], lanes[6, i], lanes[7, i])
+        out[i] = combine8(
+            lanes[0, i],
+            lanes[1, i],
+            lanes[2, i],
+            lanes[3, i],
+            lanes[4, i],
+            lanes[5, i],
+            lanes[6, i],
+            lanes[7, i],
+        )
     return out
 
 
@@ -154,10 +170,13 @@ def lower_gains(rows, changed, old, m, w, n_changed, cov):
         h0, h1, h2, h3, h4, h5, h6, h7 = m[j0], m[j1], m[j2], m[j3], m[j4], m[j5], m[j6], m[j7]
         w0, w1, w2, w3, w4, w5, w6, w7 = w[j0], w[j1], w[j2], w[j3], w[j4], w[j5], w[j6], w[j7]
         for i in range(n):
-            cov[i] -= (((_drop(r0[i], h0, l0, w0) + _drop(r1[i], h1, l1, w1))
-                        + (_drop(r2[i], h2, l2, w2) + _drop(r3[i], h3, l3, w3)))
-                       + ((_drop(r4[i], h4, l4, w4) + _drop(r5[i], h5, l5, w5))
-                          + (_drop(r6[i], h6, l6, w6) + _drop(r7[i], h7, l7, w7))))
+            cov[i] -= (
+                (_drop(r0[i], h0, l0, w0) + _drop(r1[i], h1, l1, w1))
+                + (_drop(r2[i], h2, l2, w2) + _drop(r3[i], h3, l3, w3))
+            ) + (
+                (_drop(r4[i], h4, l4, w4) + _drop(r5[i], h5, l5, w5))
+                + (_drop(r6[i], h6, l6, w6) + _drop(r7[i], h7, l7, w7))
+            )
         t += 8
     while t + 4 <= n_changed:
         j0, j1, j2, j3 = changed[t], changed[t + 1], changed[t + 2], changed[t + 3]
@@ -166,8 +185,9 @@ def lower_gains(rows, changed, old, m, w, n_changed, cov):
         h0, h1, h2, h3 = m[j0], m[j1], m[j2], m[j3]
         w0, w1, w2, w3 = w[j0], w[j1], w[j2], w[j3]
         for i in range(n):
-            cov[i] -= ((_drop(r0[i], h0, l0, w0) + _drop(r1[i], h1, l1, w1))
-                       + (_drop(r2[i], h2, l2, w2) + _drop(r3[i], h3, l3, w3)))
+            cov[i] -= (_drop(r0[i], h0, l0, w0) + _drop(r1[i], h1, l1, w1)) + (
+                _drop(r2[i], h2, l2, w2) + _drop(r3[i], h3, l3, w3)
+            )
         t += 4
     while t < n_changed:
         j = changed[t]

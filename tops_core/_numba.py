@@ -16,8 +16,17 @@ import numpy as np
 
 from tops_core._validate import exactly_symmetric
 
-__all__ = ["numba_available", "fast_for", "gain_kernels", "matrix_kernels", "greedy_kernels",
-           "rule_kernels", "feature_kernels", "coverage_all", "columns_of"]
+__all__ = [
+    "numba_available",
+    "fast_for",
+    "gain_kernels",
+    "matrix_kernels",
+    "greedy_kernels",
+    "rule_kernels",
+    "feature_kernels",
+    "coverage_all",
+    "columns_of",
+]
 
 # Rows of sim streamed per call when the initial gains are summed (bounds nothing
 # but the call overhead: the kernel reads the rows in place).
@@ -73,7 +82,7 @@ def coverage_all(sim_rows: np.ndarray, w: np.ndarray, m: np.ndarray | None = Non
     m = np.zeros(n) if m is None else m
     lanes = np.zeros((8, sim_rows.shape[1]), dtype=np.float64)
     for start in range(0, n, _ROWS):
-        kern.add_lanes(sim_rows[start:start + _ROWS], start, w, m, lanes)
+        kern.add_lanes(sim_rows[start : start + _ROWS], start, w, m, lanes)
     return kern.combine_lanes(lanes)
 
 

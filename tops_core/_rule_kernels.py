@@ -71,8 +71,11 @@ def _normalisations(r, m, c, chosen, count, minmax):
 def _minmax_errors(lam, c_sc, eps_c):
     """``(safe, err_c)``: the bound on the running coverage's min-max term (the others are exact)."""
     safe = c_sc > 4.0 * eps_c
-    err_c = (2.0 * eps_c / c_sc + ((c_sc + 2.0 * eps_c) / c_sc)
-             * (2.0 * eps_c / (c_sc - 2.0 * eps_c))) if safe else 0.0
+    err_c = (
+        (2.0 * eps_c / c_sc + ((c_sc + 2.0 * eps_c) / c_sc) * (2.0 * eps_c / (c_sc - 2.0 * eps_c)))
+        if safe
+        else 0.0
+    )
     return safe or lam == 0.0, err_c
 
 
@@ -86,7 +89,7 @@ def _mean_errors(n, alpha, lam, r_sc, d_sc, c_sc, r_abs, d_abs, c_max, eps_c):
     dm_r = 4.0 * n * EPS * r_abs
     dm_d = 4.0 * n * EPS * d_abs
     dm_c = 4.0 * n * EPS * (c_max + eps_c) + eps_c
-    safe = (abs(r_sc) > 2.0 * dm_r or r_abs == 0.0)
+    safe = abs(r_sc) > 2.0 * dm_r or r_abs == 0.0
     safe = safe and (alpha == 0.0 or abs(d_sc) > 2.0 * dm_d or d_abs == 0.0)
     safe = safe and (lam == 0.0 or abs(c_sc) > 2.0 * dm_c)
     err_r = 0.0
@@ -137,12 +140,21 @@ def _settled_pick(r, m, c, chosen, count, alpha, lam, minmax, c_max, updates):
     n = r.shape[0]
     eps_c = running_drift(n, updates, c_max)
     r_lo, r_sc, r_deg, d_lo, d_sc, d_deg, c_lo, c_sc, c_deg, r_abs, d_abs = _normalisations(
-        r, m, c, chosen, count, minmax)
+        r, m, c, chosen, count, minmax
+    )
     # Relative rounding bounds need normal, finite magnitudes: outside
     # them (or with NaN) the step goes to the exact transcription.
-    if not (_ordinary(r_sc) and _ordinary(d_sc) and _ordinary(c_sc)
-            and _ordinary(r_abs) and _ordinary(d_abs) and _ordinary(c_max + eps_c)
-            and _ordinary(r_lo) and _ordinary(d_lo) and _ordinary(c_lo)):
+    if not (
+        _ordinary(r_sc)
+        and _ordinary(d_sc)
+        and _ordinary(c_sc)
+        and _ordinary(r_abs)
+        and _ordinary(d_abs)
+        and _ordinary(c_max + eps_c)
+        and _ordinary(r_lo)
+        and _ordinary(d_lo)
+        and _ordinary(c_lo)
+    ):
         return -1
     if minmax:
         err_r = err_d = 0.0

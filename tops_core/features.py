@@ -73,7 +73,7 @@ def _blas_products(unit: np.ndarray, idx: np.ndarray, col_start: int) -> np.ndar
     rows = unit[np.repeat(idx, 2) if lone_row else idx]
     cols = unit[[col_start, col_start]] if lone_col else unit[col_start:]
     block = rows @ cols.T
-    return block[:1 if lone_row else None, :1 if lone_col else None]
+    return block[: 1 if lone_row else None, : 1 if lone_col else None]
 
 
 #: Token counts of the BLAS probe: whether an entry's bits depend on the batch
@@ -132,8 +132,7 @@ class Features:
         if x.ndim != 2 or x.dtype.kind not in "fiu":
             raise InvalidInputError(f"features must be a real array of shape (N, d); got {given}")
         if x.dtype.kind != "f":
-            check_memory(f"features of shape {x.shape} (an integer dtype, widened to float64)",
-                         16.0 * x.size)
+            check_memory(f"features of shape {x.shape} (an integer dtype, widened to float64)", 16.0 * x.size)
             x = x.astype(np.float64)
         check_memory(f"features of shape {x.shape} (their unit rows)", 1.0 * x.nbytes)
         if not np.isfinite(x).all():
@@ -189,8 +188,9 @@ class Features:
 
     def dense(self) -> np.ndarray:
         """The full ``(N, N)`` similarity this object stands for (for small N and tests)."""
-        check_memory(f"Features.dense() with N = {self.n} tokens",
-                     1.0 * self.n * self.n * self.dtype.itemsize)
+        check_memory(
+            f"Features.dense() with N = {self.n} tokens", 1.0 * self.n * self.n * self.dtype.itemsize
+        )
         return np.vstack([rows for _, rows in self.blocks()])
 
     def __repr__(self) -> str:
@@ -252,21 +252,23 @@ def coverage_bound(feats: Features, w: np.ndarray) -> np.ndarray:
     v = np.zeros(d)
     chunk = 4096  # float64 copies of the rows, a chunk at a time
     for s in range(0, n, chunk):
-        u64 = u[s:s + chunk].astype(np.float64)
-        norms[s:s + chunk] = np.sqrt(np.einsum("ij,ij->i", u64, u64))
-        v += w[s:s + chunk] @ u64
+        u64 = u[s : s + chunk].astype(np.float64)
+        norms[s : s + chunk] = np.sqrt(np.einsum("ij,ij->i", u64, u64))
+        v += w[s : s + chunk] @ u64
     est = np.empty(n)
     for s in range(0, n, chunk):
-        est[s:s + chunk] = u[s:s + chunk].astype(np.float64) @ v
+        est[s : s + chunk] = u[s : s + chunk].astype(np.float64) @ v
     big_w = math.fsum(w)
     est += big_w
     live = norms > 0
     eta = float(np.abs(norms[live] - 1.0).max()) + 1e-12 if live.any() else 0.0
     a_w = float(w @ norms) * (1 + _gamma(n + 2, unit64))  # sum_j w_j |u_j|, rounded up
-    slack = (_gamma(d + 2, unit) * (1 + eta) * a_w * norms  # BLAS dot products
-             + (2 * eta + eta * eta) * big_w  # clipping at -1
-             + _gamma(n + d + 4, unit64) * (big_w + a_w * norms)  # W, v and v . u_i in float64
-             + 4 * unit64 * np.abs(est))
+    slack = (
+        _gamma(d + 2, unit) * (1 + eta) * a_w * norms  # BLAS dot products
+        + (2 * eta + eta * eta) * big_w  # clipping at -1
+        + _gamma(n + d + 4, unit64) * (big_w + a_w * norms)  # W, v and v . u_i in float64
+        + 4 * unit64 * np.abs(est)
+    )
     return (est + slack) * (0.5 * (1 + 2 * unit) * (1 + _gamma(n + 4, unit64)) * (1 + 8 * unit64))
 
 
@@ -287,7 +289,7 @@ def _columns_match(feats: Features) -> bool:
     """
     n = feats.n
     rows = np.arange(min(n, 2))
-    return bool(np.array_equal(feats.take(rows)[:, n // 2:], feats.product(rows, n // 2)))
+    return bool(np.array_equal(feats.take(rows)[:, n // 2 :], feats.product(rows, n // 2)))
 
 
 def _half_bytes(feats: Features, block: int) -> int:
@@ -332,8 +334,15 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
     r_in, k = _checked_scores(scores, feats, k, objective, batch)
     if k == 0:  # the empty set (also for N = 0)
         empty = np.zeros(0, dtype=np.int64)
-        return Selection(indices=empty, order=empty, gains=np.zeros(0), value=0.0, upper_bound=0.0,
-                         method="lazy+features", optimal=True)
+        return Selection(
+            indices=empty,
+            order=empty,
+            gains=np.zeros(0),
+            value=0.0,
+            upper_bound=0.0,
+            method="lazy+features",
+            optimal=True,
+        )
     state = _start(feats, r_in, objective, k)
     bound = top_sum(state.g_bound, k)
     if _row_steps(feats, state, k, batch):
@@ -345,8 +354,13 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
     value = objective.value_from(state.r, state.w, state.m, order, lambda: feats.take(order)[:, order])
     bound, closes = certificate(value, bound)
     return Selection(
-        indices=np.sort(order), order=order, gains=state.gains, value=value, upper_bound=bound,
-        method="lazy+features", optimal=bool(closes or k == feats.n),
+        indices=np.sort(order),
+        order=order,
+        gains=state.gains,
+        value=value,
+        upper_bound=bound,
+        method="lazy+features",
+        optimal=bool(closes or k == feats.n),
     )
 
 
@@ -406,7 +420,8 @@ class _LazyState:
     def evaluated(self, tokens, cov: np.ndarray) -> None:
         """Store the fresh gains of ``tokens`` from their coverage gains ``cov`` at this step."""
         self.f_bound[tokens], self.g_bound[tokens] = self.objective.step_gains(
-            self.r[tokens], cov, self.penalty[tokens])
+            self.r[tokens], cov, self.penalty[tokens]
+        )
         self.fresh_at[tokens] = self.step
 
 
@@ -427,9 +442,20 @@ def _start(feats: Features, r_in: np.ndarray, objective: Objective, k: int) -> _
             )
         fresh_at[:] = 0
     f_bound, g_bound = objective.step_gains(r, cov, 0.0)
-    return _LazyState(objective, r, w, f_bound, g_bound, fresh_at, m=np.zeros(n), penalty=np.zeros(n),
-                      chosen=np.zeros(n, dtype=bool), order=np.empty(k, dtype=np.int64),
-                      gains=np.empty(k), g_gains=np.empty(k))
+    return _LazyState(
+        objective,
+        r,
+        w,
+        f_bound,
+        g_bound,
+        fresh_at,
+        m=np.zeros(n),
+        penalty=np.zeros(n),
+        chosen=np.zeros(n, dtype=bool),
+        order=np.empty(k, dtype=np.int64),
+        gains=np.empty(k),
+        g_gains=np.empty(k),
+    )
 
 
 def _row_steps(feats: Features, st: _LazyState, k: int, batch: int) -> bool:
@@ -531,8 +557,9 @@ def _pass_steps(feats: Features, st: _LazyState, k: int) -> None:
     _store_steps(feats, st, k, store, need)
 
 
-def _kept_entries(feats: Features, tiles, block: int, counts: np.ndarray, m_swept: np.ndarray,
-                  chosen: np.ndarray, idx_dtype):
+def _kept_entries(
+    feats: Features, tiles, block: int, counts: np.ndarray, m_swept: np.ndarray, chosen: np.ndarray, idx_dtype
+):
     """Each token's entries above the swept running max, as per-block index and value arrays.
 
     Going down from the last block, each block's entries are written and its
@@ -547,11 +574,12 @@ def _kept_entries(feats: Features, tiles, block: int, counts: np.ndarray, m_swep
     val_blocks = List([np.empty(0, dtype=feats.dtype)] * blocks)
     for cb in range(blocks - 1, -1, -1):
         c0, c1 = cb * block, min(cb * block + block, n)
-        np.cumsum(counts[c0:c1 - 1] + 1, out=starts[c0 + 1:c1])  # one spare slot each
+        np.cumsum(counts[c0 : c1 - 1] + 1, out=starts[c0 + 1 : c1])  # one spare slot each
         size = int(counts[c0:c1].sum()) + c1 - c0
         idx_blocks[cb], val_blocks[cb] = np.empty(size, dtype=idx_dtype), np.empty(size, dtype=feats.dtype)
-        feature_kernels().keep_block(tiles, block, n, cb, m_swept, chosen, starts, idx_blocks[cb],
-                                     val_blocks[cb])
+        feature_kernels().keep_block(
+            tiles, block, n, cb, m_swept, chosen, starts, idx_blocks[cb], val_blocks[cb]
+        )
         tiles[cb] = np.empty((0, 0), dtype=feats.dtype)
     return idx_blocks, val_blocks, starts, counts, block
 
@@ -566,10 +594,29 @@ def _store_steps(feats: Features, st: _LazyState, k: int, store, last: int) -> N
     size = heap.shape[0]
     r_pos = np.maximum(st.r, 0.0)
     # Without the penalty the steps run in one call; with it each pick's full row is needed.
-    for stop in ([k] if not c else range(st.step + 1, k + 1)):
+    for stop in [k] if not c else range(st.step + 1, k + 1):
         size, _, _, last = fk.lazy_steps(
-            store, st.m, st.w, st.r, r_pos, a, b, c, st.penalty, st.f_bound, st.g_bound, st.fresh_at,
-            heap, size, st.step, stop, last, st.order, st.gains, st.g_gains)
+            store,
+            st.m,
+            st.w,
+            st.r,
+            r_pos,
+            a,
+            b,
+            c,
+            st.penalty,
+            st.f_bound,
+            st.g_bound,
+            st.fresh_at,
+            heap,
+            size,
+            st.step,
+            stop,
+            last,
+            st.order,
+            st.gains,
+            st.g_gains,
+        )
         if c:
             st.penalty += feats.take([st.order[stop - 1]])[0]
         st.step = stop

@@ -166,8 +166,12 @@ class Objective:
         check_array_kind("scores", scores)
         check_array_kind("sim", sim)
         r, s, _, r_abs, s_max = check_problem_extremes(
-            to_numpy(scores), to_numpy(sim), 0, need_symmetric=self.needs_symmetric,
-            why_symmetric="the redundancy penalty (redundancy > 0)")
+            to_numpy(scores),
+            to_numpy(sim),
+            0,
+            need_symmetric=self.needs_symmetric,
+            why_symmetric="the redundancy penalty (redundancy > 0)",
+        )
         if r.ndim != 1:
             raise InvalidInputError(f"scores must have shape (N,) for {what}(); got shape {r.shape}")
         self.check_scores(r, f"shape {r.shape}, dtype {r.dtype}")
@@ -176,8 +180,9 @@ class Objective:
         check_memory(f"sim of N = {n} tokens", 1.0 * s.nbytes)  # the transposed copy
         return r, s
 
-    def value_of(self, scores: np.ndarray, sim: np.ndarray, indices: np.ndarray,
-                 best: np.ndarray | None = None) -> float:
+    def value_of(
+        self, scores: np.ndarray, sim: np.ndarray, indices: np.ndarray, best: np.ndarray | None = None
+    ) -> float:
         """``f(S)`` on already validated NumPy inputs (no checks): see :meth:`value`.
 
         ``best``, if given, is ``max_{i in S} sim[j, i]`` for every row ``j``
@@ -188,11 +193,18 @@ class Objective:
         r64 = scores.astype(np.float64)
         if self.coverage and best is None:
             best = _max_over_columns(sim, indices)
-        return self.value_from(r64, self.row_weights(r64), best, indices,
-                               lambda: sim[np.ix_(indices, indices)])
+        return self.value_from(
+            r64, self.row_weights(r64), best, indices, lambda: sim[np.ix_(indices, indices)]
+        )
 
-    def value_from(self, r: np.ndarray, w: np.ndarray, best: np.ndarray | None, indices: np.ndarray,
-                   pairs: Callable[[], np.ndarray]) -> float:
+    def value_from(
+        self,
+        r: np.ndarray,
+        w: np.ndarray,
+        best: np.ndarray | None,
+        indices: np.ndarray,
+        pairs: Callable[[], np.ndarray],
+    ) -> float:
         """``f(S)`` from its parts, summed exactly (``math.fsum``): the one place it is written.
 
         Parameters
@@ -345,9 +357,9 @@ class ObjectiveState:
         # `columns` exists exactly when coverage is weighted; testing it narrows the type.
         if self.columns is not None:
             for start in range(0, candidates.shape[0], _BLOCK):
-                block = candidates[start:start + _BLOCK]
+                block = candidates[start : start + _BLOCK]
                 excess = np.maximum(self.columns[block] - self.m, 0.0)
-                cov[start:start + _BLOCK] = lane_sum(excess * self.w)
+                cov[start : start + _BLOCK] = lane_sum(excess * self.w)
         return self.objective.step_gains(self.r[candidates], cov, self.penalty[candidates])
 
     def add(self, i: int, f_gain: float | None = None, g_gain: float | None = None) -> None:

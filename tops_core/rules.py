@@ -33,11 +33,11 @@ def _coverage_gains(sim: np.ndarray, m: np.ndarray, rows: np.ndarray, keep: np.n
     """
     out = np.empty(rows.shape[0], dtype=np.float64)
     for start in range(0, rows.shape[0], _BLOCK):
-        block = sim[rows[start:start + _BLOCK]].astype(np.float64)
+        block = sim[rows[start : start + _BLOCK]].astype(np.float64)
         block -= m
         np.maximum(block, 0.0, out=block)
         block *= keep
-        out[start:start + _BLOCK] = lane_sum(block)
+        out[start : start + _BLOCK] = lane_sum(block)
     return out
 
 
@@ -127,8 +127,7 @@ class TOPSRule:
         coverage = None
         if self.lam:
             keep = (~chosen).astype(np.float64)
-            coverage = (_coverage_gains(sim, m, cand, keep) if coverage_of is None
-                        else coverage_of(keep)[cand])
+            coverage = _coverage_gains(sim, m, cand, keep) if coverage_of is None else coverage_of(keep)[cand]
             score = score + self.lam * normalize(coverage, self.norm)
         return int(cand[np.argmax(score)]), (cand, coverage)
 
@@ -143,6 +142,7 @@ class TOPSRule:
         order[0] = seed
         chosen[seed] = True
         m = sim[:, seed].astype(np.float64)
+
         # c_i sums F[i, j] over j: the rows of F's transpose, streamed.
         def coverage_of(keep):
             return coverage_all(cols, keep, m)
@@ -152,8 +152,22 @@ class TOPSRule:
         step, updates, forced = 1, 0, -1
         while True:
             step, updates = rule_kernels().tops_rule_steps(
-                rows, cols, r, self.alpha, self.lam, self.norm == "minmax", k, order, step, m, chosen, c,
-                c_max, updates, forced)
+                rows,
+                cols,
+                r,
+                self.alpha,
+                self.lam,
+                self.norm == "minmax",
+                k,
+                order,
+                step,
+                m,
+                chosen,
+                c,
+                c_max,
+                updates,
+                forced,
+            )
             if step >= k:
                 return order
             forced, (cand, coverage) = self.transcription_step(r, sim, m, chosen, coverage_of)

@@ -59,8 +59,9 @@ def random_subset(n: int, k: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False)).astype(np.int64)
 
 
-def run_method(label: str, r: np.ndarray, sim: np.ndarray, k: int, side: int, seed: int = 0,
-               repeats: int = 3) -> Run:
+def run_method(
+    label: str, r: np.ndarray, sim: np.ndarray, k: int, side: int, seed: int = 0, repeats: int = 3
+) -> Run:
     """Run one method; its time is the best of ``repeats`` runs (the CPU is shared and noisy).
 
     For the ``select`` methods the time includes input checks and the certificate.

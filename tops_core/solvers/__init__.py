@@ -10,6 +10,11 @@ from tops_core.solvers.lazy import Lazy
 from tops_core.solvers.stochastic import Stochastic
 
 __all__ = [
-    "Exact", "Greedy", "Incremental", "Lazy", "Stochastic",
-    "SolverResult", "MAX_EXACT_N",
+    "Exact",
+    "Greedy",
+    "Incremental",
+    "Lazy",
+    "Stochastic",
+    "SolverResult",
+    "MAX_EXACT_N",
 ]

@@ -34,13 +34,22 @@ def _fast_gains_along(objective, scores, sim, order) -> tuple[np.ndarray, Covera
     rows = np.ascontiguousarray(sim)
     cols = columns_of(rows) if objective.coverage else rows
     f, g, m, penalty = greedy_kernels().gains_along(
-        rows, cols, r, np.maximum(r, 0.0), w, objective.relevance, objective.coverage,
-        objective.redundancy, np.ascontiguousarray(order, dtype=np.int64))
+        rows,
+        cols,
+        r,
+        np.maximum(r, 0.0),
+        w,
+        objective.relevance,
+        objective.coverage,
+        objective.redundancy,
+        np.ascontiguousarray(order, dtype=np.int64),
+    )
     return f, CoverageState(objective, r, rows, w, m, penalty, float(g.sum()))
 
 
-def gains_along(objective: Objective, scores: np.ndarray, sim: np.ndarray,
-                order: np.ndarray) -> tuple[np.ndarray, ObjectiveState | CoverageState]:
+def gains_along(
+    objective: Objective, scores: np.ndarray, sim: np.ndarray, order: np.ndarray
+) -> tuple[np.ndarray, ObjectiveState | CoverageState]:
     """Gains of ``objective`` along ``order`` and the final incremental state.
 
     With Numba, one compiled pass gives the same gains bit for bit.
@@ -62,12 +71,14 @@ def start_state(objective: Objective, scores: np.ndarray, sim: np.ndarray) -> Ob
         return objective.start(scores, sim)
     r = scores.astype(np.float64)
     n = r.shape[0]
-    return CoverageState(objective, r, np.ascontiguousarray(sim), objective.row_weights(r),
-                         np.zeros(n), np.zeros(n), 0.0)
+    return CoverageState(
+        objective, r, np.ascontiguousarray(sim), objective.row_weights(r), np.zeros(n), np.zeros(n), 0.0
+    )
 
 
-def online_bound(objective: Objective, scores: np.ndarray, sim: np.ndarray,
-                 order: np.ndarray, k: int, final_state=None) -> float:
+def online_bound(
+    objective: Objective, scores: np.ndarray, sim: np.ndarray, order: np.ndarray, k: int, final_state=None
+) -> float:
     """Upper bound on ``max_{|T|=k} f(T)`` from the empty set and from ``order``'s set.
 
     Uses ``g(S) + sum of the k largest gains of g at S`` (``g`` the monotone

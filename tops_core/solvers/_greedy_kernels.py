@@ -45,8 +45,9 @@ def _lead(r, cov, offset, a, b):
             second[lane] = f
     top = 0
     for lane in range(1, 8):
-        if best[lane] > best[top] or (best[lane] == best[top] and where[top] >= 0
-                                      and 0 <= where[lane] < where[top]):
+        if best[lane] > best[top] or (
+            best[lane] == best[top] and where[top] >= 0 and 0 <= where[lane] < where[top]
+        ):
             top = lane
     runner = second[top]
     for lane in range(8):

@@ -37,7 +37,7 @@ def top_sum(values: np.ndarray, k: int) -> float:
         return 0.0
     pos = values[values > 0]
     if pos.size > k:
-        pos = np.partition(pos, pos.size - k)[pos.size - k:]
+        pos = np.partition(pos, pos.size - k)[pos.size - k :]
     return float(np.sort(pos).sum())
 
 

@@ -146,8 +146,9 @@ def _formulation(objective: Objective, r: np.ndarray, s: np.ndarray, k: int) -> 
     return rows, np.concatenate(cost_terms)
 
 
-def _result(res, scale: float, objective: Objective, scores: np.ndarray, sim: np.ndarray,
-            k: int) -> SolverResult:
+def _result(
+    res, scale: float, objective: Objective, scores: np.ndarray, sim: np.ndarray, k: int
+) -> SolverResult:
     """The set HiGHS found and its certificate: the optimum, or HiGHS's dual bound at the time limit."""
     n = scores.shape[0]
     dual = getattr(res, "mip_dual_bound", None)

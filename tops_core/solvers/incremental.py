@@ -77,7 +77,8 @@ def run_from_coverage(objective, r, rows, cols, w, cov0, k) -> SolverResult:
     bound = top_sum(g0, k)
     cov = cov0.copy()
     order, f_gains, _, upper_value, tol, m, _ = greedy_kernels().greedy_steps(
-        rows, cols, r, r_pos, w, a, b, c, k, cov)
+        rows, cols, r, r_pos, w, a, b, c, k, cov
+    )
     if k < r.shape[0]:
         rest = np.ones(r.shape[0], dtype=bool)
         rest[order] = False
