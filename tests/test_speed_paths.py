@@ -161,7 +161,7 @@ def test_value_fast_max_equals_definition():
     np.testing.assert_array_equal(matrix_kernels().max_over_columns(sim, idx), want)
 
 
-@pytest.mark.parametrize("n", [700, 1100])  # NumPy's blocks, the compiled tiles
+@pytest.mark.parametrize("n", [700, 1100])  # blocks of 128 and of 256
 def test_is_symmetric_exact(n):
     rng = np.random.default_rng(1)
     a = rng.random((n, n))
@@ -173,16 +173,14 @@ def test_is_symmetric_exact(n):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    n=st.integers(1, 70),
+    n=st.integers(1, 300),
     seed=st.integers(0, 2**32 - 1),
     change=st.sampled_from(["none", "nudge", "signed zero", "nan on the diagonal", "nan mirrored"]),
     dtype=st.sampled_from([np.float32, np.float64]),
     view=st.booleans(),
 )
-def test_compiled_symmetry_is_numpys(n, seed, change, dtype, view):
-    """The tile kernel answers as ``array_equal(a, a.T)``: every tile edge, NaN, -0.0, strided views."""
-    from tops_core._validate_kernels import exactly_symmetric as compiled
-
+def test_blockwise_symmetry_is_array_equal(n, seed, change, dtype, view):
+    """The block compare answers as ``array_equal(a, a.T)``: block edges, NaN, -0.0, strided views."""
     rng = np.random.default_rng(seed)
     a = rng.random((n, n)).astype(dtype)
     a = a + a.T
@@ -198,8 +196,6 @@ def test_compiled_symmetry_is_numpys(n, seed, change, dtype, view):
     if view:  # a strided view: the kernel reads any layout
         a = np.repeat(np.repeat(a, 2, axis=0), 2, axis=1)[::2, ::2]
     want = np.array_equal(a, a.T)
-    assert compiled(a) == want
-    assert compiled(a, 3) == want  # tiles that do not divide n
     assert is_symmetric(a) == want
 
 

@@ -7,7 +7,6 @@ device), never the data itself.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import math
 import numbers
 import os
@@ -275,10 +274,6 @@ def exactly_symmetric(a: np.ndarray) -> bool:
         return memo[id(a)][1]
     if a.shape[0] != a.shape[1]:
         result = False
-    elif _compiled_applies(a):
-        from tops_core._validate_kernels import exactly_symmetric as compiled
-
-        result = bool(compiled(a))
     else:
         result = _blocks_equal_transposed(a)
     if memo is not None:
@@ -288,20 +283,10 @@ def exactly_symmetric(a: np.ndarray) -> bool:
     return result
 
 
-# From this many rows on the compiled tile compare runs (Numba installed, a float dtype). Measured
-# float32 on a 2-core Xeon, NumPy's blocks / compiled: N = 576 119 / 138 us (the blocks fit in L2),
-# 1152 1148 / 580 us, 2880 7.2 / 5.0 ms.
-_COMPILED_FROM = 1024
-
-
-def _compiled_applies(a: np.ndarray) -> bool:
-    return (
-        a.shape[0] >= _COMPILED_FROM
-        and a.dtype in (np.float32, np.float64)
-        and importlib.util.find_spec("numba") is not None
-    )
-
-
+# NumPy's blocks compare a block with its mirror through a strided view (not vectorised). Compiled
+# tile kernels were measured against them at N = 2880 float32: faster on a 2-core Xeon (5.0 vs 7.2
+# ms, a 16 x 16 mirror transposed into L1) but 2-5x slower on a 2-core AMD EPYC (12-31 ms vs 6.1
+# ms, every tile shape tried), so the blocks stay: the best worst case.
 def _blocks_equal_transposed(a: np.ndarray) -> bool:
     n = a.shape[0]
     block = 128 if n <= 768 else 256  # measured: 128 wins while a fits in L2, 256 beyond
