@@ -336,17 +336,7 @@ def _checked(sel: Selection, n: int) -> Selection:
 
 def _solve_one(r, s, k, objective, solver, evaluator) -> Selection:
     if k == 0:  # the empty set: f = 0, optimal (also for N = 0, an image cropped to nothing)
-        empty = np.zeros(0, dtype=np.int64)
-        name = objective.name if solver is None else solver.name
-        return Selection(
-            indices=empty,
-            order=empty,
-            gains=np.zeros(0),
-            value=0.0,
-            upper_bound=0.0,
-            method=name,
-            optimal=True,
-        )
+        return Selection.empty(objective.name if solver is None else solver.name)
     if solver is None:
         order = objective.order(r, s, k)
         gains, state = gains_along(evaluator, r, s, order)

@@ -333,16 +333,7 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
     """
     r_in, k = _checked_scores(scores, feats, k, objective, batch)
     if k == 0:  # the empty set (also for N = 0)
-        empty = np.zeros(0, dtype=np.int64)
-        return Selection(
-            indices=empty,
-            order=empty,
-            gains=np.zeros(0),
-            value=0.0,
-            upper_bound=0.0,
-            method="lazy+features",
-            optimal=True,
-        )
+        return Selection.empty("lazy+features")
     state = _start(feats, r_in, objective, k)
     bound = top_sum(state.g_bound, k)
     if _row_steps(feats, state, k, batch):
