@@ -122,8 +122,14 @@ def submodlib_run(sim: np.ndarray, k: int):
     t0 = time.perf_counter()
     fn = FacilityLocationFunction(n=sim.shape[0], mode="dense", sijs=sim, separate_rep=False)
     t1 = time.perf_counter()
-    res = fn.maximize(budget=k, optimizer="LazyGreedy", stopIfZeroGain=False,
-                      stopIfNegativeGain=False, verbose=False, show_progress=False)
+    res = fn.maximize(
+        budget=k,
+        optimizer="LazyGreedy",
+        stopIfZeroGain=False,
+        stopIfNegativeGain=False,
+        verbose=False,
+        show_progress=False,
+    )
     t2 = time.perf_counter()
     return t1 - t0, t2 - t1, np.array([i for i, _ in res], dtype=np.int64)
 
@@ -149,8 +155,11 @@ def sweep(sizes, repeats, peer_budget_s, with_peers) -> list[dict]:
     for n in sizes:
         row = sweep_one(n, repeats, peer_budget_s, apricot, slow)
         rows.append(row)
-        print(f"N={n:6d} k={row['k']:5d} "
-              + "  ".join(f"{m}: {v * 1e3:.1f} ms" for m, v in row["times_s"].items()), flush=True)
+        print(
+            f"N={n:6d} k={row['k']:5d} "
+            + "  ".join(f"{m}: {v * 1e3:.1f} ms" for m, v in row["times_s"].items()),
+            flush=True,
+        )
     return rows
 
 
@@ -204,9 +213,9 @@ def sweep_one(n, repeats, peer_budget_s, apricot, slow) -> dict:
 
 def where_time_goes(r, sim, k) -> dict:
     """The floor (one read of sim) and the parts of one ``select`` call, each timed alone."""
+    from tops_core._numba import coverage_all
     from tops_core._validate import exactly_symmetric
     from tops_core.solvers import Incremental
-    from tops_core.solvers.incremental import coverage_all
 
     w = PLAIN.row_weights(r.astype(np.float64))
     solver = Incremental(symmetric=True)
@@ -227,24 +236,38 @@ def target_cases(repeats: int, with_peers: bool, quick: bool) -> list[dict]:
     for name, obj in (("plain (focus=0)", PLAIN), ("default (focus=0.5)", tops_core.Objective())):
         t, sel = best_of(lambda obj=obj: tops_core.select(r, sim, 64, objective=obj), 50, 5.0)
         ref = Greedy().run(obj, r, sim, 64)
-        cases.append({"case": f"N=576, k=64, {name}, auto", "time_s": t, "target_s": 3e-4,
-                      "same_as_greedy": bool(np.array_equal(sel.order, ref.order))})
+        cases.append(
+            {
+                "case": f"N=576, k=64, {name}, auto",
+                "time_s": t,
+                "target_s": 3e-4,
+                "same_as_greedy": bool(np.array_equal(sel.order, ref.order)),
+            }
+        )
     # N=2880, k=640 against the peers.
     r, sim = problem(2880)
     k = 640
     t, sel = best_of(lambda: tops_core.select(r, sim, k, objective=PLAIN), repeats, 10.0)
     ref = Greedy().run(PLAIN, r, sim, k) if not quick else Lazy().run(PLAIN, r, sim, k)
-    case = {"case": "N=2880, k=640, plain, auto", "time_s": t, "target_s": 1e-2,
-            "same_as_greedy": bool(np.array_equal(sel.order, ref.order)),
-            "value": sel.value, "peers_s": {}, "peer_same_set": {}, "parts_s": where_time_goes(r, sim, k)}
+    case = {
+        "case": "N=2880, k=640, plain, auto",
+        "time_s": t,
+        "target_s": 1e-2,
+        "same_as_greedy": bool(np.array_equal(sel.order, ref.order)),
+        "value": sel.value,
+        "peers_s": {},
+        "peer_same_set": {},
+        "parts_s": where_time_goes(r, sim, k),
+    }
     if with_peers:
         sim64 = sim.astype(np.float64)
         for compiled in (True, False):
             run = apricot_runner(compiled)
             for opt in ("naive", "lazy", "two-stage"):
                 label = f"apricot {opt}" + ("" if compiled else " (stock, recompiles)")
-                pt, order = best_of(lambda run=run, opt=opt: run(sim64, k, opt),
-                                    repeats if compiled else 2, 20.0)
+                pt, order = best_of(
+                    lambda run=run, opt=opt: run(sim64, k, opt), repeats if compiled else 2, 20.0
+                )
                 case["peers_s"][label] = pt
                 case["peer_same_set"][label] = set(order.tolist()) == set(sel.order.tolist())
                 case.setdefault("peer_value_gap", {})[label] = value_gap(r, sim, order, sel.value)
@@ -256,8 +279,9 @@ def target_cases(repeats: int, with_peers: bool, quick: bool) -> list[dict]:
         case["peers_s"]["submodlib lazy (incl. build)"] = best[0] + best[1]
         case["peer_same_set"]["submodlib lazy"] = set(order.tolist()) == set(sel.order.tolist())
         case.setdefault("peer_value_gap", {})["submodlib lazy"] = value_gap(r, sim, order, sel.value)
-        fastest_apricot = min(v for name, v in case["peers_s"].items()
-                              if name.startswith("apricot") and "stock" not in name)
+        fastest_apricot = min(
+            v for name, v in case["peers_s"].items() if name.startswith("apricot") and "stock" not in name
+        )
         case["ratio_vs_apricot_fastest"] = fastest_apricot / t
         case["ratio_vs_submodlib_lazy"] = case["peers_s"]["submodlib lazy"] / t
         case["ratio_target"] = {"apricot": 30.0, "submodlib": 5.0}
@@ -304,16 +328,25 @@ def features_case(n: int, d: int, k: int, runs: int = 2) -> dict:
     """Features mode in fresh processes: the fastest run's time, the largest measured peak extra memory."""
     results = []
     for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", _FEATURES_CHILD, str(ROOT), str(n), str(d), str(k)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _FEATURES_CHILD, str(ROOT), str(n), str(d), str(k)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     res = min(results, key=lambda x: x["time_s"])
     for key in ("tracemalloc_peak_bytes", "rss_peak_growth_bytes"):
         res[key] = max(x[key] for x in results)
     res["runs"] = runs
-    res.update({"case": f"N={n}, d={d}, k={k}, features mode, auto "
-                        "(target stated for N=16384, d=1024, k=2048)", "target_s": 2.0,
-                "target_bytes": 1e9, "dense_bytes": 4 * n * n})
+    res.update(
+        {
+            "case": f"N={n}, d={d}, k={k}, features mode, auto (target stated for N=16384, d=1024, k=2048)",
+            "target_s": 2.0,
+            "target_bytes": 1e9,
+            "dense_bytes": 4 * n * n,
+        }
+    )
     return res
 
 
@@ -329,11 +362,14 @@ def render_markdown(data: dict, plot_path: str = "assets/bench/cpu_scaling.png")
     the sweep.
     """
     env = data["environment"]
-    lines = [f"Measured by `{data['command']}` on {env['cpus']} CPU cores "
-             f"({env['machine']}, Python {env['python']}, NumPy {env['versions']['numpy']}, "
-             f"Numba {env['versions']['numba']}, apricot-select {env['versions']['apricot-select']}, "
-             f"submodlib-py {env['versions']['submodlib-py']}); load average at start "
-             f"{env['load_at_start']:.2f} (shared machine: minimum over repeats). Float32 inputs.", ""]
+    lines = [
+        f"Measured by `{data['command']}` on {env['cpus']} CPU cores "
+        f"({env['machine']}, Python {env['python']}, NumPy {env['versions']['numpy']}, "
+        f"Numba {env['versions']['numba']}, apricot-select {env['versions']['apricot-select']}, "
+        f"submodlib-py {env['versions']['submodlib-py']}); load average at start "
+        f"{env['load_at_start']:.2f} (shared machine: minimum over repeats). Float32 inputs.",
+        "",
+    ]
     lines += _targets_table(data["targets"])
     headline = next((c for c in data["targets"] if c.get("peers_s")), None)
     if headline is not None:
@@ -349,39 +385,52 @@ def _targets_table(targets: list[dict]) -> list[str]:
     lines = ["| case | tops-prune | target | met | checked |", "|---|---:|---|---|---|"]
     for c in targets:
         if "tracemalloc_peak_bytes" in c:
-            checked = (f"peak extra memory {c['rss_peak_growth_bytes'] / 2**20:.0f} MiB (RSS growth), "
-                       f"{c['tracemalloc_peak_bytes'] / 2**20:.0f} MiB (tracemalloc); dense sim would be "
-                       f"{c['dense_bytes'] / 2**20:.0f} MiB")
+            checked = (
+                f"peak extra memory {c['rss_peak_growth_bytes'] / 2**20:.0f} MiB (RSS growth), "
+                f"{c['tracemalloc_peak_bytes'] / 2**20:.0f} MiB (tracemalloc); dense sim would be "
+                f"{c['dense_bytes'] / 2**20:.0f} MiB"
+            )
             met = c["time_s"] <= c["target_s"] and c["rss_peak_growth_bytes"] <= c["target_bytes"]
             target = f"<= {c['target_s']:.0f} s, <= 1 GB"
         else:
             checked = f"same order as greedy: {c['same_as_greedy']}" if "same_as_greedy" in c else ""
             met = c["time_s"] <= c["target_s"]
             target = f"<= {c['target_s'] * 1e3:g} ms"
-        lines.append(f"| {c['case']} | {c['time_s'] * 1e3:.2f} ms | {target} | {'yes' if met else 'no'} | "
-                     f"{checked} |")
+        lines.append(
+            f"| {c['case']} | {c['time_s'] * 1e3:.2f} ms | {target} | {'yes' if met else 'no'} | {checked} |"
+        )
     return lines
 
 
 def _peers_table(case: dict) -> list[str]:
     """The headline case against every peer: time, ratio, whether the set is greedy's, value gap."""
     ours = case["time_s"]
-    lines = [f"{case['case'].split(', auto')[0]}, against the peers (ratio: the method's time over "
-             "tops-prune's; same set: tops-prune's set, which is naive greedy's):", "",
-             "| method | time (ms) | ratio | same set | value gap |", "|---|---:|---:|---|---:|",
-             f"| tops-prune auto | {ours * 1e3:.1f} | 1.0x | {case['same_as_greedy']} | 0 |"]
+    lines = [
+        f"{case['case'].split(', auto')[0]}, against the peers (ratio: the method's time over "
+        "tops-prune's; same set: tops-prune's set, which is naive greedy's):",
+        "",
+        "| method | time (ms) | ratio | same set | value gap |",
+        "|---|---:|---:|---|---:|",
+        f"| tops-prune auto | {ours * 1e3:.1f} | 1.0x | {case['same_as_greedy']} | 0 |",
+    ]
     for name, t in case["peers_s"].items():
         base = name.replace(" (incl. build)", "")
-        lines.append(f"| {name} | {t * 1e3:.1f} | {t / ours:.1f}x | {case['peer_same_set'][base]} | "
-                     f"{case['peer_value_gap'][base]:+.1e} |")
+        lines.append(
+            f"| {name} | {t * 1e3:.1f} | {t / ours:.1f}x | {case['peer_same_set'][base]} | "
+            f"{case['peer_value_gap'][base]:+.1e} |"
+        )
     return lines
 
 
 def _parts_table(parts: dict) -> list[str]:
     """Each part of one ``select`` call timed alone, in reads of ``sim`` (the floor)."""
     floor = parts[FLOOR]
-    lines = ["Where the time goes at that size, each part timed alone:", "",
-             "| part | time (ms) | reads of sim |", "|---|---:|---:|"]
+    lines = [
+        "Where the time goes at that size, each part timed alone:",
+        "",
+        "| part | time (ms) | reads of sim |",
+        "|---|---:|---:|",
+    ]
     for name, t in parts.items():
         lines.append(f"| {name} | {t * 1e3:.2f} | {t / floor:.1f} |")
     return lines
@@ -390,11 +439,18 @@ def _parts_table(parts: dict) -> list[str]:
 def _sweep_table(sweep: list[dict], plot_path: str) -> list[str]:
     """Time against N, one row per method and budget, beside the log-log plot."""
     gaps = [abs(g) for row in sweep for g in row.get("value_gap", {}).values()]
-    lines = ["Time against N, k = 2N/9 (a method over the time budget is skipped at larger N). Ratio: "
-             "the method's time over tops-prune auto's at the same N; same set: tops-prune's set. The "
-             f"largest relative value gap of any peer's set to ours is {max(gaps, default=0):.1e}.", "",
-             '<div class="side-by-side" markdown>', "", '<div markdown>', "",
-             "| N | k | method | time (ms) | ratio | same set |", "|---:|---:|---|---:|---:|---|"]
+    lines = [
+        "Time against N, k = 2N/9 (a method over the time budget is skipped at larger N). Ratio: "
+        "the method's time over tops-prune auto's at the same N; same set: tops-prune's set. The "
+        f"largest relative value gap of any peer's set to ours is {max(gaps, default=0):.1e}.",
+        "",
+        '<div class="side-by-side" markdown>',
+        "",
+        "<div markdown>",
+        "",
+        "| N | k | method | time (ms) | ratio | same set |",
+        "|---:|---:|---|---:|---:|---|",
+    ]
     for row in sweep:
         ours = row["times_s"]["tops auto"]
         for name, t in row["times_s"].items():
@@ -432,16 +488,30 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="sizes up to 1152, one repeat for slow methods")
     parser.add_argument("--sizes", type=int, nargs="*", help="override N of the sweep")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--peer-budget", type=float, default=30.0,
-                        help="seconds per call after which a method is skipped at larger N")
+    parser.add_argument(
+        "--peer-budget",
+        type=float,
+        default=30.0,
+        help="seconds per call after which a method is skipped at larger N",
+    )
     parser.add_argument("--no-peers", action="store_true")
-    parser.add_argument("--features", type=int, nargs=3, default=(16384, 1024, 2048), metavar=("N", "D", "K"),
-                        help="features-mode case (default: the issue's long-video case)")
+    parser.add_argument(
+        "--features",
+        type=int,
+        nargs=3,
+        default=(16384, 1024, 2048),
+        metavar=("N", "D", "K"),
+        help="features-mode case (default: the issue's long-video case)",
+    )
     parser.add_argument("--no-features", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of cpu.json and cpu.md")
-    parser.add_argument("--plot", type=Path, default=None,
-                        help=f"the plot (default: {PLOT.relative_to(ROOT)} with the default --out, else "
-                             "cpu_scaling.png inside --out)")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help=f"the plot (default: {PLOT.relative_to(ROOT)} with the default --out, else "
+        "cpu_scaling.png inside --out)",
+    )
     args = parser.parse_args(argv)
     plot_path = args.plot or (PLOT if args.out == RESULTS else args.out / "cpu_scaling.png")
     sizes = args.sizes or (SIZES[:3] if args.quick else SIZES)
@@ -449,9 +519,13 @@ def main(argv=None) -> int:
     with_peers = not args.no_peers
     data = {
         "command": "python benchmarks/cpu.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "environment": {"cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-                        "python": platform.python_version(), "versions": peer_versions(),
-                        "load_at_start": os.getloadavg()[0]},
+        "environment": {
+            "cpus": os.cpu_count(),
+            "machine": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "versions": peer_versions(),
+            "load_at_start": os.getloadavg()[0],
+        },
     }
     data["targets"] = target_cases(repeats, with_peers, args.quick)
     if not args.no_features:

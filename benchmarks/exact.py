@@ -33,27 +33,40 @@ def run(sizes, repeats):
                     sim = tops_core.cosine(rng.normal(size=(n, 16)))
                     scores = rng.dirichlet(np.ones(n))
                     start = time.perf_counter()
-                    sel = tops_core.select(scores, sim, k, objective=obj,
-                                           method=Exact(max_n=max(n, 64), time_limit=60))
+                    sel = tops_core.select(
+                        scores, sim, k, objective=obj, method=Exact(max_n=max(n, 64), time_limit=60)
+                    )
                     times.append(time.perf_counter() - start)
                     greedy = tops_core.select(scores, sim, k, objective=obj, method="lazy")
                     gaps.append(1 - greedy.value / sel.value)
                     optimal &= bool(sel.optimal)
-                rows.append({"n": n, "k": k, "objective": name, "median_s": float(np.median(times)),
-                             "max_s": float(np.max(times)), "all_optimal": optimal,
-                             "greedy_gap_max": float(np.max(gaps))})
+                rows.append(
+                    {
+                        "n": n,
+                        "k": k,
+                        "objective": name,
+                        "median_s": float(np.median(times)),
+                        "max_s": float(np.max(times)),
+                        "all_optimal": optimal,
+                        "greedy_gap_max": float(np.max(gaps)),
+                    }
+                )
                 print(rows[-1], flush=True)
     return rows
 
 
 def to_markdown(payload):
-    lines = [f"Exact MILP (HiGHS) on {payload['machine']}; command: `{payload['command']}`.", "",
-             "| N | k | objective | median time (s) | max time (s) | all proven optimal "
-             "| greedy's worst gap |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Exact MILP (HiGHS) on {payload['machine']}; command: `{payload['command']}`.",
+        "",
+        "| N | k | objective | median time (s) | max time (s) | all proven optimal | greedy's worst gap |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in payload["rows"]:
-        lines.append(f"| {r['n']} | {r['k']} | {r['objective']} | {r['median_s']:.3f} | {r['max_s']:.3f} | "
-                     f"{'yes' if r['all_optimal'] else 'no'} | {100 * r['greedy_gap_max']:.2f}% |")
+        lines.append(
+            f"| {r['n']} | {r['k']} | {r['objective']} | {r['median_s']:.3f} | {r['max_s']:.3f} | "
+            f"{'yes' if r['all_optimal'] else 'no'} | {100 * r['greedy_gap_max']:.2f}% |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -62,8 +75,11 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 48, 64, 96])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    payload = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, 2 cores",
-               "command": "python benchmarks/exact.py", "rows": run(args.sizes, args.repeats)}
+    payload = {
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, 2 cores",
+        "command": "python benchmarks/exact.py",
+        "rows": run(args.sizes, args.repeats),
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "exact.json").write_text(json.dumps(payload, indent=1))
     (RESULTS / "exact.md").write_text(to_markdown(payload))

@@ -40,10 +40,16 @@ def run(n: int, d: int, rows: int, repeats: int) -> dict:
         feats.product(idx[:2])  # compile / warm up
         timings[route] = best_of(lambda: feats.product(idx), repeats)
     features_mode.PRODUCTS = "auto"
-    return {"n": n, "d": d, "rows": rows, "blas_s": timings["blas"], "canonical_s": timings["canonical"],
-            "ratio": timings["canonical"] / timings["blas"],
-            "blas_consistent": features_mode.blas_is_consistent(np.dtype(np.float32), d),
-            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}"}
+    return {
+        "n": n,
+        "d": d,
+        "rows": rows,
+        "blas_s": timings["blas"],
+        "canonical_s": timings["canonical"],
+        "ratio": timings["canonical"] / timings["blas"],
+        "blas_consistent": features_mode.blas_is_consistent(np.dtype(np.float32), d),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+    }
 
 
 def main() -> None:

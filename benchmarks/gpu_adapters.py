@@ -152,6 +152,7 @@ def target_cases(rng, device, repeats):
             import mlx.core as mlx
         except ImportError:
             print("    (mlx not installed: no MLX rows)")
+
     def select(s, m, k, **kw):
         kw.setdefault("objective", objective)
         return lambda: tops_core.select(s, m, k, **kw)
@@ -159,15 +160,18 @@ def target_cases(rng, device, repeats):
     for n, k in ((576, 64), (2880, 640)):
         scores, sim = image_tokens(rng, n)
         t_scores, t_sim = torch.from_numpy(scores).to(device), torch.from_numpy(sim).to(device)
-        contenders = [("numpy core (auto)", select(scores, sim, k)),
-                      (f"torch {device.type} tensors (auto)", select(t_scores, t_sim, k))]
+        contenders = [
+            ("numpy core (auto)", select(scores, sim, k)),
+            (f"torch {device.type} tensors (auto)", select(t_scores, t_sim, k)),
+        ]
         if mlx is not None:
             contenders.append(("mlx arrays, mlx[cpu] (auto)", select(mlx.array(scores), mlx.array(sim), k)))
         if device.type == "cuda":
-            contenders += [("torch cuda, fused (greedy)", select(t_scores, t_sim, k, method="greedy")),
-                           ("torch cuda, fused (lazy)", select(t_scores, t_sim, k, method="lazy")),
-                           ("torch cuda, PyTorch loop (greedy)",
-                            on_loop(select(t_scores, t_sim, k, method="greedy")))]
+            contenders += [
+                ("torch cuda, fused (greedy)", select(t_scores, t_sim, k, method="greedy")),
+                ("torch cuda, fused (lazy)", select(t_scores, t_sim, k, method="lazy")),
+                ("torch cuda, PyTorch loop (greedy)", on_loop(select(t_scores, t_sim, k, method="greedy"))),
+            ]
         case = run_case(f"certified greedy, N={n}, k={k}", contenders, device, repeats)
         if device.type == "cuda" and n == 2880:
             ops, kernels = launches(select(t_scores, t_sim, k))
@@ -177,22 +181,34 @@ def target_cases(rng, device, repeats):
         scores, sim = image_tokens(rng, 2880)
         t_scores, t_sim = torch.from_numpy(scores).to(device), torch.from_numpy(sim).to(device)
         rule = TOPSRule()
-        case = run_case("TOPSRule, N=2880, K=1280", [
-            ("numpy core", select(scores, sim, 1280, objective=rule)),
-            ("torch cuda, fused", select(t_scores, t_sim, 1280, objective=rule)),
-            # The dense loop launches ~42 kernels a step: a few runs are enough.
-            ("torch cuda, PyTorch loop", on_loop(select(t_scores, t_sim, 1280, objective=rule)), 3),
-        ], device, repeats)
+        case = run_case(
+            "TOPSRule, N=2880, K=1280",
+            [
+                ("numpy core", select(scores, sim, 1280, objective=rule)),
+                ("torch cuda, fused", select(t_scores, t_sim, 1280, objective=rule)),
+                # The dense loop launches ~42 kernels a step: a few runs are enough.
+                ("torch cuda, PyTorch loop", on_loop(select(t_scores, t_sim, 1280, objective=rule)), 3),
+            ],
+            device,
+            repeats,
+        )
         ops, kernels = launches(select(t_scores, t_sim, 1280, objective=rule))
         case["launches"] = {"aten_ops_including_input_checks": ops, "triton_launches": kernels}
         cases.append(case)
         crops = [image_tokens(rng, 576) for _ in range(5)]
         c_scores, c_sim = np.stack([c[0] for c in crops]), np.stack([c[1] for c in crops])
         tc_scores, tc_sim = torch.from_numpy(c_scores).to(device), torch.from_numpy(c_sim).to(device)
-        cases.append(run_case("certified greedy, 5 crops x N=576, k=128, batched", [
-            ("numpy core (auto)", select(c_scores, c_sim, 128)),
-            ("torch cuda batched (auto)", select(tc_scores, tc_sim, 128)),
-        ], device, repeats))
+        cases.append(
+            run_case(
+                "certified greedy, 5 crops x N=576, k=128, batched",
+                [
+                    ("numpy core (auto)", select(c_scores, c_sim, 128)),
+                    ("torch cuda batched (auto)", select(tc_scores, tc_sim, 128)),
+                ],
+                device,
+                repeats,
+            )
+        )
     return cases
 
 
@@ -203,6 +219,7 @@ def on_loop(fn):
     def run():
         with use_route("loop"):
             return fn()
+
     return run
 
 
@@ -217,10 +234,17 @@ def run_case(name, contenders, device, repeats):
             native_ms, native_order = ms, order
         same = bool(order.shape == native_order.shape and (order == native_order).all())
         differ = np.flatnonzero(order != native_order) if order.shape == native_order.shape else [0]
-        rows.append({"contender": label, "ms": round(ms, 3), "runs": runs,
-                     "ratio_vs_native": round(ms / native_ms, 2), "same_answer": same,
-                     "same_set": bool(np.array_equal(np.sort(order), np.sort(native_order))),
-                     "first_difference": None if same else int(differ[0])})
+        rows.append(
+            {
+                "contender": label,
+                "ms": round(ms, 3),
+                "runs": runs,
+                "ratio_vs_native": round(ms / native_ms, 2),
+                "same_answer": same,
+                "same_set": bool(np.array_equal(np.sort(order), np.sort(native_order))),
+                "first_difference": None if same else int(differ[0]),
+            }
+        )
         print(f"    {label:32s} {ms:10.2f} ms  x{ms / native_ms:7.2f}  same={same}", flush=True)
     return {"case": name, "rows": rows}
 
@@ -230,10 +254,15 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per contender")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cases", choices=["targets", "all"], default="targets",
-                        help="the issue's targets only (default), or also the peer and reference loops")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (fewer spin less on a shared machine)")
+    parser.add_argument(
+        "--cases",
+        choices=["targets", "all"],
+        default="targets",
+        help="the issue's targets only (default), or also the peer and reference loops",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (fewer spin less on a shared machine)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -261,41 +290,91 @@ def peer_cases(rng, device, repeats, dev):
         def run():
             with use_route("loop"):
                 return fn()
+
         return run
 
     scores, sim = image_tokens(rng, 2880)
     t_scores, t_sim = dev(scores), dev(sim)
-    cases.append(run_case("certified greedy, N=2880, k=640, batch 1", [
-        ("native (auto)", lambda: tops_core.select(t_scores, t_sim, 640, objective=objective)),
-        ("PyTorch loop (greedy)", loop(lambda: tops_core.select(t_scores, t_sim, 640, objective=objective,
-                                                               method="greedy"))),
-        ("numpy core (auto = lazy)", lambda: tops_core.select(scores, sim, 640, objective=objective)),
-        ("MMTok-style loop", lambda: mmtok_style_greedy(t_scores, t_sim, 640, objective.focus)),
-    ], device, repeats))
+    cases.append(
+        run_case(
+            "certified greedy, N=2880, k=640, batch 1",
+            [
+                ("native (auto)", lambda: tops_core.select(t_scores, t_sim, 640, objective=objective)),
+                (
+                    "PyTorch loop (greedy)",
+                    loop(
+                        lambda: tops_core.select(t_scores, t_sim, 640, objective=objective, method="greedy")
+                    ),
+                ),
+                ("numpy core (auto = lazy)", lambda: tops_core.select(scores, sim, 640, objective=objective)),
+                ("MMTok-style loop", lambda: mmtok_style_greedy(t_scores, t_sim, 640, objective.focus)),
+            ],
+            device,
+            repeats,
+        )
+    )
 
-    cases.append(run_case("TOPSRule, N=2880, k=1280", [
-        ("native", loop(lambda: tops_core.select(t_scores, t_sim, 1280, objective=TOPSRule()))),
-        ("numpy core", lambda: tops_core.select(scores, sim, 1280, objective=TOPSRule())),
-    ], device, repeats))
+    cases.append(
+        run_case(
+            "TOPSRule, N=2880, k=1280",
+            [
+                ("native", loop(lambda: tops_core.select(t_scores, t_sim, 1280, objective=TOPSRule()))),
+                ("numpy core", lambda: tops_core.select(scores, sim, 1280, objective=TOPSRule())),
+            ],
+            device,
+            repeats,
+        )
+    )
 
-    cases.append(run_case("DPP rule, N=2880, k=640", [
-        ("native", loop(lambda: tops_core.select(t_scores, t_sim, 640, objective=DPP()))),
-        ("numpy core", lambda: tops_core.select(scores, sim, 640, objective=DPP())),
-        ("CDPruner DPP loop", lambda: cdpruner_dpp(t_scores, t_sim, 640)),
-    ], device, repeats))
+    cases.append(
+        run_case(
+            "DPP rule, N=2880, k=640",
+            [
+                ("native", loop(lambda: tops_core.select(t_scores, t_sim, 640, objective=DPP()))),
+                ("numpy core", lambda: tops_core.select(scores, sim, 640, objective=DPP())),
+                ("CDPruner DPP loop", lambda: cdpruner_dpp(t_scores, t_sim, 640)),
+            ],
+            device,
+            repeats,
+        )
+    )
 
     crops = [image_tokens(rng, 576) for _ in range(5)]
     c_scores = np.stack([c[0] for c in crops])
     c_sim = np.stack([c[1] for c in crops])
     tc_scores, tc_sim = dev(c_scores), dev(c_sim)
-    cases.append(run_case("certified greedy, 5 crops x N=576, k=128 each, batched", [
-        ("native batched (auto)", lambda: tops_core.select(tc_scores, tc_sim, 128, objective=objective)),
-        ("native, crop by crop", lambda: torch.stack([
-            tops_core.select(tc_scores[b], tc_sim[b], 128, objective=objective).order for b in range(5)])),
-        ("numpy core (auto = lazy)", lambda: tops_core.select(c_scores, c_sim, 128, objective=objective)),
-        ("MMTok-style loop, crop by crop", lambda: torch.stack([
-            mmtok_style_greedy(tc_scores[b], tc_sim[b], 128, objective.focus) for b in range(5)])),
-    ], device, repeats))
+    cases.append(
+        run_case(
+            "certified greedy, 5 crops x N=576, k=128 each, batched",
+            [
+                (
+                    "native batched (auto)",
+                    lambda: tops_core.select(tc_scores, tc_sim, 128, objective=objective),
+                ),
+                (
+                    "native, crop by crop",
+                    lambda: torch.stack(
+                        [
+                            tops_core.select(tc_scores[b], tc_sim[b], 128, objective=objective).order
+                            for b in range(5)
+                        ]
+                    ),
+                ),
+                (
+                    "numpy core (auto = lazy)",
+                    lambda: tops_core.select(c_scores, c_sim, 128, objective=objective),
+                ),
+                (
+                    "MMTok-style loop, crop by crop",
+                    lambda: torch.stack(
+                        [mmtok_style_greedy(tc_scores[b], tc_sim[b], 128, objective.focus) for b in range(5)]
+                    ),
+                ),
+            ],
+            device,
+            repeats,
+        )
+    )
     return cases
 
 
@@ -303,11 +382,15 @@ def write_report(cases, device, repeats, argv):
     name = device.type
     report = {
         "benchmark": "adapters",
-        "command": " ".join(["python benchmarks/gpu_adapters.py",
-                             *(argv if argv is not None else sys.argv[1:])]),
-        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                   else f"CPU ({platform.processor() or platform.machine()}), "
-                        f"{torch.get_num_threads()} torch threads"),
+        "command": " ".join(
+            ["python benchmarks/gpu_adapters.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "device": (
+            torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else f"CPU ({platform.processor() or platform.machine()}), "
+            f"{torch.get_num_threads()} torch threads"
+        ),
         "torch": torch.__version__,
         "dtype": "float32",
         "repeats": repeats,
@@ -331,17 +414,24 @@ def markdown(report):
     ]
     for case in report["cases"]:
         for i, row in enumerate(case["rows"]):
-            same = "yes" if row["same_answer"] else (
-                f"no: {'same set, ' if row['same_set'] else ''}"
-                f"first difference at pick {row['first_difference']}")
+            same = (
+                "yes"
+                if row["same_answer"]
+                else (
+                    f"no: {'same set, ' if row['same_set'] else ''}"
+                    f"first difference at pick {row['first_difference']}"
+                )
+            )
             lines.append(
                 f"| {case['case'] if i == 0 else ''} | {row['contender']} | {row['ms']:.2f} | "
                 f"{row['ratio_vs_native']:.2f} | {same} |"
             )
         if "launches" in case:
             counts = case["launches"]
-            lines.append(f"| | launches of one call | {counts['aten_ops_including_input_checks']} aten ops + "
-                         f"{counts['triton_launches']} Triton | | |")
+            lines.append(
+                f"| | launches of one call | {counts['aten_ops_including_input_checks']} aten ops + "
+                f"{counts['triton_launches']} Triton | | |"
+            )
     return "\n".join(lines) + "\n"
 
 

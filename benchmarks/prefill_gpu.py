@@ -46,21 +46,56 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = {
     # LLaVA-NeXT-7B (llava-v1.6-vicuna-7b): Vicuna-7B + CLIP ViT-L/14 at 336 px
     "llava-next-7b": dict(
-        text=dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                  num_key_value_heads=32, vocab_size=32064, max_position_embeddings=4096, rms_norm_eps=1e-5),
-        vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                    image_size=336, patch_size=14, projection_dim=768),
+        text=dict(
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            vocab_size=32064,
+            max_position_embeddings=4096,
+            rms_norm_eps=1e-5,
+        ),
+        vision=dict(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=336,
+            patch_size=14,
+            projection_dim=768,
+        ),
         pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
-        image_size=[672, 672], budgets=[640, 320, 160], layers=(12, 24), text_tokens=(5, 35),
+        image_size=[672, 672],
+        budgets=[640, 320, 160],
+        layers=(12, 24),
+        text_tokens=(5, 35),
     ),
     # the same code path on a model small enough for a CPU smoke run
     "tiny": dict(
-        text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                  num_key_value_heads=4, vocab_size=128, max_position_embeddings=1024),
-        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                    image_size=16, patch_size=4, projection_dim=32),
+        text=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            vocab_size=128,
+            max_position_embeddings=1024,
+        ),
+        vision=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            image_size=16,
+            patch_size=4,
+            projection_dim=32,
+        ),
         pinpoints=[[16, 32], [32, 16], [32, 32]],
-        image_size=[32, 32], budgets=[40, 20, 10], layers=(1, 2), text_tokens=(3, 5),
+        image_size=[32, 32],
+        budgets=[40, 20, 10],
+        layers=(1, 2),
+        text_tokens=(3, 5),
     ),
 }
 
@@ -69,9 +104,13 @@ def build(shape: dict, device: str, dtype: torch.dtype):
     """Random-weight LLaVA-NeXT of the given shapes, directly on ``device`` in ``dtype``."""
     text = transformers.LlamaConfig(**shape["text"])
     vision = transformers.CLIPVisionConfig(**shape["vision"])
-    config = transformers.LlavaNextConfig(text_config=text, vision_config=vision,
-                                          image_token_id=text.vocab_size - 1, vision_feature_layer=-2,
-                                          image_grid_pinpoints=shape["pinpoints"])
+    config = transformers.LlavaNextConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=text.vocab_size - 1,
+        vision_feature_layer=-2,
+        image_grid_pinpoints=shape["pinpoints"],
+    )
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -148,23 +187,39 @@ def run(shape_name: str, device: str, warmup: int, reps: int, objective_name: st
     objective = tops_core.TOPSRule() if objective_name == "tops-rule" else tops_core.Objective()
     rows = []
     base = timed_prefill(model, inputs, device, warmup, reps)
-    rows.append({"setting": "unpruned", "budget": None, "llm_visual_tokens": n,
-                 "prefill_ms": 1e3 * statistics.median(base), "prefill_ms_all": [1e3 * t for t in base],
-                 "selection_ms": 0.0, "selection_method": None})
+    rows.append(
+        {
+            "setting": "unpruned",
+            "budget": None,
+            "llm_visual_tokens": n,
+            "prefill_ms": 1e3 * statistics.median(base),
+            "prefill_ms_all": [1e3 * t for t in base],
+            "selection_ms": 0.0,
+            "selection_method": None,
+        }
+    )
     for budget in budgets or shape["budgets"]:
-        for name, schedule in (("stage I", Schedule(stage1=budget)),
-                               ("paper schedule", Schedule.paper(budget, layers=shape["layers"]))):
+        for name, schedule in (
+            ("stage I", Schedule(stage1=budget)),
+            ("paper schedule", Schedule.paper(budget, layers=shape["layers"])),
+        ):
             with enable(model, schedule, objective=objective, newlines="select") as session:
                 spent, methods = timing_selection(session, device)
                 times = timed_prefill(model, inputs, device, warmup, reps)
                 kept = [record.kept.shape[1] for record in session.history]
             per_run = len(spent) // (warmup + reps)
-            selection = [sum(spent[i * per_run:(i + 1) * per_run]) for i in range(warmup, warmup + reps)]
-            rows.append({"setting": f"TOPS {name}", "budget": budget, "llm_visual_tokens": kept,
-                         "prefill_ms": 1e3 * statistics.median(times),
-                         "prefill_ms_all": [1e3 * t for t in times],
-                         "selection_ms": 1e3 * statistics.median(selection),
-                         "selection_method": sorted(methods)})
+            selection = [sum(spent[i * per_run : (i + 1) * per_run]) for i in range(warmup, warmup + reps)]
+            rows.append(
+                {
+                    "setting": f"TOPS {name}",
+                    "budget": budget,
+                    "llm_visual_tokens": kept,
+                    "prefill_ms": 1e3 * statistics.median(times),
+                    "prefill_ms_all": [1e3 * t for t in times],
+                    "selection_ms": 1e3 * statistics.median(selection),
+                    "selection_method": sorted(methods),
+                }
+            )
     for row in rows:
         row["speedup"] = rows[0]["prefill_ms"] / row["prefill_ms"]
         row["selection_share"] = row["selection_ms"] / row["prefill_ms"]
@@ -172,8 +227,9 @@ def run(shape_name: str, device: str, warmup: int, reps: int, objective_name: st
         "benchmark": "prefill_gpu",
         "shape": shape_name,
         "command": "python " + " ".join(sys.argv),
-        "device": (torch.cuda.get_device_name() if device.startswith("cuda")
-                   else platform.processor() or "cpu"),
+        "device": (
+            torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu"
+        ),
         "dtype": str(dtype),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

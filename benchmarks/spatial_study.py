@@ -54,8 +54,10 @@ def load(name: str) -> np.ndarray:
     if name == "grace_hopper":
         import matplotlib
         import skimage.io
+
         return skimage.io.imread(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
     import skimage.data
+
     return getattr(skimage.data, name)()
 
 
@@ -77,12 +79,14 @@ def evaluate_image(enc, configs, draws: int):
 
         for label in BASELINES:
             if label == "random":
-                row[label] = mean_rows([m(run_method(label, r, sim, k, GRID, seed=s, repeats=1).indices)
-                                        for s in range(draws)])
+                row[label] = mean_rows(
+                    [m(run_method(label, r, sim, k, GRID, seed=s, repeats=1).indices) for s in range(draws)]
+                )
             else:
                 row[label] = m(run_method(label, r, sim, k, GRID, repeats=1).indices)
-        row["certified objective, focus 0"] = m(np.asarray(
-            tops_core.select(r, sim, k, objective=tops_core.Objective(focus=0.0)).indices))
+        row["certified objective, focus 0"] = m(
+            np.asarray(tops_core.select(r, sim, k, objective=tops_core.Objective(focus=0.0)).indices)
+        )
         for form, strength, sigma in configs:
             mixed = tops_core.spatial(sim, (GRID, GRID), strength=strength, sigma=sigma, form=form)
             for tag, focus in FOCUS.items():
@@ -96,21 +100,27 @@ def evaluate_image(enc, configs, draws: int):
 def mean_over(images: dict) -> dict:
     """Mean of every measure over images: ``{k: {method: measures}}``."""
     first = next(iter(images.values()))
-    return {k: {method: mean_rows([images[name][k][method] for name in images]) for method in first[k]}
-            for k in first}
+    return {
+        k: {method: mean_rows([images[name][k][method] for name in images]) for method in first[k]}
+        for k in first
+    }
 
 
 def margins(mean: dict, method: str) -> dict:
     """Patch fidelity of ``method`` minus the best baseline's, per budget."""
-    return {k: mean[k][method]["patch_fidelity"] - max(mean[k][b]["patch_fidelity"] for b in BASELINES)
-            for k in mean}
+    return {
+        k: mean[k][method]["patch_fidelity"] - max(mean[k][b]["patch_fidelity"] for b in BASELINES)
+        for k in mean
+    }
 
 
 def choose(mean: dict, configs) -> tuple:
     """The config (with the default focus) whose worst-budget margin over the best baseline is largest."""
+
     def key(cfg):
         marg = margins(mean, f"spatial {config_name(*cfg)}, focus 0.5")
         return (min(marg.values()), np.mean(list(marg.values())))
+
     return max(configs, key=key)
 
 
@@ -130,8 +140,11 @@ def run(draws: int, threads: int | None) -> dict:
     means = {split: mean_over(images) for split, images in per_image.items()}
     chosen = choose(means["choice"], configs)
     held_best = choose(means["held_out"], configs)
-    keep_rows = set(BASELINES) | {"certified objective, focus 0"} | {
-        f"spatial {config_name(*chosen)}, {tag}" for tag in FOCUS}
+    keep_rows = (
+        set(BASELINES)
+        | {"certified objective, focus 0"}
+        | {f"spatial {config_name(*chosen)}, {tag}" for tag in FOCUS}
+    )
     return {
         "command": "python benchmarks/spatial_study.py",
         "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",
@@ -143,21 +156,39 @@ def run(draws: int, threads: int | None) -> dict:
         "grid": {"forms": FORMS, "strengths": STRENGTHS, "sigmas": SIGMAS},
         "chosen": {"form": chosen[0], "strength": chosen[1], "sigma": chosen[2]},
         "held_out_best": {"form": held_best[0], "strength": held_best[1], "sigma": held_best[2]},
-        "means": {split: {str(k): {m: v for m, v in rows.items() if m in keep_rows}
-                          for k, rows in mean.items()} for split, mean in means.items()},
-        "sweep": {split: {config_name(*cfg) + ", " + tag: {
-            str(k): mean[k][f"spatial {config_name(*cfg)}, {tag}"]["patch_fidelity"] for k in mean}
-            for cfg in configs for tag in FOCUS} for split, mean in means.items()},
-        "per_image_patch_fidelity": {split: {name: {str(k): {m: v["patch_fidelity"] for m, v in rows.items()
-                                                             if m in keep_rows}
-                                                    for k, rows in image.items()}
-                                             for name, image in images.items()}
-                                     for split, images in per_image.items()},
+        "means": {
+            split: {str(k): {m: v for m, v in rows.items() if m in keep_rows} for k, rows in mean.items()}
+            for split, mean in means.items()
+        },
+        "sweep": {
+            split: {
+                config_name(*cfg) + ", " + tag: {
+                    str(k): mean[k][f"spatial {config_name(*cfg)}, {tag}"]["patch_fidelity"] for k in mean
+                }
+                for cfg in configs
+                for tag in FOCUS
+            }
+            for split, mean in means.items()
+        },
+        "per_image_patch_fidelity": {
+            split: {
+                name: {
+                    str(k): {m: v["patch_fidelity"] for m, v in rows.items() if m in keep_rows}
+                    for k, rows in image.items()
+                }
+                for name, image in images.items()
+            }
+            for split, images in per_image.items()
+        },
     }
 
 
-HEADERS = {"coverage": "coverage", "cls_fidelity": "CLS attn-out cos",
-           "patch_fidelity": "patch attn-out cos", "attention_mass": "attention mass kept"}
+HEADERS = {
+    "coverage": "coverage",
+    "cls_fidelity": "CLS attn-out cos",
+    "patch_fidelity": "patch attn-out cos",
+    "attention_mass": "attention mass kept",
+}
 
 
 def _table(mean: dict, methods: list[str]) -> list[str]:
@@ -179,13 +210,18 @@ def to_markdown(p: dict) -> str:
     name = config_name(c["form"], c["strength"], c["sigma"])
     spatial_rows = [f"spatial {name}, {tag}" for tag in FOCUS]
     methods = [*spatial_rows, *BASELINES, "certified objective, focus 0"]
-    out = [f"Generated by `{p['command']}` from `benchmarks/results/spatial.json` on {p['machine']} "
-           f"({p['seconds']:.0f} s). DINOv2-S/14, {p['n_tokens']} patches, CLS relevance; random is "
-           f"the mean of {p['random_draws']} draws. Chosen on the demo's images "
-           f"({', '.join(p['images']['choice'])}): **{name}**. Best of each column in bold.", ""]
+    out = [
+        f"Generated by `{p['command']}` from `benchmarks/results/spatial.json` on {p['machine']} "
+        f"({p['seconds']:.0f} s). DINOv2-S/14, {p['n_tokens']} patches, CLS relevance; random is "
+        f"the mean of {p['random_draws']} draws. Chosen on the demo's images "
+        f"({', '.join(p['images']['choice'])}): **{name}**. Best of each column in bold.",
+        "",
+    ]
     verdicts = []
-    for split, title in (("held_out", f"Held out ({len(p['images']['held_out'])} images, mean)"),
-                         ("choice", "Choice set (the demo's 4 images, mean)")):
+    for split, title in (
+        ("held_out", f"Held out ({len(p['images']['held_out'])} images, mean)"),
+        ("choice", "Choice set (the demo's 4 images, mean)"),
+    ):
         mean = p["means"][split]
         out += [f"#### {title}", "", *_table(mean, methods), ""]
         for row in spatial_rows:
@@ -193,26 +229,41 @@ def to_markdown(p: dict) -> str:
                 best_b = max(BASELINES, key=lambda b: rows[b]["patch_fidelity"])
                 gap = rows[row]["patch_fidelity"] - rows[best_b]["patch_fidelity"]
                 if gap <= 0:
-                    verdicts.append(f"- {split.replace('_', '-')}, {row}, k = {k}: patch fidelity "
-                                    f"{rows[row]['patch_fidelity']:.4f}, below {best_b} "
-                                    f"({rows[best_b]['patch_fidelity']:.4f}) by {-gap:.4f}.")
+                    verdicts.append(
+                        f"- {split.replace('_', '-')}, {row}, k = {k}: patch fidelity "
+                        f"{rows[row]['patch_fidelity']:.4f}, below {best_b} "
+                        f"({rows[best_b]['patch_fidelity']:.4f}) by {-gap:.4f}."
+                    )
     out += ["#### Where the chosen setting does not beat every baseline (patch attn-out cos)", ""]
-    out += verdicts or ["- Nowhere: it beats every baseline at every budget, on both sets, with and "
-                        "without focus."]
+    out += verdicts or [
+        "- Nowhere: it beats every baseline at every budget, on both sets, with and without focus."
+    ]
     wins = {}
     for image in p["per_image_patch_fidelity"]["held_out"].values():
         for k, rows in image.items():
             best_b = max(rows[b] for b in BASELINES)
             wins.setdefault(k, []).append(rows[spatial_rows[0]] > best_b)
-    out += ["", "Held-out images where the chosen setting (focus 0.5) beats every baseline: "
-            + ", ".join(f"k = {k}: {sum(v)} of {len(v)}" for k, v in wins.items()) + ".", ""]
+    out += [
+        "",
+        "Held-out images where the chosen setting (focus 0.5) beats every baseline: "
+        + ", ".join(f"k = {k}: {sum(v)} of {len(v)}" for k, v in wins.items())
+        + ".",
+        "",
+    ]
     hb = p["held_out_best"]
-    out += [f"The setting the same rule would pick on the held-out images: "
-            f"{config_name(hb['form'], hb['strength'], hb['sigma'])}.", ""]
-    out += ["#### Sweep (patch attn-out cos, mean; focus 0.5 / focus 0)", "",
-            "| form | lam | sigma | " + " | ".join(f"{s} k={k}" for s in ("choice", "held-out")
-                                                   for k in p["budgets"]) + " |",
-            "|" + "---|" * (3 + 2 * len(p["budgets"]))]
+    out += [
+        f"The setting the same rule would pick on the held-out images: "
+        f"{config_name(hb['form'], hb['strength'], hb['sigma'])}.",
+        "",
+    ]
+    out += [
+        "#### Sweep (patch attn-out cos, mean; focus 0.5 / focus 0)",
+        "",
+        "| form | lam | sigma | "
+        + " | ".join(f"{s} k={k}" for s in ("choice", "held-out") for k in p["budgets"])
+        + " |",
+        "|" + "---|" * (3 + 2 * len(p["budgets"])),
+    ]
     for form in p["grid"]["forms"]:
         for lam in p["grid"]["strengths"]:
             for sigma in p["grid"]["sigmas"]:

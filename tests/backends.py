@@ -91,9 +91,11 @@ def continuous(seed: int, n: int = 40, dim: int = 64, batch: int | None = None):
 
 def load(name: str) -> Backend:
     """The :class:`Backend` called ``name`` (its framework must be installed)."""
-    module_name, adapter_name = {"torch": ("torch", "tops_adapters.torch"),
-                                 "mlx": ("mlx.core", "tops_adapters.mlx"),
-                                 "numpy": ("numpy", None)}[name]
+    module_name, adapter_name = {
+        "torch": ("torch", "tops_adapters.torch"),
+        "mlx": ("mlx.core", "tops_adapters.mlx"),
+        "numpy": ("numpy", None),
+    }[name]
     module = importlib.import_module(module_name)
     adapter = importlib.import_module(adapter_name) if adapter_name else None
     return Backend(name, module, adapter)
@@ -108,10 +110,12 @@ def installed(module: str) -> bool:
 
 
 def _param(name: str, module: str):
-    return pytest.param(name, id=name, marks=pytest.mark.skipif(
-        not installed(module), reason=f"needs {name} (an optional extra)"))
+    return pytest.param(
+        name,
+        id=name,
+        marks=pytest.mark.skipif(not installed(module), reason=f"needs {name} (an optional extra)"),
+    )
 
 
 NATIVE = [_param("torch", "torch"), _param("mlx", "mlx.core")]
 ALL = [_param("numpy", "numpy"), *NATIVE]
-

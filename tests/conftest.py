@@ -1,5 +1,8 @@
-"""Test session set-up: hypothesis profiles (deterministic with HYPOTHESIS_PROFILE=ci), Triton on CPU,
-the array-framework fixtures."""
+"""Test session set-up.
+
+Hypothesis profiles (deterministic with HYPOTHESIS_PROFILE=ci), Triton on CPU, the array-framework
+fixtures.
+"""
 
 import importlib.util
 import os
@@ -26,12 +29,18 @@ if _no_cuda():
 
 
 settings.register_profile(
-    "ci", derandomize=True, deadline=None, print_blob=True,
+    "ci",
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 # `make fuzz`: many random examples of tests/test_fuzz.py (its bounded run is part of CI).
 settings.register_profile(
-    "fuzz", max_examples=4000, deadline=None, print_blob=True,
+    "fuzz",
+    max_examples=4000,
+    deadline=None,
+    print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -16,20 +16,21 @@ from hypothesis import strategies as st
 
 import tops_core
 from tops_core import DPP, SCOPE, DivPrune, Objective, TopK, TOPSRule
+from tops_core.registry import METHODS
 from tops_core.testing import objectives, problems
 
 # focus = 0: dyadic coverage weights, so float32 sums are exact (see tops_core.testing.objectives).
 exact_objectives = objectives(focus=0.0)
 exact_rules = st.sampled_from([TopK(), DivPrune(), DivPrune(seed="relevance")])
 # TOPSRule divides by means: its scores are exact in float64 (tiny dyadic sums), not in float32.
-float64_rules = st.sampled_from([TOPSRule(), TOPSRule(norm="minmax"), TOPSRule(alpha=0.0),
-                                 TOPSRule(lam=0.0)])
+float64_rules = st.sampled_from([TOPSRule(), TOPSRule(norm="minmax"), TOPSRule(alpha=0.0), TOPSRule(lam=0.0)])
 routes = st.sampled_from(["core", "loop"])
 REFERENCE = Objective(focus=0.0)
 
 
-def select_both(backend, scores, sim, k, objective, method="auto", dtype="float32", reference=REFERENCE,
-                route="loop"):
+def select_both(
+    backend, scores, sim, k, objective, method="auto", dtype="float32", reference=REFERENCE, route="loop"
+):
     """``(native, core)``: the backend's answer on ``route`` and the core's on the NumPy inputs.
 
     The loop runs the objective's ``"auto"`` as greedy (the core's ``"auto"`` answer, with greedy's
@@ -38,8 +39,14 @@ def select_both(backend, scores, sim, k, objective, method="auto", dtype="float3
     core_method = "greedy" if method == "auto" and route == "loop" else method
     core = tops_core.select(scores, sim, k, objective=objective, method=core_method, reference=reference)
     with backend.use_route(route):
-        native = tops_core.select(backend.array(scores, dtype), backend.array(sim, dtype), k,
-                                  objective=objective, method=method, reference=reference)
+        native = tops_core.select(
+            backend.array(scores, dtype),
+            backend.array(sim, dtype),
+            k,
+            objective=objective,
+            method=method,
+            reference=reference,
+        )
     return native, core
 
 
@@ -58,36 +65,50 @@ def assert_same(backend, native, core):
 
 # ------------------------------------------------------------ exact inputs
 @settings(max_examples=40)
-@given(problem=problems(max_n=8), objective=exact_objectives,
-       method=st.sampled_from(["auto", "lazy", "greedy"]),
-       dtype=st.sampled_from(["float32", "float64", "bfloat16"]), route=routes)
+@given(
+    problem=problems(max_n=8),
+    objective=exact_objectives,
+    method=st.sampled_from(["auto", "lazy", "greedy"]),
+    dtype=st.sampled_from(["float32", "float64", "bfloat16"]),
+    route=routes,
+)
 def test_objective_greedy_equals_core(native_backend, problem, objective, method, dtype, route):
     scores, sim, k = problem  # multiples of 1/8 up to 2: exact in bfloat16 too
-    assert_same(native_backend, *select_both(native_backend, scores, sim, k, objective, method, dtype,
-                                             route=route))
+    assert_same(
+        native_backend, *select_both(native_backend, scores, sim, k, objective, method, dtype, route=route)
+    )
 
 
 @settings(max_examples=30)
-@given(problem=problems(max_n=8), rule=exact_rules, dtype=st.sampled_from(["float32", "bfloat16"]),
-       reference=exact_objectives, route=routes)
+@given(
+    problem=problems(max_n=8),
+    rule=exact_rules,
+    dtype=st.sampled_from(["float32", "bfloat16"]),
+    reference=exact_objectives,
+    route=routes,
+)
 def test_exact_rules_equal_core(native_backend, problem, rule, dtype, reference, route):
     scores, sim, k = problem
     # The reference objective certifies the rule's set: its gains, value and bound must match too.
-    assert_same(native_backend, *select_both(native_backend, scores, sim, k, rule, dtype=dtype,
-                                             reference=reference, route=route))
+    assert_same(
+        native_backend,
+        *select_both(native_backend, scores, sim, k, rule, dtype=dtype, reference=reference, route=route),
+    )
 
 
 @settings(max_examples=30)
 @given(problem=problems(max_n=8), rule=float64_rules, route=routes)
 def test_tops_rule_equals_core_in_float64(native_backend, problem, rule, route):
     scores, sim, k = problem
-    assert_same(native_backend, *select_both(native_backend, scores, sim, k, rule, dtype="float64",
-                                             route=route))
+    assert_same(
+        native_backend, *select_both(native_backend, scores, sim, k, rule, dtype="float64", route=route)
+    )
 
 
 # ------------------------------------------------------- continuous inputs
-@pytest.mark.parametrize("objective", [DPP(), DPP(quality="raw"), TOPSRule(), TOPSRule(norm="minmax"),
-                                       Objective()])
+@pytest.mark.parametrize(
+    "objective", [DPP(), DPP(quality="raw"), TOPSRule(), TOPSRule(norm="minmax"), Objective()]
+)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("seed", range(3))
 def test_loops_equal_core_with_clear_gaps(native_backend, objective, dtype, seed):
@@ -98,10 +119,20 @@ def test_loops_equal_core_with_clear_gaps(native_backend, objective, dtype, seed
 
 
 @settings(max_examples=20)
-@given(problem=problems(max_n=7, batch=3),
-       objective=st.sampled_from([Objective(focus=0.0), Objective(relevance=0.5, redundancy=0.25, focus=0.0),
-                                  TopK(), DivPrune(), TOPSRule()]),
-       method=st.sampled_from(["auto", "greedy"]), route=st.sampled_from(["auto", "loop"]))
+@given(
+    problem=problems(max_n=7, batch=3),
+    objective=st.sampled_from(
+        [
+            Objective(focus=0.0),
+            Objective(relevance=0.5, redundancy=0.25, focus=0.0),
+            TopK(),
+            DivPrune(),
+            TOPSRule(),
+        ]
+    ),
+    method=st.sampled_from(["auto", "greedy"]),
+    route=st.sampled_from(["auto", "loop"]),
+)
 def test_batched_equals_row_by_row(native_backend, problem, objective, method, route):
     scores, sim = native_backend.array(problem[0]), native_backend.array(problem[1])
     k = problem[2]
@@ -111,19 +142,26 @@ def test_batched_equals_row_by_row(native_backend, problem, objective, method, r
     assert tuple(batched.order.shape) == (3, k) and tuple(batched.value.shape) == (3,)
     for b, row in enumerate(rows):
         for field in ("order", "indices"):
-            np.testing.assert_array_equal(native_backend.numpy(getattr(batched, field)[b]),
-                                          native_backend.numpy(getattr(row, field)))
+            np.testing.assert_array_equal(
+                native_backend.numpy(getattr(batched, field)[b]), native_backend.numpy(getattr(row, field))
+            )
         for field in ("gains", "value", "upper_bound"):
-            np.testing.assert_allclose(native_backend.numpy(getattr(batched, field)[b]),
-                                       native_backend.numpy(getattr(row, field)), rtol=1e-12)
+            np.testing.assert_allclose(
+                native_backend.numpy(getattr(batched, field)[b]),
+                native_backend.numpy(getattr(row, field)),
+                rtol=1e-12,
+            )
 
 
 def test_batched_continuous_equals_core_for_every_method(native_backend):
     scores, sim = continuous(7, n=30, batch=4)
-    for objective in [Objective(), TOPSRule(), DPP(), DivPrune(), TopK()]:
+    # every rule the registry gives an on-device loop, and the objective's greedy
+    native_rules = [m.cls() for m in METHODS if m.kind == "rule" and m.native is not None]
+    for objective in [Objective(), *native_rules]:
         with native_backend.use_route("loop"):
-            batched = tops_core.select(native_backend.array(scores), native_backend.array(sim), 12,
-                                       objective=objective)
+            batched = tops_core.select(
+                native_backend.array(scores), native_backend.array(sim), 12, objective=objective
+            )
         # "auto" on a device is greedy: same answer as the core's, greedy's certificate.
         method = "greedy" if isinstance(objective, Objective) else "auto"
         core = tops_core.select(scores, sim, 12, objective=objective, method=method)
@@ -137,8 +175,12 @@ def test_certificate_equals_core_across_bound_chunks(native_backend):
     scores, sim = continuous(9, n=160, dim=32)
     for method in ("auto", "greedy"):
         with native_backend.use_route("loop"):
-            sel = tops_core.select(native_backend.array(scores, "float32"),
-                                   native_backend.array(sim, "float32"), 80, method=method)
+            sel = tops_core.select(
+                native_backend.array(scores, "float32"),
+                native_backend.array(sim, "float32"),
+                80,
+                method=method,
+            )
         core = tops_core.select(scores.astype(np.float32), sim.astype(np.float32), 80, method="greedy")
         np.testing.assert_array_equal(native_backend.numpy(sel.order), core.order)
         assert float(sel.value) <= float(sel.upper_bound)
@@ -164,8 +206,9 @@ def test_integer_inputs_are_computed_in_float64(native_backend):
     sim = rng.integers(0, 5, (10, 10))
     sim = np.triu(sim) + np.triu(sim, 1).T
     scores = rng.integers(0, 9, 10)
-    sel = tops_core.select(native_backend.array(scores), native_backend.array(sim), 5,
-                           objective=Objective(focus=0.0))
+    sel = tops_core.select(
+        native_backend.array(scores), native_backend.array(sim), 5, objective=Objective(focus=0.0)
+    )
     core = tops_core.select(scores, sim, 5, objective=Objective(focus=0.0))
     np.testing.assert_array_equal(native_backend.numpy(sel.order), core.order)
     assert sel.value.dtype == native_backend.dtype("float64")
@@ -190,21 +233,28 @@ def test_inputs_not_mutated(native_backend, route):
     np.testing.assert_array_equal(native_backend.numpy(b_sim), sim)
 
 
-@pytest.mark.parametrize("objective, method", [
-    (Objective(), "stochastic"), (Objective(), "exact"), (SCOPE(), "auto"),
-])
+@pytest.mark.parametrize(
+    "objective, method",
+    [
+        (Objective(), "stochastic"),
+        (Objective(), "exact"),
+        (SCOPE(), "auto"),
+    ],
+)
 def test_methods_without_native_loop_say_host(native_backend, objective, method):
     scores, sim = continuous(4, n=12)
     with native_backend.use_route("loop"):  # as on a GPU: no loop for these methods, a host copy
-        sel = tops_core.select(native_backend.array(scores), native_backend.array(sim), 4,
-                               objective=objective, method=method)
+        sel = tops_core.select(
+            native_backend.array(scores), native_backend.array(sim), 4, objective=objective, method=method
+        )
     core = tops_core.select(scores, sim, 4, objective=objective, method=method)
     assert sel.method == core.method + "+host"
     assert native_backend.is_array(sel.order) and sel.order.dtype == native_backend.dtype("int64")
     np.testing.assert_array_equal(native_backend.numpy(sel.order), core.order)
     # Host memory (CPU tensors, unified memory): the core on a view, no host copy to report.
-    view = tops_core.select(native_backend.array(scores), native_backend.array(sim), 4, objective=objective,
-                            method=method)
+    view = tops_core.select(
+        native_backend.array(scores), native_backend.array(sim), 4, objective=objective, method=method
+    )
     assert view.method == core.method
     np.testing.assert_array_equal(native_backend.numpy(view.order), core.order)
 
@@ -241,8 +291,10 @@ def test_bad_input_raises_the_core_error(native_backend, case, scores, sim, k, o
     b_scores, b_sim = native_backend.array(scores), native_backend.array(sim)
     with native_backend.use_route(route), pytest.raises(tops_core.InvalidInputError) as error:
         tops_core.select(b_scores, b_sim, k, objective=objective)
-    numpy_names = {native_backend.describe(b_scores): f"shape {scores.shape}, dtype {scores.dtype}",
-                   native_backend.describe(b_sim): f"shape {sim.shape}, dtype {sim.dtype}"}
+    numpy_names = {
+        native_backend.describe(b_scores): f"shape {scores.shape}, dtype {scores.dtype}",
+        native_backend.describe(b_sim): f"shape {sim.shape}, dtype {sim.dtype}",
+    }
     message = str(error.value)
     for framework_name, numpy_name in numpy_names.items():
         message = message.replace(framework_name, numpy_name)

@@ -17,8 +17,13 @@ pytestmark = [
 ]
 
 METHODS = [
-    (Objective(), "auto"), (Objective(), "greedy"), (Objective(relevance=0.5, redundancy=0.1), "lazy"),
-    (TOPSRule(), "auto"), (TopK(), "auto"), (DivPrune(), "auto"), (DPP(), "auto"),
+    (Objective(), "auto"),
+    (Objective(), "greedy"),
+    (Objective(relevance=0.5, redundancy=0.1), "lazy"),
+    (TOPSRule(), "auto"),
+    (TopK(), "auto"),
+    (DivPrune(), "auto"),
+    (DPP(), "auto"),
 ]
 
 
@@ -34,9 +39,13 @@ def _continuous(seed, n=64, dim=96, batch=None):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda_equals_core(objective, method, dtype):
     scores, sim = _continuous(0, batch=3)
-    sel = tops_core.select(torch.tensor(scores, dtype=dtype, device="cuda"),
-                           torch.tensor(sim, dtype=dtype, device="cuda"), 24,
-                           objective=objective, method=method)
+    sel = tops_core.select(
+        torch.tensor(scores, dtype=dtype, device="cuda"),
+        torch.tensor(sim, dtype=dtype, device="cuda"),
+        24,
+        objective=objective,
+        method=method,
+    )
     assert sel.order.device.type == "cuda" and sel.order.dtype == torch.int64
     assert sel.value.device.type == "cuda" and sel.value.dtype == torch.float64
     assert not sel.method.endswith("+host")
@@ -64,6 +73,7 @@ def test_cuda_loops_never_sync(monkeypatch, objective, method):
                 return function(*args, **kwargs)
             finally:
                 torch.cuda.set_sync_debug_mode("default")
+
         return run
 
     for name in ("objective_greedy", "rule_order", "certify_order"):
@@ -72,9 +82,13 @@ def test_cuda_loops_never_sync(monkeypatch, objective, method):
     monkeypatch.setattr(triton_kernels, "incremental_greedy", strict(triton_kernels.incremental_greedy))
     monkeypatch.setattr(triton_kernels, "tops_rule_order", strict(triton_kernels.tops_rule_order))
     scores, sim = _continuous(1, batch=2)
-    sel = tops_core.select(torch.tensor(scores, dtype=torch.float32, device="cuda"),
-                           torch.tensor(sim, dtype=torch.float32, device="cuda"), 16,
-                           objective=objective, method=method)
+    sel = tops_core.select(
+        torch.tensor(scores, dtype=torch.float32, device="cuda"),
+        torch.tensor(sim, dtype=torch.float32, device="cuda"),
+        16,
+        objective=objective,
+        method=method,
+    )
     assert sel.order.shape == (2, 16)
 
 

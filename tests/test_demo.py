@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from tops_demo.cli import main
 from tops_demo.encoder import SIZE, square_image
 from tops_demo.fidelity import attention_mass, coverage_fraction, output_fidelity
-from tops_demo.methods import METHODS, uniform_grid
+from tops_demo.methods import METHODS, run_method, uniform_grid
 
 import tops_core
 
@@ -45,7 +45,7 @@ def test_demo_writes_picture_and_reports(demo_run, capsys):
 
     with Image.open(picture) as opened:
         width, height = opened.size
-    assert width > 9 * 100 and height > 100  # relevance map + 8 method panels
+    assert width > (1 + len(METHODS)) * 100 and height > 100  # relevance map + a panel per method
     text = (out / "report.md").read_text()
     for method in METHODS:
         assert f"| {method} |" in text
@@ -122,3 +122,13 @@ def test_fidelity_of_keeping_everything_is_perfect():
     assert coverage_fraction(sim, np.array([0])) < 1.0
     relevance = rng.random(9)
     assert attention_mass(relevance, every) == pytest.approx(1.0)
+
+
+def test_position_aware_method_selects_on_the_spatial_similarity():
+    rng = np.random.default_rng(4)
+    r = rng.random(256)
+    sim = tops_core.cosine(rng.normal(size=(256, 8)))
+    run = run_method("position-aware objective", r, sim, 20, 16, repeats=1)
+    want = tops_core.select(r, tops_core.spatial(sim, (16, 16)), 20)
+    assert run.indices.tolist() == np.asarray(want.indices).tolist()
+    assert run.selection.upper_bound == want.upper_bound

@@ -37,8 +37,10 @@ def _no_silent_overflow():
 
 
 # -- 1. invalid answers at extreme magnitudes are refused ---------------------------------
-@pytest.mark.parametrize("objective", [Objective(coverage=1e308), Objective(relevance=1e305),
-                                       Objective(redundancy=1e307, coverage=0)])
+@pytest.mark.parametrize(
+    "objective",
+    [Objective(coverage=1e308), Objective(relevance=1e305), Objective(redundancy=1e307, coverage=0)],
+)
 def test_weights_that_overflow_float64_are_refused(objective):
     with pytest.raises(InvalidInputError, match=r"scores and sim are too large for float64 arithmetic"):
         tops_core.select(R, S, 4, objective=objective)
@@ -67,8 +69,9 @@ def test_relevance_weights_are_scale_free_from_subnormal_to_huge(scale, focus):
     assert got.value == want.value and got.upper_bound == want.upper_bound
 
 
-@pytest.mark.parametrize("rule", [tops_core.TOPSRule(), tops_core.TOPSRule(norm="minmax"),
-                                  tops_core.SCOPE(power=2.5)])
+@pytest.mark.parametrize(
+    "rule", [tops_core.TOPSRule(), tops_core.TOPSRule(norm="minmax"), tops_core.SCOPE(power=2.5)]
+)
 def test_rules_are_scale_free_in_the_scores(rule):
     want = tops_core.select(R, S, 5, objective=rule)
     got = tops_core.select(R * 2.0**1020, S, 5, objective=rule)
@@ -80,8 +83,9 @@ def test_torch_at_extreme_magnitudes_answers_as_the_core():
     want = tops_core.select(R, S, 5)
     got = tops_core.select(torch.tensor(R * 2.0**1020), torch.tensor(S), 5)
     assert got.order.tolist() == want.order.tolist()
-    got32 = tops_core.select(torch.tensor(R * 2.0**120, dtype=torch.float32),
-                             torch.tensor(S, dtype=torch.float32), 5)  # sums past float32
+    got32 = tops_core.select(
+        torch.tensor(R * 2.0**120, dtype=torch.float32), torch.tensor(S, dtype=torch.float32), 5
+    )  # sums past float32
     assert got32.order.tolist() == want.order.tolist()
 
 
@@ -92,11 +96,14 @@ def test_normalize_does_not_overflow():
 
 
 # -- 3. norms in half precision and at large magnitudes -----------------------------------
-@pytest.mark.parametrize(("x", "dtype"), [
-    ([[400.0, 300.0], [4.0, 3.0], [0.0, 1.0]], np.float16),  # |x|^2 passes float16's 65504
-    ([[1e200, 1e200], [1.0, 1.0], [0.0, 1.0]], np.float64),
-    ([[5e-324, 5e-324], [1.0, 1.0], [0.0, 1.0]], np.float64),  # subnormal: keeps its direction
-])
+@pytest.mark.parametrize(
+    ("x", "dtype"),
+    [
+        ([[400.0, 300.0], [4.0, 3.0], [0.0, 1.0]], np.float16),  # |x|^2 passes float16's 65504
+        ([[1e200, 1e200], [1.0, 1.0], [0.0, 1.0]], np.float64),
+        ([[5e-324, 5e-324], [1.0, 1.0], [0.0, 1.0]], np.float64),  # subnormal: keeps its direction
+    ],
+)
 def test_norms_neither_overflow_nor_vanish(x, dtype):
     x = np.array(x, dtype=dtype)
     sim = tops_core.cosine(x)
@@ -111,15 +118,19 @@ def test_norms_neither_overflow_nor_vanish(x, dtype):
 # -- 4. size guards: refuse before allocating, naming the memory --------------------------
 def test_cosine_refuses_a_similarity_that_cannot_fit():
     x = np.ones((10**6, 1), dtype=np.float32)  # 4 MB of features, a 4 TB similarity
-    with pytest.raises(InvalidInputError, match=r"cosine of features with N = 1000000 tokens .* "
-                                                r"would need 10.9 TiB of working memory"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"cosine of features with N = 1000000 tokens .* "
+        r"would need 10.9 TiB of working memory",
+    ):
         tops_core.cosine(x)
 
 
 def test_features_dense_refuses_what_cannot_fit():
     feats = Features(np.ones((10**6, 1), dtype=np.float32))
-    with pytest.raises(InvalidInputError,
-                       match=r"Features.dense\(\) with N = 1000000 tokens would need 3.6 TiB"):
+    with pytest.raises(
+        InvalidInputError, match=r"Features.dense\(\) with N = 1000000 tokens would need 3.6 TiB"
+    ):
         feats.dense()
 
 
@@ -127,8 +138,11 @@ def test_features_refuse_a_selection_that_cannot_fit(monkeypatch):
     monkeypatch.setattr(_validate, "available_memory", lambda: 2**30)
     x = np.broadcast_to(np.ones((1, 2), dtype=np.float32), (10**7, 2))
     feats = Features(x)
-    with pytest.raises(InvalidInputError, match=r"Features with N = 10000000 tokens would need .* GiB "
-                                                r"of working memory; 1.0 GiB is available"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"Features with N = 10000000 tokens would need .* GiB "
+        r"of working memory; 1.0 GiB is available",
+    ):
         tops_core.select(np.ones(10**7, dtype=np.float32), feats, 10)
 
 
@@ -166,13 +180,17 @@ def test_a_rule_refuses_an_asymmetric_sim_its_reference_cannot_value():
         tops_core.select(R, ASYM, 3, objective=TopK(), reference=Objective(redundancy=1))
     torch = pytest.importorskip("torch")
     with pytest.raises(InvalidInputError, match=r"sim must be symmetric"):
-        tops_core.select(torch.tensor(R), torch.tensor(ASYM), 3, objective=TopK(),
-                         reference=Objective(redundancy=1))
+        tops_core.select(
+            torch.tensor(R), torch.tensor(ASYM), 3, objective=TopK(), reference=Objective(redundancy=1)
+        )
 
 
 # -- 7. errors: short, never the data, from the right layer -------------------------------
-@pytest.mark.parametrize("k", [list(range(100_000)), 10**5000, "x" * 100_000, np.arange(10**5)],
-                         ids=["list", "huge-int", "long-str", "array"])
+@pytest.mark.parametrize(
+    "k",
+    [list(range(100_000)), 10**5000, "x" * 100_000, np.arange(10**5)],
+    ids=["list", "huge-int", "long-str", "array"],
+)
 def test_bad_budget_messages_are_short_and_show_no_data(k):
     with pytest.raises(InvalidInputError, match=r"^k must") as info:
         tops_core.select(R, S, k)
@@ -185,10 +203,13 @@ def test_a_huge_method_name_gives_a_short_message():
     assert len(str(info.value)) < 300
 
 
-@pytest.mark.parametrize(("factory", "match"), [
-    (lambda: Stochastic(seed=-1), r"seed must be a non-negative integer; got -1"),
-    (lambda: Exact(time_limit=0), r"time_limit must be positive"),
-])
+@pytest.mark.parametrize(
+    ("factory", "match"),
+    [
+        (lambda: Stochastic(seed=-1), r"seed must be a non-negative integer; got -1"),
+        (lambda: Exact(time_limit=0), r"time_limit must be positive"),
+    ],
+)
 def test_solver_parameters_are_checked_at_construction(factory, match):
     with pytest.raises(InvalidInputError, match=match):
         factory()
@@ -207,12 +228,15 @@ def test_exact_falls_back_to_greedy_when_highs_finds_no_set(monkeypatch):
     assert sel.value == greedy.value and sel.upper_bound >= sel.value
 
 
-@pytest.mark.parametrize("make", [
-    lambda torch: (torch.ones(4, device="meta"), torch.ones(4, 4, device="meta")),
-    lambda torch: (torch.ones(4), torch.eye(4).to_sparse()),
-    lambda torch: (torch.ones(4).to_sparse(), torch.eye(4)),
-    lambda torch: (torch.ones(4), torch.eye(4).to_sparse_csr()),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda torch: (torch.ones(4, device="meta"), torch.ones(4, 4, device="meta")),
+        lambda torch: (torch.ones(4), torch.eye(4).to_sparse()),
+        lambda torch: (torch.ones(4).to_sparse(), torch.eye(4)),
+        lambda torch: (torch.ones(4), torch.eye(4).to_sparse_csr()),
+    ],
+)
 @pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 def test_tensors_without_dense_data_are_refused(make):
     torch = pytest.importorskip("torch")

@@ -35,11 +35,14 @@ def test_dense_is_the_shifted_cosine():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("objective", [
-    tops_core.Objective(),
-    tops_core.Objective(focus=0.0),
-    tops_core.Objective(relevance=0.3, redundancy=0.02, focus=0.8),
-])
+@pytest.mark.parametrize(
+    "objective",
+    [
+        tops_core.Objective(),
+        tops_core.Objective(focus=0.0),
+        tops_core.Objective(relevance=0.3, redundancy=0.02, focus=0.8),
+    ],
+)
 @pytest.mark.parametrize(("n", "k"), [(1, 1), (9, 3), (70, 25), (70, 70)])
 def test_features_equal_greedy_on_the_dense_matrix(monkeypatch, dtype, objective, n, k):
     monkeypatch.setattr(features_mode, "ROW_BLOCK", 16)
@@ -63,11 +66,14 @@ def test_features_accept_integers_and_zero_vectors():
     assert sel.indices.shape == (2,)
 
 
-@pytest.mark.parametrize(("x", "phrase"), [
-    (np.ones(5), "features must be a real array of shape (N, d)"),
-    (np.array([["a", "b"]]), "features must be a real array of shape (N, d)"),
-    (np.array([[1.0, np.nan]]), "features must be finite"),
-])
+@pytest.mark.parametrize(
+    ("x", "phrase"),
+    [
+        (np.ones(5), "features must be a real array of shape (N, d)"),
+        (np.array([["a", "b"]]), "features must be a real array of shape (N, d)"),
+        (np.array([[1.0, np.nan]]), "features must be finite"),
+    ],
+)
 def test_bad_features_are_named(x, phrase):
     with pytest.raises(tops_core.InvalidInputError) as err:
         tops_core.Features(x)
@@ -90,9 +96,14 @@ def test_raw_cosine_with_negative_entries_is_refused():
         tops_core.select(np.ones(3), tops_core.Features(x, shift=False), 2)
 
 
-@pytest.mark.parametrize(("objective", "method"), [
-    (tops_core.TOPSRule(), "auto"), (None, "stochastic"), (None, "exact"),
-])
+@pytest.mark.parametrize(
+    ("objective", "method"),
+    [
+        (tops_core.TOPSRule(), "auto"),
+        (None, "stochastic"),
+        (None, "exact"),
+    ],
+)
 def test_features_refuse_rules_and_other_solvers(objective, method):
     with pytest.raises(tops_core.InvalidInputError, match=r"sim given as tops_core\.Features"):
         tops_core.select(np.ones(4), tops_core.Features(np.eye(4)), 2, objective=objective, method=method)
@@ -131,12 +142,15 @@ def test_initial_bound_covers_the_canonical_gain(dtype, focus, seed):
 
 
 @pytest.mark.parametrize("shift", [True, False])
-@pytest.mark.parametrize("objective", [
-    tops_core.Objective(),
-    tops_core.Objective(focus=1.0),
-    tops_core.Objective(relevance=0.3, redundancy=0.02, focus=0.8),
-    tops_core.Objective(relevance=0.0, coverage=0.0, redundancy=0.1, focus=0.0),
-])
+@pytest.mark.parametrize(
+    "objective",
+    [
+        tops_core.Objective(),
+        tops_core.Objective(focus=1.0),
+        tops_core.Objective(relevance=0.3, redundancy=0.02, focus=0.8),
+        tops_core.Objective(relevance=0.0, coverage=0.0, redundancy=0.1, focus=0.0),
+    ],
+)
 @pytest.mark.parametrize("path", ["sparse", "rows", "int32", "blocks", "full-rows", "columns"])
 def test_every_path_equals_greedy(monkeypatch, shift, objective, path):
     if path == "rows":
@@ -171,8 +185,11 @@ def test_one_pass_and_few_rows(monkeypatch):
     feats = tops_core.Features(x)
     built, passes = [], []
     product, half_pass = tops_core.Features.product, features_mode._half_pass
-    monkeypatch.setattr(tops_core.Features, "product",
-                        lambda self, idx, col=0: built.append(len(idx)) or product(self, idx, col))
+    monkeypatch.setattr(
+        tops_core.Features,
+        "product",
+        lambda self, idx, col=0: built.append(len(idx)) or product(self, idx, col),
+    )
     monkeypatch.setattr(features_mode, "_half_pass", lambda *a: passes.append(1) or half_pass(*a))
     got = tops_core.select(r, feats, k)
     assert passes == [1]
@@ -182,8 +199,10 @@ def test_one_pass_and_few_rows(monkeypatch):
 
 @pytest.mark.parametrize("products", ["canonical", "auto"])
 def test_entries_have_one_value_whatever_the_batch_and_the_route(monkeypatch, products):
-    """The fixed-order kernel is symmetric and batch-independent by construction; "auto" only takes BLAS
-    where the probe found it so."""
+    """The fixed-order kernel is symmetric and batch-independent by construction.
+
+    "auto" only takes BLAS where the probe found it so.
+    """
     monkeypatch.setattr(features_mode, "PRODUCTS", products)
     monkeypatch.setattr(features_mode, "ROW_BLOCK", 5)
     for dtype, d in ((np.float32, 13), (np.float64, 8), (np.float32, 1)):
@@ -210,8 +229,11 @@ def test_auto_takes_blas_only_where_the_probe_passes(monkeypatch):
 
 @pytest.mark.parametrize("size", features_mode._PROBE_SIZES)
 def test_probe_refuses_blas_inconsistent_at_any_probed_size(monkeypatch, size):
-    """A BLAS whose lone-column or larger products round differently (the matrix-vector forward, AVX-512
-    edge tiles) is refused: the probe looks at every size it lists and at a lone column."""
+    """A BLAS whose lone-column or larger products round differently is refused.
+
+    (The matrix-vector forward, AVX-512 edge tiles.) The probe looks at every size it lists and at a
+    lone column.
+    """
     blas = features_mode._blas_products
 
     def drifting(unit, idx, col_start):

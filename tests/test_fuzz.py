@@ -42,18 +42,52 @@ FUZZ = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
 EXAMPLES = settings.default.max_examples if FUZZ else 300
 
 #: Words one of which every message must contain: the argument it is about.
-ARGUMENTS = ("scores", "sim", "k ", "k must", "indices", "objective", "method", "reference", "features",
-             "seed", "epsilon", "time_limit", "max_n", "relevance", "coverage", "redundancy",
-             "focus", "alpha", "lam", "norm", "power", "quality", "Features")
+ARGUMENTS = (
+    "scores",
+    "sim",
+    "k ",
+    "k must",
+    "indices",
+    "objective",
+    "method",
+    "reference",
+    "features",
+    "seed",
+    "epsilon",
+    "time_limit",
+    "max_n",
+    "relevance",
+    "coverage",
+    "redundancy",
+    "focus",
+    "alpha",
+    "lam",
+    "norm",
+    "power",
+    "quality",
+    "Features",
+)
 
 # The installed frameworks (MLX runs on Apple silicon and, CPU only, on Linux).
-FRAMEWORKS = ["numpy"] + [name for name, module in (("torch", "torch"), ("mlx", "mlx.core"))
-                          if installed(module)]
+FRAMEWORKS = ["numpy"] + [
+    name for name, module in (("torch", "torch"), ("mlx", "mlx.core")) if installed(module)
+]
 mx = importlib.import_module("mlx.core") if "mlx" in FRAMEWORKS else None
 
 #: Magnitudes the values are scaled to (dyadic: exact in every float dtype).
-SCALES = [1.0, 2.0**-1074, 2.0**-149, 2.0**-1000, 2.0**-30, 2.0**30, 2.0**100, 2.0**127,
-          2.0**500, 2.0**1000, 2.0**1023]
+SCALES = [
+    1.0,
+    2.0**-1074,
+    2.0**-149,
+    2.0**-1000,
+    2.0**-30,
+    2.0**30,
+    2.0**100,
+    2.0**127,
+    2.0**500,
+    2.0**1000,
+    2.0**1023,
+]
 DTYPES = ["float64", "float64", "float32", "float32", "float16", "int64", "uint8", "bool", "complex64"]
 
 
@@ -64,7 +98,7 @@ def arrays(draw, shape):
     grid = np.array(draw(st.lists(st.integers(0, 8), min_size=size, max_size=size)), dtype=np.float64) / 8
     x = grid.reshape(shape) * draw(st.sampled_from(SCALES))
     if size and draw(st.integers(0, 15)) == 0:
-        special = draw(st.sampled_from([np.nan, np.inf, -np.inf, -1.0, -2.0**-1074, 1.7e308]))
+        special = draw(st.sampled_from([np.nan, np.inf, -np.inf, -1.0, -(2.0**-1074), 1.7e308]))
         x.flat[draw(st.integers(0, size - 1))] = special
     return x
 
@@ -85,10 +119,15 @@ def problems(draw):
     if draw(st.integers(0, 15)) == 0:  # a wrong shape
         with np.errstate(over="ignore"):
             sim = sim[..., : max(n - 1, 0)] if draw(st.booleans()) else sim.sum(axis=-1)
-    k = draw(st.one_of(
-        st.integers(-1, n + 1), st.integers(0, n), st.integers(0, n), st.integers(0, n),
-        st.sampled_from([2.0, True, "2", None, [1] * 10_000, 10**400, np.int32(1)]),
-    ))
+    k = draw(
+        st.one_of(
+            st.integers(-1, n + 1),
+            st.integers(0, n),
+            st.integers(0, n),
+            st.integers(0, n),
+            st.sampled_from([2.0, True, "2", None, [1] * 10_000, 10**400, np.int32(1)]),
+        )
+    )
     return scores, sim, k
 
 
@@ -106,10 +145,20 @@ def features_problems(draw):
 weights = st.sampled_from([0.0, 0.5, 1.0, 3.0, 1e300, 1.7e308, 2.0**-1074])
 objectives = st.one_of(
     st.none(),
-    st.builds(Objective, relevance=weights, coverage=weights, redundancy=weights,
-              focus=st.sampled_from([0.0, 0.5, 1.0])),
-    st.builds(Objective, relevance=weights, coverage=weights, redundancy=weights,
-              focus=st.sampled_from([0.0, 0.5, 1.0])),
+    st.builds(
+        Objective,
+        relevance=weights,
+        coverage=weights,
+        redundancy=weights,
+        focus=st.sampled_from([0.0, 0.5, 1.0]),
+    ),
+    st.builds(
+        Objective,
+        relevance=weights,
+        coverage=weights,
+        redundancy=weights,
+        focus=st.sampled_from([0.0, 0.5, 1.0]),
+    ),
     st.builds(TOPSRule, alpha=weights, lam=weights, norm=st.sampled_from(["mean", "minmax"])),
     st.just(TopK()),
     st.builds(DivPrune, seed=st.sampled_from(["isolated", "relevance"])),
@@ -124,8 +173,9 @@ methods = st.one_of(
     st.builds(Exact, time_limit=st.sampled_from([10.0, 1e-9])),
     st.builds(Incremental, symmetric=st.booleans()),
 )
-references = st.one_of(st.none(), st.builds(Objective, redundancy=st.sampled_from([0.0, 1.0]),
-                                            focus=st.sampled_from([0.0, 0.5])))
+references = st.one_of(
+    st.none(), st.builds(Objective, redundancy=st.sampled_from([0.0, 1.0]), focus=st.sampled_from([0.0, 0.5]))
+)
 
 
 def _as(framework, x, dtype):
@@ -156,8 +206,9 @@ def _same(a, b):
     if isinstance(a, tuple):
         return np.array_equal(a[1], b.unit, equal_nan=True)
     if hasattr(a, "detach"):
-        return np.array_equal(a.numpy(), b.detach().numpy(),
-                              equal_nan=a.dtype.is_floating_point or a.dtype.is_complex)
+        return np.array_equal(
+            a.numpy(), b.detach().numpy(), equal_nan=a.dtype.is_floating_point or a.dtype.is_complex
+        )
     if isinstance(a, np.ndarray):
         return np.array_equal(np.asarray(a), np.asarray(b), equal_nan=a.dtype.kind in "fc")
     return True
@@ -214,31 +265,46 @@ def _build(factory):
 
 
 @settings(max_examples=EXAMPLES, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(problem=problems(), framework=st.sampled_from(FRAMEWORKS), dtype=st.sampled_from(DTYPES),
-       sim_dtype=st.sampled_from([None, None, "float32", "float64", "int64"]),
-       objective=objectives, method=methods, rule_method=rule_methods, reference=references)
-def test_select_answers_validly_or_names_the_argument(problem, framework, dtype, sim_dtype, objective,
-                                                      method, rule_method, reference):
+@given(
+    problem=problems(),
+    framework=st.sampled_from(FRAMEWORKS),
+    dtype=st.sampled_from(DTYPES),
+    sim_dtype=st.sampled_from([None, None, "float32", "float64", "int64"]),
+    objective=objectives,
+    method=methods,
+    rule_method=rule_methods,
+    reference=references,
+)
+def test_select_answers_validly_or_names_the_argument(
+    problem, framework, dtype, sim_dtype, objective, method, rule_method, reference
+):
     scores64, sim64, k = problem
     if isinstance(objective, (TOPSRule, TopK, DivPrune, SCOPE, DPP)):
         method = rule_method  # mostly a method rules accept
     scores = _as(framework, scores64, dtype)
     sim = _as(framework, sim64, sim_dtype or dtype)
-    sel = _run(lambda: tops_core.select(scores, sim, k, objective=objective, method=method,
-                                        reference=reference), [scores, sim])
+    sel = _run(
+        lambda: tops_core.select(scores, sim, k, objective=objective, method=method, reference=reference),
+        [scores, sim],
+    )
     if sel is None:
         return
     batch = scores64.shape[0] if scores64.ndim == 2 else None
     _check_answer(sel, scores64.shape[-1], int(k), batch)
     # Where the given values are exactly those of the float64 problem, so is the answer.
-    if (framework != "mlx" and dtype in ("float32", "float16") and sim_dtype in (None, dtype)
-            and np.array_equal(_np(scores).astype(np.float64), scores64)
-            and np.array_equal(_np(sim).astype(np.float64), sim64)):
+    if (
+        framework != "mlx"
+        and dtype in ("float32", "float16")
+        and sim_dtype in (None, dtype)
+        and np.array_equal(_np(scores).astype(np.float64), scores64)
+        and np.array_equal(_np(sim).astype(np.float64), sim64)
+    ):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
-                ref = tops_core.select(scores64, sim64, k, objective=objective, method=method,
-                                       reference=reference)
+                ref = tops_core.select(
+                    scores64, sim64, k, objective=objective, method=method, reference=reference
+                )
         except InvalidInputError as exc:
             # Symmetry is checked within the dtype's rounding (16 eps of the largest entry):
             # float64 may see an asymmetry that float32 forgives.
@@ -248,9 +314,14 @@ def test_select_answers_validly_or_names_the_argument(problem, framework, dtype,
 
 
 @settings(max_examples=max(EXAMPLES // 3, 20), suppress_health_check=[HealthCheck.too_slow])
-@given(problem=features_problems(), framework=st.sampled_from(FRAMEWORKS),
-       dtype=st.sampled_from(["float64", "float32", "float16", "int64"]),
-       shift=st.booleans(), objective=st.one_of(st.none(), objectives), method=methods)
+@given(
+    problem=features_problems(),
+    framework=st.sampled_from(FRAMEWORKS),
+    dtype=st.sampled_from(["float64", "float32", "float16", "int64"]),
+    shift=st.booleans(),
+    objective=st.one_of(st.none(), objectives),
+    method=methods,
+)
 def test_features_answer_validly_or_name_the_argument(problem, framework, dtype, shift, objective, method):
     scores64, x64, k = problem
     scores = _as(framework, scores64, "float64" if framework != "mlx" else "float32")
@@ -258,17 +329,20 @@ def test_features_answer_validly_or_name_the_argument(problem, framework, dtype,
     feats = _run(lambda: Features(x, shift=shift), [x])
     if feats is None:
         return
-    sel = _run(lambda: tops_core.select(scores, feats, k, objective=objective, method=method),
-               [scores, feats])
+    sel = _run(
+        lambda: tops_core.select(scores, feats, k, objective=objective, method=method), [scores, feats]
+    )
     if sel is not None:
         _check_answer(sel, x64.shape[0], k, None)
         assert type(sel.indices).__module__.split(".")[0] == type(scores).__module__.split(".")[0]
 
 
 @settings(max_examples=max(EXAMPLES // 3, 20), suppress_health_check=[HealthCheck.too_slow])
-@given(x=st.integers(0, 5).flatmap(lambda n: st.integers(0, 4).flatmap(lambda d: arrays((n, d)))),
-       dtype=st.sampled_from(["float64", "float32", "float16", "int64", "bool"]),
-       shift=st.booleans())
+@given(
+    x=st.integers(0, 5).flatmap(lambda n: st.integers(0, 4).flatmap(lambda d: arrays((n, d)))),
+    dtype=st.sampled_from(["float64", "float32", "float16", "int64", "bool"]),
+    shift=st.booleans(),
+)
 def test_cosine_answers_in_range_or_names_the_argument(x, dtype, shift):
     arr = _as("numpy", x, dtype)
     cos = _run(lambda: tops_core.cosine(arr, shift=shift), [arr])
@@ -277,12 +351,21 @@ def test_cosine_answers_in_range_or_names_the_argument(x, dtype, shift):
         assert cos.min(initial=0) >= (0 if shift else -1) and cos.max(initial=0) <= 1
 
 
-@pytest.mark.parametrize("factory", [
-    lambda: Stochastic(seed=-1), lambda: Stochastic(seed=1.5), lambda: Stochastic(epsilon=0),
-    lambda: Exact(time_limit=0), lambda: Exact(time_limit=-1), lambda: Exact(max_n=0),
-    lambda: Objective(coverage=float("nan")), lambda: Objective(focus=2), lambda: TOPSRule(norm="x" * 10**5),
-    lambda: Objective(relevance=10**400),
-])
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda: Stochastic(seed=-1),
+        lambda: Stochastic(seed=1.5),
+        lambda: Stochastic(epsilon=0),
+        lambda: Exact(time_limit=0),
+        lambda: Exact(time_limit=-1),
+        lambda: Exact(max_n=0),
+        lambda: Objective(coverage=float("nan")),
+        lambda: Objective(focus=2),
+        lambda: TOPSRule(norm="x" * 10**5),
+        lambda: Objective(relevance=10**400),
+    ],
+)
 def test_bad_parameters_are_refused_at_construction(factory):
     with pytest.raises(InvalidInputError) as info:
         factory()
@@ -290,8 +373,12 @@ def test_bad_parameters_are_refused_at_construction(factory):
 
 
 @settings(max_examples=max(EXAMPLES // 3, 20), suppress_health_check=[HealthCheck.too_slow])
-@given(problem=problems(), dtype=st.sampled_from(DTYPES), objective=objectives,
-       indices=st.lists(st.integers(-1, 8), max_size=4))
+@given(
+    problem=problems(),
+    dtype=st.sampled_from(DTYPES),
+    objective=objectives,
+    indices=st.lists(st.integers(-1, 8), max_size=4),
+)
 def test_objective_value_and_gains_answer_or_name_the_argument(problem, dtype, objective, indices):
     scores64, sim64, _ = problem
     if not isinstance(objective, Objective):

@@ -60,6 +60,7 @@ def test_bfloat16_widened_for_the_core(route):
     with mlx_adapter.use_route(route):
         sel = tops_core.select(b_scores, b_sim, 4, method="stochastic")
     assert sel.method == ("stochastic" if route == "auto" else "stochastic+host")
-    core = tops_core.select(np.array(b_scores.astype(mx.float32)), np.array(b_sim.astype(mx.float32)), 4,
-                            method="stochastic")
+    core = tops_core.select(
+        np.array(b_scores.astype(mx.float32)), np.array(b_sim.astype(mx.float32)), 4, method="stochastic"
+    )
     np.testing.assert_array_equal(np.array(sel.order), core.order)

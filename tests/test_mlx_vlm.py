@@ -17,12 +17,29 @@ N = 16
 @pytest.fixture(scope="module")
 def llava_model():
     mx.random.seed(0)
-    text = llava.TextConfig(model_type="llama", hidden_size=32, num_hidden_layers=2, intermediate_size=64,
-                            num_attention_heads=4, num_key_value_heads=2, vocab_size=100)
-    vision = llava.VisionConfig(model_type="clip_vision_model", num_hidden_layers=3, hidden_size=32,
-                                intermediate_size=64, num_attention_heads=4, image_size=16, patch_size=4)
-    model = llava.Model(llava.ModelConfig(text_config=text, vision_config=vision, model_type="llava",
-                                          image_token_index=99, vocab_size=100))
+    text = llava.TextConfig(
+        model_type="llama",
+        hidden_size=32,
+        num_hidden_layers=2,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=100,
+    )
+    vision = llava.VisionConfig(
+        model_type="clip_vision_model",
+        num_hidden_layers=3,
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        image_size=16,
+        patch_size=4,
+    )
+    model = llava.Model(
+        llava.ModelConfig(
+            text_config=text, vision_config=vision, model_type="llava", image_token_index=99, vocab_size=100
+        )
+    )
     ids = mx.array([[1, 5, 6] + [99] * N + [7, 8, 9]])
     return model, ids, mx.random.normal((1, 3, 16, 16)), {}
 
@@ -30,15 +47,38 @@ def llava_model():
 @pytest.fixture(scope="module")
 def qwen_model():
     mx.random.seed(0)
-    vision = qwen2_vl.VisionConfig(depth=2, embed_dim=32, hidden_size=32, num_heads=4, patch_size=2,
-                                   spatial_patch_size=2, spatial_merge_size=2, temporal_patch_size=2)
-    text = qwen2_vl.TextConfig(model_type="qwen2_vl", hidden_size=32, num_hidden_layers=2,
-                               intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
-                               rms_norm_eps=1e-6, vocab_size=128,
-                               rope_scaling={"type": "mrope", "mrope_section": [2, 1, 1]})
-    model = qwen2_vl.Model(qwen2_vl.ModelConfig(text_config=text, vision_config=vision, model_type="qwen2_vl",
-                                                image_token_id=120, video_token_id=121,
-                                                vision_start_token_id=122, vocab_size=128))
+    vision = qwen2_vl.VisionConfig(
+        depth=2,
+        embed_dim=32,
+        hidden_size=32,
+        num_heads=4,
+        patch_size=2,
+        spatial_patch_size=2,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    )
+    text = qwen2_vl.TextConfig(
+        model_type="qwen2_vl",
+        hidden_size=32,
+        num_hidden_layers=2,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rms_norm_eps=1e-6,
+        vocab_size=128,
+        rope_scaling={"type": "mrope", "mrope_section": [2, 1, 1]},
+    )
+    model = qwen2_vl.Model(
+        qwen2_vl.ModelConfig(
+            text_config=text,
+            vision_config=vision,
+            model_type="qwen2_vl",
+            image_token_id=120,
+            video_token_id=121,
+            vision_start_token_id=122,
+            vocab_size=128,
+        )
+    )
     ids = mx.array([[3, 4, 122] + [120] * N + [123, 5, 6, 7]])
     return model, ids, mx.random.normal((64, 3 * 2 * 2 * 2)), {"image_grid_thw": mx.array([[1, 8, 8]])}
 
@@ -50,8 +90,11 @@ def case(request, llava_model, qwen_model):
 
 def prefill_logits(model, ids, pixels, extra):
     emb = model.get_input_embeddings(ids, pixels, **extra)
-    meta = {k: v for k, v in (("position_ids", emb.position_ids), ("rope_deltas", emb.rope_deltas))
-            if v is not None}
+    meta = {
+        k: v
+        for k, v in (("position_ids", emb.position_ids), ("rope_deltas", emb.rope_deltas))
+        if v is not None
+    }
     return model.language_model(ids, inputs_embeds=emb.inputs_embeds, **meta).logits
 
 
@@ -89,7 +132,9 @@ def test_llava_keeps_the_tokens_the_selector_chose_by_cls_attention(llava_model)
     assert record.source == "cls"
     np.testing.assert_allclose(record.relevance[0], cls, rtol=1e-4, atol=1e-6)
     assert record.kept[0].tolist() == expected.indices.tolist()
-    np.testing.assert_allclose(np.array(pruned)[0, 3:3 + k], features[expected.indices], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.array(pruned)[0, 3 : 3 + k], features[expected.indices], rtol=1e-5, atol=1e-6
+    )
     assert record.input_ids[0].tolist() == [1, 5, 6] + [99] * k + [7, 8, 9]
 
 
@@ -110,8 +155,9 @@ def test_qwen_positions_rope_deltas_and_decoding_match_a_direct_computation(qwen
     # the unpatched language model, fed the pruned sequence and explicit positions
     cache = make_prompt_cache(model.language_model)
     embeds = full.inputs_embeds[:, mx.array(columns)]
-    out = model.language_model(mx.array(record.input_ids), inputs_embeds=embeds, cache=cache,
-                               position_ids=mx.array(positions)).logits
+    out = model.language_model(
+        mx.array(record.input_ids), inputs_embeds=embeds, cache=cache, position_ids=mx.array(positions)
+    ).logits
     token, direct = int(mx.argmax(out[0, -1]).item()), []
     for t in range(steps):
         direct.append(token)
@@ -195,8 +241,10 @@ def test_llava_objective_is_position_aware_by_default_and_spatial_false_turns_it
     features = np.array(model.multi_modal_projector(hidden[-2][:, 1:]))[0]
     cls = plain.history[0].relevance[0]
     side = model.config.vision_config.image_size // model.config.vision_config.patch_size
-    for record, sim in ((plain.history[0], tops_core.cosine(features)),
-                        (session.history[0], tops_core.spatial(tops_core.cosine(features), (side, side)))):
+    for record, sim in (
+        (plain.history[0], tops_core.cosine(features)),
+        (session.history[0], tops_core.spatial(tops_core.cosine(features), (side, side))),
+    ):
         want = tops_core.select(cls, sim, 5, objective=objective)
         assert record.kept[0].tolist() == want.indices.tolist()
 

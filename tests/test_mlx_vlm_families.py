@@ -25,8 +25,10 @@ def case(request):
     name = request.param
     if not available(name):
         family = compat.FAMILIES[name]
-        pytest.skip(f"mlx-vlm {compat.MLX_VLM_VERSION} has no {name} model; the family needs mlx-vlm "
-                    f">= {family.min_version}")
+        pytest.skip(
+            f"mlx-vlm {compat.MLX_VLM_VERSION} has no {name} model; the family needs mlx-vlm "
+            f">= {family.min_version}"
+        )
     return (name, *build(name))
 
 
@@ -108,8 +110,10 @@ def test_the_kept_tokens_are_the_selectors_answer_for_instruction_relevance(case
 
 
 def test_the_objective_is_position_aware_where_the_grid_is_known(case):
-    """LLaVA's square patch grid and the M-RoPE families' merged grids: tops_core.spatial on them;
-    anyres, pixel-shuffled, pooled and variable-size layouts: the plain cosine."""
+    """LLaVA's square patch grid and the M-RoPE families' merged grids: tops_core.spatial on them.
+
+    Anyres, pixel-shuffled, pooled and variable-size layouts: the plain cosine.
+    """
     name, model, ids, pixels, extra = case
     objective = tops_core.Objective()
     full = np.array(features(model, ids, pixels, extra).inputs_embeds)[0].astype(np.float32)
@@ -158,8 +162,9 @@ def test_generation_equals_the_plain_language_model_on_the_pruned_sequence(case)
     if family.square_mask:
         meta["mask"] = None  # Gemma 3's language model builds its own causal/sliding masks
     cache = make_prompt_cache(model.language_model)
-    out = model.language_model(mx.array(record.input_ids), inputs_embeds=full.inputs_embeds[:, cols],
-                               cache=cache, **meta).logits
+    out = model.language_model(
+        mx.array(record.input_ids), inputs_embeds=full.inputs_embeds[:, cols], cache=cache, **meta
+    ).logits
     token, direct = int(mx.argmax(out[0, -1]).item()), []
     for t in range(steps):
         direct.append(token)
@@ -179,11 +184,19 @@ def _batch_tokens(model, ids, pixels, extra, mask, steps=4):
     emb = model.get_input_embeddings(ids, pixels, mask=mask, **extra)
     kwargs = {**extra, **{k: v for k, v in emb.to_dict().items() if v is not None}}
     tokenizer = types.SimpleNamespace(stopping_criteria=StoppingCriteria([], None))
-    gen = ar.BatchGenerator(model.language_model, tokenizer, prefill_batch_size=ids.shape[0],
-                            completion_batch_size=ids.shape[0], compute_logprobs=False)
-    uids = gen.insert(ids if _INSERT_TAKES_MASK else ids.tolist(), steps,
-                      prompt_kwargs=ar._split_prompt_kwargs_per_row(kwargs, ids.shape[0]),
-                      **({"attention_mask": mask} if _INSERT_TAKES_MASK else {}))
+    gen = ar.BatchGenerator(
+        model.language_model,
+        tokenizer,
+        prefill_batch_size=ids.shape[0],
+        completion_batch_size=ids.shape[0],
+        compute_logprobs=False,
+    )
+    uids = gen.insert(
+        ids if _INSERT_TAKES_MASK else ids.tolist(),
+        steps,
+        prompt_kwargs=ar._split_prompt_kwargs_per_row(kwargs, ids.shape[0]),
+        **({"attention_mask": mask} if _INSERT_TAKES_MASK else {}),
+    )
     out = {uid: [] for uid in uids}
     while gen.has_work:
         for response in gen.next()[1]:
@@ -200,8 +213,11 @@ def test_a_pruned_batch_equals_each_prompt_alone(case):
         # 0.6.8: images into the wrong rows): an error, never a silently wrong pruned batch
         two_rows = mx.concatenate([ids, ids]), mx.concatenate([pixels, pixels])
         with enable(model, keep=K), pytest.raises((ValueError, InvalidInputError)):
-            model.get_input_embeddings(*two_rows, mask=mx.ones(two_rows[0].shape, dtype=mx.int32),
-                                       **{k: mx.concatenate([v, v]) for k, v in extra.items()})
+            model.get_input_embeddings(
+                *two_rows,
+                mask=mx.ones(two_rows[0].shape, dtype=mx.int32),
+                **{k: mx.concatenate([v, v]) for k, v in extra.items()},
+            )
         return
     row = ids[0].tolist()
     if _INSERT_TAKES_MASK:
@@ -243,8 +259,9 @@ def test_disable_restores_the_original_model(case):
 
 
 def test_an_unsupported_model_type_is_named_with_the_supported_ones():
-    model = types.SimpleNamespace(config=types.SimpleNamespace(model_type="paligemma"),
-                                  get_input_embeddings=None)
+    model = types.SimpleNamespace(
+        config=types.SimpleNamespace(model_type="paligemma"), get_input_embeddings=None
+    )
     with pytest.raises(InvalidInputError, match=r"model_type 'paligemma'.*") as err:
         enable(model, keep=4)
     for name in ("gemma3", "qwen3_vl", "smolvlm", "mistral3", "llava_onevision"):
@@ -256,7 +273,8 @@ def test_the_docs_support_matrix_is_generated_from_the_family_table():
 
     committed = (Path(__file__).parents[1] / compat.SUPPORT_MATRIX_PATH).read_text(encoding="utf-8")
     assert committed.split("\n", 2)[2] == compat.support_matrix(), (
-        "stale: run `python -m tops_adapters.mlx_vlm_compat` to regenerate " + compat.SUPPORT_MATRIX_PATH)
+        "stale: run `python -m tops_adapters.mlx_vlm_compat` to regenerate " + compat.SUPPORT_MATRIX_PATH
+    )
     for name in BUILDERS:  # every family the tests build is in the table, and the other way round
         assert f"| `{name}` |" in committed
     assert set(BUILDERS) == set(compat.FAMILIES)

@@ -20,8 +20,10 @@ STAGE2 = [name for name in BUILDERS if compat.stage2_supported(compat.FAMILIES[n
 def case(request):
     name = request.param
     if not available(name):
-        pytest.skip(f"mlx-vlm {compat.MLX_VLM_VERSION} has no {name} model; the family needs mlx-vlm "
-                    f">= {compat.FAMILIES[name].min_version}")
+        pytest.skip(
+            f"mlx-vlm {compat.MLX_VLM_VERSION} has no {name} model; the family needs mlx-vlm "
+            f">= {compat.FAMILIES[name].min_version}"
+        )
     return (name, *build(name))
 
 
@@ -134,15 +136,18 @@ def test_gemma3_stage_ii_rebuilds_the_sliding_window_masks_and_equals_the_plain_
     cache = lm.make_cache()
     h = embeds
     if getattr(lm.model, "scale_inputs_embeds", True):
-        h = h * mx.array(lm.config.hidden_size ** 0.5, mx.bfloat16).astype(h.dtype)
+        h = h * mx.array(lm.config.hidden_size**0.5, mx.bfloat16).astype(h.dtype)
     for i, layer in enumerate(layers):
         if i == 1:
             h = h[:, mx.array(at_1.columns[0])]
         if i == 2:
             h = h[:, mx.array(at_2.columns[0])]
         sliding = layer.self_attn.is_sliding
-        layer_mask = create_attention_mask(h, cache[i], window_size=window) if sliding else \
-            create_attention_mask(h, cache[i])
+        layer_mask = (
+            create_attention_mask(h, cache[i], window_size=window)
+            if sliding
+            else create_attention_mask(h, cache[i])
+        )
         h = layer(h, layer_mask, cache[i])
     logits = lm.lm_head(lm.model.norm(h))
     token, direct = int(mx.argmax(logits[0, -1]).item()), []
@@ -173,8 +178,10 @@ def test_stage_ii_under_batch_generate_raises_instead_of_running_plain(padded):
 
 def test_an_image_split_across_prefill_chunks_raises():
     model, ids, pixels, extra = build("llava")
-    with enable(model, Schedule(stage1=8, stage2=((1, 3),))), \
-            pytest.raises(InvalidInputError, match="needs every image token in one prefill chunk"):
+    with (
+        enable(model, Schedule(stage1=8, stage2=((1, 3),))),
+        pytest.raises(InvalidInputError, match="needs every image token in one prefill chunk"),
+    ):
         tokens(model, ids, pixels, extra, prefill_step_size=4)
 
 

@@ -26,8 +26,9 @@ def extra_requirements():
     for extra, lines in PYPROJECT["project"]["optional-dependencies"].items():
         for line in lines:
             requirement = Requirement(line)
-            if requirement.name != "tops-prune" and (requirement.marker is None
-                                                     or requirement.marker.evaluate()):
+            if requirement.name != "tops-prune" and (
+                requirement.marker is None or requirement.marker.evaluate()
+            ):
                 yield extra, requirement
 
 
@@ -45,8 +46,11 @@ def test_every_locked_version_satisfies_the_declared_range(lock):
     for extra, requirement in extra_requirements():
         name = requirement.name.lower()
         if name in pins:
-            assert requirement.specifier.contains(pins[name], prereleases=True), \
-                (lock, extra, str(requirement))
+            assert requirement.specifier.contains(pins[name], prereleases=True), (
+                lock,
+                extra,
+                str(requirement),
+            )
             checked += 1
     assert checked >= (20 if lock == "lock" else 5)
 

@@ -68,8 +68,7 @@ def test_lazy_equals_greedy_bit_for_bit_on_dyadic(problem, obj):
 
 
 @settings(max_examples=60)
-@given(st.integers(0, 2**31 - 1), st.integers(2, 80), st.sampled_from([np.float32, np.float64]),
-       objectives())
+@given(st.integers(0, 2**31 - 1), st.integers(2, 80), st.sampled_from([np.float32, np.float64]), objectives())
 def test_lazy_equals_greedy_bit_for_bit_on_random_floats(seed, n, dtype, obj):
     rng = np.random.default_rng(seed)
     sim = tops_core.cosine(rng.normal(size=(n, 6))).astype(dtype)
@@ -170,8 +169,7 @@ def test_exact_reports_dual_bound_when_stopped_early():
     n = 60
     sim = tops_core.cosine(rng.normal(size=(n, 3)))
     scores = rng.random(n)
-    sel = tops_core.select(scores, sim, 12, method=Exact(time_limit=1.0),
-                           objective=Objective(redundancy=0.5))
+    sel = tops_core.select(scores, sim, 12, method=Exact(time_limit=1.0), objective=Objective(redundancy=0.5))
     greedy = tops_core.select(scores, sim, 12, method="greedy", objective=Objective(redundancy=0.5))
     assert sel.value <= sel.upper_bound
     if not sel.optimal:  # stopped by the time limit: the dual bound is a real ceiling

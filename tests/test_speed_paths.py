@@ -9,9 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tops_core
+from tops_core._numba import coverage_all, gain_kernels, matrix_kernels
+from tops_core._validate import exactly_symmetric as is_symmetric
 from tops_core.objective import lane_sum
 from tops_core.solvers import Greedy, Incremental, Lazy
-from tops_core.solvers.incremental import is_symmetric, kernels
+from tops_core.solvers._certificate import gains_along, start_state
 from tops_core.testing import problems
 
 OBJECTIVES = [
@@ -38,7 +40,7 @@ def test_lane_sum_is_the_written_out_reduction(n):
     got = lane_sum(terms)
     assert got.tolist() == [_sequential_lanes(row) for row in terms]
     # each row alone gives the same bits as within a block
-    assert [lane_sum(terms[i:i + 1])[0] for i in range(5)] == got.tolist()
+    assert [lane_sum(terms[i : i + 1])[0] for i in range(5)] == got.tolist()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -49,7 +51,7 @@ def test_numba_lane_gain_matches_numpy_kernel(dtype, n):
     m = rng.random(n) * 0.8
     w = rng.random(n) * 2
     want = lane_sum((np.maximum(col - m, 0.0) * w)[None])[0]
-    assert kernels().lane_gain(col, m, w) == want
+    assert gain_kernels().lane_gain(col, m, w) == want
 
 
 @pytest.mark.parametrize("block", [1, 7, 33, 100, 1000])
@@ -63,9 +65,9 @@ def test_streamed_lanes_are_the_canonical_gains_whatever_the_row_blocks(block):
     w = rng.random(n) * 2
     lanes = np.zeros((8, n))
     for start in range(0, n, block):
-        kernels().add_lanes(sim[start:start + block], start, w, m, lanes)
+        gain_kernels().add_lanes(sim[start : start + block], start, w, m, lanes)
     want = lane_sum(np.maximum(sim.T.astype(np.float64) - m, 0.0) * w)
-    assert kernels().combine_lanes(lanes).tolist() == want.tolist()
+    assert gain_kernels().combine_lanes(lanes).tolist() == want.tolist()
 
 
 def _assert_same_run(objective, r, sim, k):
@@ -156,10 +158,10 @@ def test_value_fast_max_equals_definition():
     sim = rng.random((50, 50)).astype(np.float32)
     idx = np.array([3, 49, 0, 17])
     want = sim[:, idx].max(axis=1).astype(np.float64)
-    np.testing.assert_array_equal(kernels().max_over_columns(sim, idx), want)
+    np.testing.assert_array_equal(matrix_kernels().max_over_columns(sim, idx), want)
 
 
-@pytest.mark.parametrize("n", [700, 1100])  # NumPy's blocks, the compiled tiles
+@pytest.mark.parametrize("n", [700, 1100])  # blocks of 128 and of 256
 def test_is_symmetric_exact(n):
     rng = np.random.default_rng(1)
     a = rng.random((n, n))
@@ -170,13 +172,15 @@ def test_is_symmetric_exact(n):
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 70), seed=st.integers(0, 2**32 - 1), change=st.sampled_from(
-    ["none", "nudge", "signed zero", "nan on the diagonal", "nan mirrored"]),
-    dtype=st.sampled_from([np.float32, np.float64]), view=st.booleans())
-def test_compiled_symmetry_is_numpys(n, seed, change, dtype, view):
-    """The tile kernel answers as ``array_equal(a, a.T)``: every tile edge, NaN, -0.0, strided views."""
-    from tops_core._validate_kernels import exactly_symmetric as compiled
-
+@given(
+    n=st.integers(1, 300),
+    seed=st.integers(0, 2**32 - 1),
+    change=st.sampled_from(["none", "nudge", "signed zero", "nan on the diagonal", "nan mirrored"]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    view=st.booleans(),
+)
+def test_blockwise_symmetry_is_array_equal(n, seed, change, dtype, view):
+    """The block compare answers as ``array_equal(a, a.T)``: block edges, NaN, -0.0, strided views."""
     rng = np.random.default_rng(seed)
     a = rng.random((n, n)).astype(dtype)
     a = a + a.T
@@ -192,15 +196,17 @@ def test_compiled_symmetry_is_numpys(n, seed, change, dtype, view):
     if view:  # a strided view: the kernel reads any layout
         a = np.repeat(np.repeat(a, 2, axis=0), 2, axis=1)[::2, ::2]
     want = np.array_equal(a, a.T)
-    assert compiled(a) == want
-    assert compiled(a, 3) == want  # tiles that do not divide n
     assert is_symmetric(a) == want
 
 
 @pytest.mark.parametrize(
     ("bad", "phrase"),
-    [(np.nan, "sim must be finite (no NaN or inf)"), (np.inf, "sim must be finite (no NaN or inf)"),
-     (-np.inf, "sim must be finite (no NaN or inf)"), (-0.25, "sim must be non-negative")],
+    [
+        (np.nan, "sim must be finite (no NaN or inf)"),
+        (np.inf, "sim must be finite (no NaN or inf)"),
+        (-np.inf, "sim must be finite (no NaN or inf)"),
+        (-0.25, "sim must be non-negative"),
+    ],
 )
 def test_fused_sim_checks_keep_their_messages(bad, phrase):
     sim = np.full((6, 6), 0.5, dtype=np.float32)
@@ -221,8 +227,10 @@ def test_fused_score_checks_keep_their_messages(bad):
 
 @pytest.mark.slow
 def test_numba_is_imported_on_first_use_only():
-    code = ("import sys, numpy as np, tops_core; assert 'numba' not in sys.modules; "
-            "tops_core.select(np.ones(4), np.eye(4), 2); assert 'numba' in sys.modules; print('ok')")
+    code = (
+        "import sys, numpy as np, tops_core; assert 'numba' not in sys.modules; "
+        "tops_core.select(np.ones(4), np.eye(4), 2); assert 'numba' in sys.modules; print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
 
@@ -266,13 +274,15 @@ def _tiny_spread_problem():
 
 @pytest.mark.parametrize(
     ("scale_r", "scale_s", "rule"),
-    [(5e-324, 1.0, tops_core.TOPSRule(norm="minmax", alpha=0.0, lam=0.0)),
-     (1e-310, 1.0, tops_core.TOPSRule()),
-     (1e-170, 1.0, tops_core.TOPSRule()),
-     (1.0, 1e-300, tops_core.TOPSRule()),
-     (1.0, 1e200, tops_core.TOPSRule(alpha=0.0, lam=1.0)),
-     (1.0, 1e200, tops_core.TOPSRule(norm="minmax")),
-     (1e250, 1.0, tops_core.TOPSRule())],
+    [
+        (5e-324, 1.0, tops_core.TOPSRule(norm="minmax", alpha=0.0, lam=0.0)),
+        (1e-310, 1.0, tops_core.TOPSRule()),
+        (1e-170, 1.0, tops_core.TOPSRule()),
+        (1.0, 1e-300, tops_core.TOPSRule()),
+        (1.0, 1e200, tops_core.TOPSRule(alpha=0.0, lam=1.0)),
+        (1.0, 1e200, tops_core.TOPSRule(norm="minmax")),
+        (1e250, 1.0, tops_core.TOPSRule()),
+    ],
 )
 def test_tops_rule_fast_path_at_extreme_magnitudes_is_the_transcription(scale_r, scale_s, rule):
     # Relative rounding bounds fail for subnormal or huge scales: such steps must
@@ -307,15 +317,13 @@ def test_tops_rule_fast_path_on_a_slightly_asymmetric_sim():
 @pytest.mark.parametrize("objective", OBJECTIVES, ids=range(len(OBJECTIVES)))
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_fast_certificate_matches_numpy_state(objective, symmetric):
-    from tops_core.solvers.incremental import fast_gains_along, fast_start
-
     rng = np.random.default_rng(11)
     sim = rng.random((45, 45)).astype(np.float32)
     if symmetric:
         sim = np.maximum(sim, sim.T)
     r = rng.random(45).astype(np.float32)
     order = rng.permutation(45)[:12]
-    gains, state = fast_gains_along(objective, r, sim, order)
+    gains, state = gains_along(objective, r, sim, order)
     ref = objective.start(r, sim)
     want = []
     for i in order:
@@ -327,8 +335,9 @@ def test_fast_certificate_matches_numpy_state(objective, symmetric):
     rest = np.setdiff1d(np.arange(45), order)
     for got, exp in zip(state.gains(rest), ref.gains(rest), strict=True):
         assert got.tolist() == exp.tolist()
-    for got, exp in zip(fast_start(objective, r, sim).gains(rest), objective.start(r, sim).gains(rest),
-                        strict=True):
+    for got, exp in zip(
+        start_state(objective, r, sim).gains(rest), objective.start(r, sim).gains(rest), strict=True
+    ):
         assert got.tolist() == exp.tolist()
 
 
@@ -341,8 +350,9 @@ def test_float16_inputs_take_the_numpy_path_with_the_same_answer():
     ref = tops_core.select(r, sim, 8, method="greedy")
     np.testing.assert_array_equal(auto.order, ref.order)
     rule = tops_core.TOPSRule()
-    np.testing.assert_array_equal(tops_core.select(r, sim, 8, objective=rule).order,
-                                  rule.transcription(r, sim, 8))
+    np.testing.assert_array_equal(
+        tops_core.select(r, sim, 8, objective=rule).order, rule.transcription(r, sim, 8)
+    )
 
 
 def test_incremental_is_selectable_by_name():
@@ -354,9 +364,12 @@ def test_incremental_is_selectable_by_name():
     assert np.array_equal(by_name.order, tops_core.select(scores, sim, 9, method="greedy").order)
 
 
-REFERENCES = [tops_core.Objective(), tops_core.Objective(focus=1.0),
-              tops_core.Objective(relevance=0.5, coverage=0.0),
-              tops_core.Objective(relevance=0.3, redundancy=0.05, focus=0.2)]
+REFERENCES = [
+    tops_core.Objective(),
+    tops_core.Objective(focus=1.0),
+    tops_core.Objective(relevance=0.5, coverage=0.0),
+    tops_core.Objective(relevance=0.3, redundancy=0.05, focus=0.2),
+]
 
 
 @pytest.mark.parametrize("reference", REFERENCES, ids=range(len(REFERENCES)))
@@ -377,7 +390,6 @@ def test_value_from_the_solvers_running_max_is_the_definition(objective, referen
 
 def test_rule_coverage_kernel_is_the_numpy_coverage_bit_for_bit():
     from tops_core.rules import _coverage_gains
-    from tops_core.solvers.incremental import coverage_all
 
     rng = np.random.default_rng(5)
     sim = rng.random((203, 203)).astype(np.float32) ** 3  # mixed magnitudes: order matters
@@ -429,3 +441,26 @@ def test_symmetry_memo_is_scoped_to_one_call_and_one_object():
         assert exactly_symmetric(a)
         assert not exactly_symmetric(a.copy())  # another object is checked afresh
     assert not exactly_symmetric(a)  # outside the call nothing is remembered
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 64, 203])
+def test_greedy_lead_is_a_sequential_scan(n):
+    """The 8-lane leader / runner-up equals a first-index scan, with ties, chosen tokens and NaN."""
+    from tops_core.solvers._greedy_kernels import _lead
+
+    rng = np.random.default_rng(n)
+    for trial in range(50):
+        r = rng.integers(0, 4, n).astype(np.float64)  # few values: many exact ties
+        cov = rng.integers(0, 3, n).astype(np.float64)
+        offset = np.where(rng.random(n) < 0.3, -np.inf, -rng.integers(0, 2, n).astype(np.float64))
+        if trial % 5 == 0:
+            cov[rng.integers(0, n)] = np.nan
+        f = (0.5 * r + 2.0 * cov) + offset
+        best, second, pick = -np.inf, -np.inf, -1
+        for i, v in enumerate(f):
+            if v > best:
+                best, second, pick = v, best, i
+            elif v > second:
+                second = v
+        got = _lead(r, cov, offset, 0.5, 2.0)
+        assert (int(got[0]), float(got[1]), float(got[2])) == (pick, best, second)

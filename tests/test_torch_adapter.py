@@ -70,6 +70,7 @@ def no_host_sync(monkeypatch):
             if active[0]:
                 raise AssertionError(f"host sync Tensor.{name}() inside a native selection")
             return original(self, *args, **kwargs)
+
         return patched
 
     for name in _SYNCS:
@@ -82,6 +83,7 @@ def no_host_sync(monkeypatch):
                 return function(*args, **kwargs)
             finally:
                 active[0] = False
+
         return run
 
     for name in ("objective_greedy", "rule_order", "certify_order"):
@@ -90,16 +92,28 @@ def no_host_sync(monkeypatch):
     return active
 
 
-@pytest.mark.parametrize("objective, method", [
-    (Objective(), "auto"), (Objective(), "greedy"),
-    (Objective(relevance=0.5, redundancy=0.1), "lazy"),
-    (TOPSRule(), "auto"), (TopK(), "auto"), (DivPrune(), "auto"), (DPP(), "auto"),
-])
+@pytest.mark.parametrize(
+    "objective, method",
+    [
+        (Objective(), "auto"),
+        (Objective(), "greedy"),
+        (Objective(relevance=0.5, redundancy=0.1), "lazy"),
+        (TOPSRule(), "auto"),
+        (TopK(), "auto"),
+        (DivPrune(), "auto"),
+        (DPP(), "auto"),
+    ],
+)
 def test_no_host_sync_in_the_loop(no_host_sync, objective, method):
     scores, sim = continuous(3, n=20, batch=2)
     with torch_adapter.use_route("loop"):
-        sel = tops_core.select(torch.tensor(scores, dtype=torch.float32),
-                               torch.tensor(sim, dtype=torch.float32), 8, objective=objective, method=method)
+        sel = tops_core.select(
+            torch.tensor(scores, dtype=torch.float32),
+            torch.tensor(sim, dtype=torch.float32),
+            8,
+            objective=objective,
+            method=method,
+        )
     assert not no_host_sync[0]
     assert not sel.method.endswith("+host")
     # The guard is live: the same call outside the watched functions does convert.

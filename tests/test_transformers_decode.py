@@ -35,10 +35,16 @@ STEPS = 4
 FAMILIES = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", *NEW_FAMILIES]
 # M-RoPE families keep their 3-D positions: "original" is their only mode; the other new families
 # run their default (contiguous), Gemma 3 (its rebuilt mask mapping) both.
-CASES = [("llava", "contiguous"), ("llava", "original"), ("llava_next", "contiguous"),
-         ("llava_next", "original"), ("qwen2_vl", "original"), ("qwen2_5_vl", "original"),
-         *[(kind, "original" if kind in MROPE_FAMILIES else "contiguous") for kind in NEW_FAMILIES],
-         ("gemma3", "original")]
+CASES = [
+    ("llava", "contiguous"),
+    ("llava", "original"),
+    ("llava_next", "contiguous"),
+    ("llava_next", "original"),
+    ("qwen2_vl", "original"),
+    ("qwen2_5_vl", "original"),
+    *[(kind, "original" if kind in MROPE_FAMILIES else "contiguous") for kind in NEW_FAMILIES],
+    ("gemma3", "original"),
+]
 # The first layer each family can prune at in Stage II (None: Stage I only).
 STAGE2_LAYER = {"qwen3_vl": 2, "qwen3_5": 3, "gemma3": None}
 
@@ -69,8 +75,9 @@ def full_positions(model, family, prompt):
     """Positions of the unpruned prompt as the plain model numbers them: (1, L), or (3, 1, L) for M-RoPE."""
     length = prompt["input_ids"].shape[1]
     if family.startswith("qwen") or family in MROPE_FAMILIES:
-        positions, _ = model.model.get_rope_index(prompt["input_ids"], prompt["mm_token_type_ids"],
-                                                  image_grid_thw=prompt["image_grid_thw"])
+        positions, _ = model.model.get_rope_index(
+            prompt["input_ids"], prompt["mm_token_type_ids"], image_grid_thw=prompt["image_grid_thw"]
+        )
         return positions
     return torch.arange(length)[None]
 
@@ -81,17 +88,28 @@ def plain_prefill(model, family, prompt, embeds, positions, columns, kept):
     if family == "gemma3":  # the image's tokens attend to each other (bidirectional block)
         types = prompt["token_type_ids"][:, columns]
         mask = torch.ones_like(types)  # explicit: gathered positions must not read as packed sequences
-        return model(inputs_embeds=embeds, position_ids=positions, token_type_ids=types, attention_mask=mask,
-                     use_cache=True)
+        return model(
+            inputs_embeds=embeds,
+            position_ids=positions,
+            token_type_ids=types,
+            attention_mask=mask,
+            use_cache=True,
+        )
     if family == "qwen3_vl":  # deepstack features of the kept image tokens, added after the first layers
         encoded = model.model.get_image_features(prompt["pixel_values"], prompt["image_grid_thw"])
         # one tensor per level (5.17) or, per level, one tensor per image (5.24)
-        levels = [torch.cat(level) if isinstance(level, (list, tuple)) else level
-                  for level in encoded.deepstack_features]
+        levels = [
+            torch.cat(level) if isinstance(level, (list, tuple)) else level
+            for level in encoded.deepstack_features
+        ]
         lm = model.model.language_model
-        out = lm(inputs_embeds=embeds, position_ids=positions, use_cache=True,
-                 visual_pos_masks=(prompt["input_ids"][:, columns] == model.config.image_token_id),
-                 deepstack_visual_embeds=[level[kept] for level in levels])
+        out = lm(
+            inputs_embeds=embeds,
+            position_ids=positions,
+            use_cache=True,
+            visual_pos_masks=(prompt["input_ids"][:, columns] == model.config.image_token_id),
+            deepstack_visual_embeds=[level[kept] for level in levels],
+        )
         out.logits = model.lm_head(out.last_hidden_state)
         return out
     return model(inputs_embeds=embeds, position_ids=positions, use_cache=True)
@@ -105,8 +123,12 @@ def plain_decode(model, family, prompt, columns, kept, embeds, prefill_positions
     tokens = [token]
     for t in range(steps - 1):
         position = torch.full((*prefill_positions.shape[:-1], 1), next_position + t)
-        out = model(input_ids=token[:, None], position_ids=position, use_cache=True,
-                    **{cache_argument(model): output_cache(out)})
+        out = model(
+            input_ids=token[:, None],
+            position_ids=position,
+            use_cache=True,
+            **{cache_argument(model): output_cache(out)},
+        )
         token = out.logits[:, -1].argmax(-1)
         logits.append(out.logits[:, -1])
         tokens.append(token)
@@ -118,12 +140,19 @@ def plain_decode(model, family, prompt, columns, kept, embeds, prefill_positions
 def test_pruned_generate_decodes_as_the_plain_model_on_the_pruned_prompt(family, positions):
     family, model, prompt = family_model(family)
     seen = []
-    hook = language_model(model).layers[0].register_forward_pre_hook(
-        lambda module, args: seen.append(args[0]))
+    hook = (
+        language_model(model).layers[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    )
     try:
         with enable(model, keep=5, positions=positions) as session:
-            out = model.generate(**prompt, max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False,
-                                 output_logits=True, return_dict_in_generate=True)
+            out = model.generate(
+                **prompt,
+                max_new_tokens=STEPS,
+                min_new_tokens=STEPS,
+                do_sample=False,
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
     finally:
         hook.remove()
     columns = session.history[0].columns
@@ -135,9 +164,10 @@ def test_pruned_generate_decodes_as_the_plain_model_on_the_pruned_prompt(family,
         start = int(full.max()) + 1
     else:
         kept, start = torch.arange(columns.shape[1])[None], columns.shape[1]
-    tokens, logits = plain_decode(model, family, prompt, columns[0], session.history[0].kept[0], pruned, kept,
-                                  start, STEPS)
-    assert out.sequences[0, prompt["input_ids"].shape[1]:].tolist() == tokens.tolist()
+    tokens, logits = plain_decode(
+        model, family, prompt, columns[0], session.history[0].kept[0], pruned, kept, start, STEPS
+    )
+    assert out.sequences[0, prompt["input_ids"].shape[1] :].tolist() == tokens.tolist()
     torch.testing.assert_close(torch.stack(out.logits), logits, rtol=1e-5, atol=1e-5)
 
 
@@ -181,12 +211,16 @@ def test_a_decode_step_that_cannot_be_mapped_raises(family):
         # the full prompt's mask (generate's coordinates) on a cache the pruned prefill did not fill
         foreign = DynamicCache(config=model.config.get_text_config())
         width = model.config.get_text_config().hidden_size
-        language_model(model)(inputs_embeds=torch.zeros(1, pruned_len, width), use_cache=True,
-                              **{cache_argument(model): foreign})
+        language_model(model)(
+            inputs_embeds=torch.zeros(1, pruned_len, width),
+            use_cache=True,
+            **{cache_argument(model): foreign},
+        )
         full_mask = torch.ones(1, length + 1, dtype=torch.long)
         with pytest.raises(InvalidInputError, match="does not carry the pruned sequence"):
-            model(input_ids=token, attention_mask=full_mask, use_cache=True,
-                  **{cache_argument(model): foreign})
+            model(
+                input_ids=token, attention_mask=full_mask, use_cache=True, **{cache_argument(model): foreign}
+            )
         # a new image on a cache that already holds a prompt
         with pytest.raises(InvalidInputError, match="images in a forward that continues a KV cache"):
             model(**prompt, use_cache=True, **{cache_argument(model): output_cache(out)})
@@ -196,6 +230,8 @@ def test_a_decode_step_that_cannot_be_mapped_raises(family):
     out = None
     with enable(model, keep=5, positions="original"):
         out = model(**prompt, use_cache=True)
-    with enable(model, keep=5, positions="original"), \
-            pytest.raises(InvalidInputError, match="pruned by another TOPS pruning session"):
+    with (
+        enable(model, keep=5, positions="original"),
+        pytest.raises(InvalidInputError, match="pruned by another TOPS pruning session"),
+    ):
         model(input_ids=token, use_cache=True, **{cache_argument(model): output_cache(out)})

@@ -45,8 +45,14 @@ def schedule_for(kind, stage1, stage2):
 
 
 def greedy(model, prompt, steps=3):
-    out = model.generate(**prompt, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
-                         output_logits=True, return_dict_in_generate=True)
+    out = model.generate(
+        **prompt,
+        max_new_tokens=steps,
+        min_new_tokens=steps,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
     return out.sequences, torch.stack(out.logits)
 
 
@@ -57,9 +63,16 @@ def language_model(model):
 def first_layer_inputs(model):
     """Record (hidden, kwargs) of every call of the first decoder layer; returns (records, handle)."""
     records = []
-    handle = language_model(model).layers[0].register_forward_pre_hook(
-        lambda module, args, kwargs: records.append((args[0] if args else kwargs["hidden_states"], kwargs)),
-        with_kwargs=True)
+    handle = (
+        language_model(model)
+        .layers[0]
+        .register_forward_pre_hook(
+            lambda module, args, kwargs: records.append(
+                (args[0] if args else kwargs["hidden_states"], kwargs)
+            ),
+            with_kwargs=True,
+        )
+    )
     return records, handle
 
 
@@ -99,18 +112,22 @@ def test_stage1_keeps_the_selectors_answer_on_instruction_relevance(case):
     cos = torch.nn.functional.cosine_similarity(features[:, None].float(), text[None].float(), dim=-1)
     relevance = ((1 + cos) / 2).mean(dim=1)
     torch.testing.assert_close(session.history[0].relevance[0], relevance, rtol=1e-5, atol=1e-6)
-    expected = tops_core.select(relevance.numpy(), tops_core.cosine(features.float().numpy()), k,
-                                objective=tops_core.TOPSRule())
+    expected = tops_core.select(
+        relevance.numpy(), tops_core.cosine(features.float().numpy()), k, objective=tops_core.TOPSRule()
+    )
     assert session.history[0].kept[0].tolist() == expected.indices.tolist()
     start = int(image.nonzero()[0])
     assert pruned.shape[0] == full.shape[0] - image_count(model, prompt) + k
-    assert torch.equal(pruned[start:start + k], features[expected.indices])
+    assert torch.equal(pruned[start : start + k], features[expected.indices])
 
 
 @torch.no_grad()
 def test_the_objective_is_position_aware_where_the_grid_is_known(case):
-    """M-RoPE families: tops_core.spatial on the merged grid; anyres, pixel-shuffled, pooled and
-    variable-size layouts: the plain cosine (their layout is not read yet)."""
+    """M-RoPE families: tops_core.spatial on the merged grid.
+
+    Anyres, pixel-shuffled, pooled and variable-size layouts: the plain cosine (their layout is not
+    read yet).
+    """
     kind, model, prompt = case
     k, objective = 5, tops_core.Objective()
     records, handle = first_layer_inputs(model)
@@ -193,8 +210,9 @@ def test_positions_equal_a_direct_computation(case):
     lm = language_model(model)
     if kind in MROPE_FAMILIES:
         assert session.positions == "original"
-        full, _ = model.model.get_rope_index(prompt["input_ids"], prompt["mm_token_type_ids"],
-                                             image_grid_thw=prompt["image_grid_thw"])
+        full, _ = model.model.get_rope_index(
+            prompt["input_ids"], prompt["mm_token_type_ids"], image_grid_thw=prompt["image_grid_thw"]
+        )
         kept = full[:, :, columns]
         assert deltas.tolist() == [[int(kept.max()) + 1 - columns.shape[0]]]
         direct, _ = lm.rotary_emb(cos, kept)
@@ -229,8 +247,9 @@ def test_internvl_cls_relevance_is_the_attention_mass_of_each_tokens_patches():
     record = session.history[0]
     torch.testing.assert_close(record.relevance[0], blocks, rtol=1e-5, atol=1e-6)
     features = model.model.get_image_features(prompt["pixel_values"]).pooler_output[0]
-    expected = tops_core.select(blocks.numpy(), tops_core.cosine(features.numpy()), k,
-                                objective=tops_core.TOPSRule())
+    expected = tops_core.select(
+        blocks.numpy(), tops_core.cosine(features.numpy()), k, objective=tops_core.TOPSRule()
+    )
     assert record.kept[0].tolist() == expected.indices.tolist()
 
 
@@ -266,8 +285,11 @@ def test_stage2_restrictions_are_stated():
     with pytest.raises(InvalidInputError, match=r"Gemma 3 \(gemma3\) supports Stage I only: sliding-window"):
         enable(gemma, Schedule(stage1=8, stage2=((1, 4),)))
     hybrid, _ = built("qwen3_5")
-    with pytest.raises(InvalidInputError, match=r"only at full-attention layers after the first .*: \[3\]; "
-                                                r"got Stage II layers \[1, 2\], of which \[1, 2\] are not"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"only at full-attention layers after the first .*: \[3\]; "
+        r"got Stage II layers \[1, 2\], of which \[1, 2\] are not",
+    ):
         enable(hybrid, Schedule(stage1=8, stage2=((1, 4), (2, 2))))
     deep, _ = built("qwen3_vl")
     with pytest.raises(InvalidInputError, match="Stage II layers must be >= 2; got"):
@@ -300,14 +322,31 @@ def test_an_unsupported_model_type_names_itself_and_the_supported_ones():
     import transformers
 
     config = transformers.PaliGemmaConfig(
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                           image_size=16, patch_size=4),
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                         num_key_value_heads=2, head_dim=8, vocab_size=64))
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            image_size=16,
+            patch_size=4,
+        ),
+        text_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            vocab_size=64,
+        ),
+    )
     model = transformers.PaliGemmaForConditionalGeneration(config)
-    with pytest.raises(InvalidInputError, match=r"does not support model_type 'paligemma' "
-                                                r"\(PaliGemmaForConditionalGeneration\); supported model "
-                                                r"types: llava \(LLaVA-1.5\).*qwen3_vl.*gemma3"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"does not support model_type 'paligemma' "
+        r"\(PaliGemmaForConditionalGeneration\); supported model "
+        r"types: llava \(LLaVA-1.5\).*qwen3_vl.*gemma3",
+    ):
         enable(model, keep=4)
 
 
@@ -316,8 +355,11 @@ def test_a_family_newer_than_the_installed_transformers_names_the_version_it_nee
 
     model, _ = built("mistral3")
     monkeypatch.setattr(compat, "installed_transformers", lambda: "5.16.1")
-    with pytest.raises(InvalidInputError, match=r"model_type 'mistral3' needs transformers >= 5\.17\.0; got "
-                                                r"transformers 5\.16\.1"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"model_type 'mistral3' needs transformers >= 5\.17\.0; got "
+        r"transformers 5\.16\.1",
+    ):
         enable(model, keep=4)
 
 
@@ -325,8 +367,14 @@ def test_a_family_newer_than_the_installed_transformers_names_the_version_it_nee
 def test_instruction_relevance_refuses_a_prompt_without_text_rather_than_scoring_uniformly():
     model, prompt = built("mistral3")
     image_only = dict(prompt, input_ids=prompt["input_ids"][:, 3:-4])
-    with enable(model, keep=4), pytest.raises(InvalidInputError, match=r"got rows \[0\] without text tokens. "
-                                                                       r"Pass relevance='uniform'"):
+    with (
+        enable(model, keep=4),
+        pytest.raises(
+            InvalidInputError,
+            match=r"got rows \[0\] without text tokens. "
+            r"Pass relevance='uniform'",
+        ),
+    ):
         model(**image_only)
     with enable(model, keep=4, relevance="uniform") as session:  # the explicit choice
         model(**image_only)
@@ -337,7 +385,10 @@ def test_instruction_relevance_refuses_a_prompt_without_text_rather_than_scoring
 
 def test_anyres_options_are_refused_where_there_is_no_llava_next_layout():
     model, _ = built("llava_onevision")
-    with pytest.raises(InvalidInputError, match=r"LLaVA-OneVision \(llava_onevision\) has no such layout .*"
-                                                r"got crops='crop', newlines='keep'"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"LLaVA-OneVision \(llava_onevision\) has no such layout .*"
+        r"got crops='crop', newlines='keep'",
+    ):
         enable(model, keep=4, crops="crop")
     assert "forward" not in vars(model.model)

@@ -23,8 +23,15 @@ def inputs():
 
 
 def greedy(model, inputs, steps=4, **kw):
-    out = model.generate(**inputs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
-                         output_logits=True, return_dict_in_generate=True, **kw)
+    out = model.generate(
+        **inputs,
+        max_new_tokens=steps,
+        min_new_tokens=steps,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+        **kw,
+    )
     return out.sequences, torch.stack(out.logits)
 
 
@@ -41,8 +48,9 @@ def test_keeping_every_token_gives_the_unpruned_logits_exactly(model, inputs):
         assert torch.equal(logits, ref_logits)
 
 
-@pytest.mark.parametrize("objective", [tops_core.TOPSRule(), tops_core.Objective()],
-                         ids=["rule", "objective"])
+@pytest.mark.parametrize(
+    "objective", [tops_core.TOPSRule(), tops_core.Objective()], ids=["rule", "objective"]
+)
 @torch.no_grad()
 def test_stage1_keeps_the_tokens_the_selector_chose(model, inputs, objective):
     k = 6
@@ -59,6 +67,7 @@ def test_stage1_keeps_the_tokens_the_selector_chose(model, inputs, objective):
         sim = tops_core.spatial(sim, (4, 4))
     expected = tops_core.select(cls.numpy(), sim, k, objective=objective)
     seen = {}
+
     def keep_input(module, args):
         seen["hidden"] = args[0]
 
@@ -74,7 +83,7 @@ def test_stage1_keeps_the_tokens_the_selector_chose(model, inputs, objective):
     torch.testing.assert_close(record.relevance[0], cls, rtol=1e-5, atol=1e-6)
     hidden = seen["hidden"][0]
     assert hidden.shape[0] == inputs["input_ids"].shape[1] - N + k
-    assert torch.equal(hidden[3:3 + k], features[expected.indices])  # gathered features equal
+    assert torch.equal(hidden[3 : 3 + k], features[expected.indices])  # gathered features equal
 
 
 @torch.no_grad()
@@ -88,8 +97,9 @@ def test_spatial_false_keeps_the_plain_cosine(model, inputs):
     features = model.model.get_image_features(inputs["pixel_values"]).pooler_output[0].numpy()
     want = tops_core.select(cls, tops_core.cosine(features), 6, objective=objective, method="greedy")
     assert plain.history[0].kept[0].tolist() == want.indices.tolist()
-    want = tops_core.select(cls, tops_core.spatial(tops_core.cosine(features), (4, 4)), 6,
-                            objective=objective, method="greedy")
+    want = tops_core.select(
+        cls, tops_core.spatial(tops_core.cosine(features), (4, 4)), 6, objective=objective, method="greedy"
+    )
     assert spatial.history[0].kept[0].tolist() == want.indices.tolist()
 
 
@@ -102,7 +112,7 @@ def test_pruned_generate_equals_a_direct_run_on_the_pruned_sequence(model, input
     columns = session.history[0].columns
     embeds = model.model.get_input_embeddings()(inputs["input_ids"])
     features = model.model.get_image_features(inputs["pixel_values"]).pooler_output[0]
-    embeds[0, 3:3 + N] = features
+    embeds[0, 3 : 3 + N] = features
     embeds = embeds[:, columns[0]]
     length = inputs["input_ids"].shape[1]
     pos = columns if positions == "original" else torch.arange(columns.shape[1])[None]
@@ -112,8 +122,9 @@ def test_pruned_generate_equals_a_direct_run_on_the_pruned_sequence(model, input
     tokens = [token]
     for t in range(steps - 1):
         p = torch.tensor([[columns.shape[1] + t + shift]])
-        out = model(input_ids=token[:, None], position_ids=p, use_cache=True,
-                    **{cache_argument(model): cache})
+        out = model(
+            input_ids=token[:, None], position_ids=p, use_cache=True, **{cache_argument(model): cache}
+        )
         cache, token = output_cache(out), out.logits[:, -1].argmax(-1)
         direct.append(out.logits[:, -1])
         tokens.append(token)
@@ -133,7 +144,7 @@ def test_stage2_prunes_inside_the_llm_and_generate_returns_every_token(model, in
             assert all((r.relevance >= 0).all() for r in session.history)
             seq = model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False)
             assert seq.shape[1] == inputs["input_ids"].shape[1] + 6
-            assert torch.equal(seq[:, :inputs["input_ids"].shape[1]], inputs["input_ids"])
+            assert torch.equal(seq[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])
 
 
 @torch.no_grad()
@@ -142,6 +153,7 @@ def test_stage2_relevance_is_the_rater_attention_of_the_layer(model, inputs):
     captured = {}
     layer = model.model.language_model.layers[2]
     model.set_attn_implementation("eager")
+
     def keep_weights(module, args, out):
         captured["w"] = out[1]
 
@@ -155,7 +167,7 @@ def test_stage2_relevance_is_the_rater_attention_of_the_layer(model, inputs):
         model(**inputs)
     weights = captured["w"][0].float().mean(dim=0)  # (L, L)
     raters = torch.arange(3 + N, inputs["input_ids"].shape[1])
-    expected = weights[raters][:, 3:3 + N].mean(dim=0)
+    expected = weights[raters][:, 3 : 3 + N].mean(dim=0)
     torch.testing.assert_close(session.history[1].relevance[0], expected, rtol=1e-4, atol=1e-6)
 
 
@@ -195,8 +207,9 @@ def test_bad_configuration_is_rejected_with_the_argument_named(model):
         enable(model, Schedule(stage1=8, stage2=((4, 2),)))
     with pytest.raises(InvalidInputError, match="positions must be one of"):
         enable(model, keep=4, positions="shifted")
-    with pytest.raises(InvalidInputError,
-                       match=r"does not support model_type None \(Linear\); supported model types: llava"):
+    with pytest.raises(
+        InvalidInputError, match=r"does not support model_type None \(Linear\); supported model types: llava"
+    ):
         enable(torch.nn.Linear(2, 2), keep=4)
     assert "forward" not in vars(model.model)
 
@@ -219,13 +232,21 @@ def test_stage2_decoding_continues_from_the_per_layer_pruned_cache(model, inputs
         seq, logits = greedy(model, inputs, steps)
         out = model(**inputs, use_cache=True)
     cache, length = output_cache(out), inputs["input_ids"].shape[1]
-    assert [cache.layers[i].keys.shape[2] for i in range(4)] == [length - N + 8, length - N + 4,
-                                                                 length - N + 4, length - N + 2]
+    assert [cache.layers[i].keys.shape[2] for i in range(4)] == [
+        length - N + 8,
+        length - N + 4,
+        length - N + 4,
+        length - N + 2,
+    ]
     torch.testing.assert_close(out.logits[:, -1], logits[0], rtol=1e-5, atol=1e-5)
     token = out.logits[:, -1].argmax(-1)
     for t in range(1, steps):
-        out = model(input_ids=token[:, None], **{cache_argument(model): cache}, use_cache=True,
-                    position_ids=torch.tensor([[length + t - 1]]))
+        out = model(
+            input_ids=token[:, None],
+            **{cache_argument(model): cache},
+            use_cache=True,
+            position_ids=torch.tensor([[length + t - 1]]),
+        )
         torch.testing.assert_close(out.logits[:, -1], logits[t], rtol=1e-5, atol=1e-5)
         token = out.logits[:, -1].argmax(-1)
         assert token.item() == seq[0, length + t].item()
@@ -238,8 +259,11 @@ def test_left_padding_does_not_change_a_rows_pruned_generation(model, positions)
     pixels = torch.randn(2, 3, 16, 16)
     row = [1, 5, *[IMAGE] * N, 7, 8, 9]
     other = [1, 5, 6, 4, *[IMAGE] * N, 9, 8, 3]
-    padded = {"input_ids": torch.tensor([[0, 0, *row], other]), "pixel_values": pixels,
-              "attention_mask": torch.tensor([[0, 0, *[1] * len(row)], [1] * len(other)])}
+    padded = {
+        "input_ids": torch.tensor([[0, 0, *row], other]),
+        "pixel_values": pixels,
+        "attention_mask": torch.tensor([[0, 0, *[1] * len(row)], [1] * len(other)]),
+    }
     alone = {"input_ids": torch.tensor([row]), "pixel_values": pixels[:1]}
     schedule = Schedule(stage1=8, stage2=((1, 4), (3, 2)))
     with enable(model, schedule, positions=positions) as session:
@@ -261,6 +285,7 @@ def test_contiguous_positions_are_renumbered_after_every_stage(model, inputs):
     def recorder(index):
         def hook(module, args, kwargs):
             seen[index].append(kwargs["position_embeddings"][0][0])  # cos of row 0
+
         return hook
 
     hooks = [lm.layers[i].self_attn.register_forward_pre_hook(recorder(i), with_kwargs=True) for i in seen]
@@ -287,8 +312,9 @@ def test_beam_search_and_several_sequences_reuse_the_encoded_image(model, inputs
         beams = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, num_beams=2, do_sample=False)
         assert session.history[0].kept.shape[0] == 2
         assert torch.equal(session.history[0].kept, kept.expand(2, -1))
-        several = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False,
-                                 num_beams=2, num_return_sequences=2)
+        several = model.generate(
+            **inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, num_beams=2, num_return_sequences=2
+        )
     assert beams.shape == single.shape
     assert several.shape == (2, single.shape[1])
 

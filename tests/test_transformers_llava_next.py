@@ -31,8 +31,9 @@ def test_keeping_every_token_gives_the_unpruned_logits_exactly(model, inputs):
     for options in ({"keep": 10**6}, {"keep": 10**6, "crops": "crop", "newlines": "select"}):
         with enable(model, **options):
             assert torch.equal(model(**batch).logits, ref)
-            assert torch.equal(model.generate(**batch, max_new_tokens=3, min_new_tokens=3, do_sample=False),
-                               ref_seq)
+            assert torch.equal(
+                model.generate(**batch, max_new_tokens=3, min_new_tokens=3, do_sample=False), ref_seq
+            )
 
 
 @torch.no_grad()
@@ -80,8 +81,9 @@ def test_per_crop_budget_splits_in_proportion(model, inputs):
     # crop index of every packed token, through the model's own packing (newlines -> NaN)
     crops = batch["pixel_values"].shape[1]
     index = torch.arange(crops, dtype=torch.float)[:, None, None].expand(crops, SIDE * SIDE, 1)
-    packed, _ = model.model.pack_image_features([index], batch["image_sizes"], "default",
-                                                image_newline=torch.full((1,), float("nan")))
+    packed, _ = model.model.pack_image_features(
+        [index], batch["image_sizes"], "default", image_newline=torch.full((1,), float("nan"))
+    )
     crop = packed[0][:, 0]
     assert torch.equal(torch.isnan(crop), newline)
     sizes = [int((crop == c).sum()) for c in range(crops)]

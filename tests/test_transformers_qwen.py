@@ -26,8 +26,14 @@ def inputs():
 
 
 def greedy(model, inputs, steps=4):
-    out = model.generate(**inputs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
-                         output_logits=True, return_dict_in_generate=True)
+    out = model.generate(
+        **inputs,
+        max_new_tokens=steps,
+        min_new_tokens=steps,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
     return out.sequences, torch.stack(out.logits)
 
 
@@ -54,8 +60,9 @@ def test_instruction_relevance_picks_the_selectors_tokens(model, inputs):
     cos = torch.nn.functional.cosine_similarity(features[:, None].float(), text[None].float(), dim=-1)
     relevance = ((1 + cos) / 2).mean(dim=1)
     torch.testing.assert_close(session.history[0].relevance[0], relevance, rtol=1e-5, atol=1e-6)
-    expected = tops_core.select(relevance.numpy(), tops_core.cosine(features.numpy()), k,
-                                objective=tops_core.TOPSRule())
+    expected = tops_core.select(
+        relevance.numpy(), tops_core.cosine(features.numpy()), k, objective=tops_core.TOPSRule()
+    )
     assert session.history[0].kept[0].tolist() == expected.indices.tolist()
 
 
@@ -66,25 +73,28 @@ def test_positions_and_rope_deltas_match_a_direct_computation(model, inputs):
         seq, logits = greedy(model, inputs, steps)
         deltas = model.model.rope_deltas.clone()
     columns = session.history[0].columns[0]
-    full, _ = model.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
-                                         image_grid_thw=inputs["image_grid_thw"])
+    full, _ = model.model.get_rope_index(
+        inputs["input_ids"], inputs["mm_token_type_ids"], image_grid_thw=inputs["image_grid_thw"]
+    )
     kept = full[:, :, columns]
     assert deltas.tolist() == [[int(kept.max()) + 1 - columns.shape[0]]]
     # the unpatched model on the pruned sequence with the gathered 3-D positions
     embeds = model.model.get_input_embeddings()(inputs["input_ids"])
-    embeds[0, 3:3 + N] = model.model.get_image_features(inputs["pixel_values"],
-                                                        inputs["image_grid_thw"]).pooler_output[0]
+    embeds[0, 3 : 3 + N] = model.model.get_image_features(
+        inputs["pixel_values"], inputs["image_grid_thw"]
+    ).pooler_output[0]
     out = model(inputs_embeds=embeds[:, columns], position_ids=kept, use_cache=True)
     direct, token = [out.logits[:, -1]], out.logits[:, -1].argmax(-1)
     tokens, cache = [token], output_cache(out)
     for t in range(steps - 1):
         p = torch.full((3, 1, 1), int(kept.max()) + 1 + t)
-        out = model(input_ids=token[:, None], position_ids=p, use_cache=True,
-                    **{cache_argument(model): cache})
+        out = model(
+            input_ids=token[:, None], position_ids=p, use_cache=True, **{cache_argument(model): cache}
+        )
         cache, token = output_cache(out), out.logits[:, -1].argmax(-1)
         direct.append(out.logits[:, -1])
         tokens.append(token)
-    assert seq[0, inputs["input_ids"].shape[1]:].tolist() == torch.cat(tokens).tolist()
+    assert seq[0, inputs["input_ids"].shape[1] :].tolist() == torch.cat(tokens).tolist()
     torch.testing.assert_close(logits[:, 0], torch.stack(direct)[:, 0], rtol=1e-5, atol=1e-5)
 
 
@@ -120,30 +130,49 @@ def test_left_padding_keeps_each_rows_positions_and_rope_deltas(model, inputs):
     ids = inputs["input_ids"][0].tolist()
     other = [9, 10, 11, 3, 4, START, *[IMAGE] * N, END, 5, 6, 7]
     batch = torch.tensor([[0, 0, *ids], other])
-    padded = {"input_ids": batch, "mm_token_type_ids": (batch == IMAGE).int(),
-              "attention_mask": torch.tensor([[0, 0, *[1] * len(ids)], [1] * len(other)]),
-              "pixel_values": torch.cat([inputs["pixel_values"]] * 2),
-              "image_grid_thw": torch.tensor([[1, 8, 8], [1, 8, 8]])}
+    padded = {
+        "input_ids": batch,
+        "mm_token_type_ids": (batch == IMAGE).int(),
+        "attention_mask": torch.tensor([[0, 0, *[1] * len(ids)], [1] * len(other)]),
+        "pixel_values": torch.cat([inputs["pixel_values"]] * 2),
+        "image_grid_thw": torch.tensor([[1, 8, 8], [1, 8, 8]]),
+    }
     schedule = Schedule(stage1=6, stage2=((1, 3),))
     with enable(model, schedule, positions="original") as session:
-        out = model.generate(**padded, max_new_tokens=3, min_new_tokens=3, do_sample=False,
-                             output_logits=True, return_dict_in_generate=True)
+        out = model.generate(
+            **padded,
+            max_new_tokens=3,
+            min_new_tokens=3,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
         deltas = model.model.rope_deltas.clone()
         columns = session.history[0].columns
-        alone = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False,
-                               output_logits=True, return_dict_in_generate=True)
+        alone = model.generate(
+            **inputs,
+            max_new_tokens=3,
+            min_new_tokens=3,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
         delta_alone = model.model.rope_deltas.clone()
-    full, _ = model.model.get_rope_index(padded["input_ids"], padded["mm_token_type_ids"],
-                                         image_grid_thw=padded["image_grid_thw"],
-                                         attention_mask=padded["attention_mask"])
+    full, _ = model.model.get_rope_index(
+        padded["input_ids"],
+        padded["mm_token_type_ids"],
+        image_grid_thw=padded["image_grid_thw"],
+        attention_mask=padded["attention_mask"],
+    )
     valid = padded["attention_mask"].gather(1, columns).bool()
     for row in range(2):
         kept = full[:, row, columns[row]][:, valid[row]]
         assert deltas[row].item() == int(kept.max()) + 1 - int(valid[row].sum())
     assert deltas[0].item() == delta_alone[0].item()
     assert out.sequences[0, 2:].tolist() == alone.sequences[0].tolist()
-    torch.testing.assert_close(torch.stack(out.logits)[:, 0], torch.stack(alone.logits)[:, 0],
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        torch.stack(out.logits)[:, 0], torch.stack(alone.logits)[:, 0], rtol=1e-4, atol=1e-4
+    )
 
 
 def _batch_of_two_grids():
@@ -151,9 +180,12 @@ def _batch_of_two_grids():
     torch.manual_seed(2)
     row = [3, 4, START, *[IMAGE] * N, END, 5, 6, 7, 8]
     ids = torch.tensor([row, row])
-    return {"input_ids": ids, "mm_token_type_ids": (ids == IMAGE).int(),
-            "pixel_values": torch.randn(128, 3 * 2 * 2 * 2),
-            "image_grid_thw": torch.tensor([[1, 8, 8], [1, 4, 16]])}
+    return {
+        "input_ids": ids,
+        "mm_token_type_ids": (ids == IMAGE).int(),
+        "pixel_values": torch.randn(128, 3 * 2 * 2 * 2),
+        "image_grid_thw": torch.tensor([[1, 8, 8], [1, 4, 16]]),
+    }
 
 
 @torch.no_grad()

@@ -135,8 +135,12 @@ def test_float32_similarities_and_focus_weights():
 def test_select_with_the_triton_route_equals_the_core():
     scores, sim = _dyadic(5, 10)
     with torch_adapter.use_route("triton"):
-        sel = tops_core.select(torch.tensor(scores[0], device=DEVICE), torch.tensor(sim[0], device=DEVICE),
-                               4, objective=Objective(focus=0.0))
+        sel = tops_core.select(
+            torch.tensor(scores[0], device=DEVICE),
+            torch.tensor(sim[0], device=DEVICE),
+            4,
+            objective=Objective(focus=0.0),
+        )
     core = tops_core.select(scores[0], sim[0], 4, objective=Objective(focus=0.0))
     assert sel.method == core.method == "incremental"
     assert sel.order.device.type == DEVICE and sel.value.dtype == torch.float64
@@ -223,8 +227,9 @@ def test_kernels_compile_for_an_h100():
     """)
     env = {key: v for key, v in os.environ.items() if key != "TRITON_INTERPRET"}
     env["TRITON_DEFAULT_FP_FUSION"] = "0"
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
 
 
@@ -235,8 +240,13 @@ def test_greedy_and_lazy_run_the_kernel_with_their_own_certificate(method):
     scores, sim = _dyadic(6, 11, batch=2)
     before = tk.launch_count()
     with torch_adapter.use_route("triton"):
-        sel = tops_core.select(torch.tensor(scores, device=DEVICE), torch.tensor(sim, device=DEVICE), 5,
-                               objective=objective, method=method)
+        sel = tops_core.select(
+            torch.tensor(scores, device=DEVICE),
+            torch.tensor(sim, device=DEVICE),
+            5,
+            objective=objective,
+            method=method,
+        )
     launched = tk.launch_count() - before
     core = tops_core.select(scores, sim, 5, objective=objective, method=method)
     assert sel.method == core.method == method
@@ -254,8 +264,13 @@ def test_greedy_and_lazy_run_the_kernel_with_their_own_certificate(method):
     np.testing.assert_allclose(raw.bound.cpu().numpy(), core.upper_bound, rtol=1e-12)
     # Coverage only, on the 1/8 grid: stale keys tie the pick's, where the heap's (f, -i) order decides.
     scores9, sim9 = _dyadic(6, 9)
-    raw9 = tk.incremental_greedy(Objective(focus=0.0), torch.tensor(scores9, device=DEVICE),
-                                 torch.tensor(sim9, device=DEVICE), 5, certificate=method)
+    raw9 = tk.incremental_greedy(
+        Objective(focus=0.0),
+        torch.tensor(scores9, device=DEVICE),
+        torch.tensor(sim9, device=DEVICE),
+        5,
+        certificate=method,
+    )
     core9 = tops_core.select(scores9[0], sim9[0], 5, objective=Objective(focus=0.0), method=method)
     np.testing.assert_allclose(float(raw9.bound[0]), core9.upper_bound, rtol=1e-12)
     # No budget: the bound is 0 (nothing stashed is read).
@@ -264,8 +279,11 @@ def test_greedy_and_lazy_run_the_kernel_with_their_own_certificate(method):
     assert none.upper_bound.tolist() == [0.0, 0.0] and none.order.shape == (2, 0)
     # Greedy's bound is a minimum over every step, lazy's over stale gains: they differ here.
     other = "lazy" if method == "greedy" else "greedy"
-    assert not np.allclose(core.upper_bound, tops_core.select(scores, sim, 5, objective=objective,
-                                                              method=other).upper_bound, rtol=1e-9)
+    assert not np.allclose(
+        core.upper_bound,
+        tops_core.select(scores, sim, 5, objective=objective, method=other).upper_bound,
+        rtol=1e-9,
+    )
     assert (raw.bound.cpu().numpy() >= core.upper_bound).all()  # padded by the drift bound: never below
 
 
@@ -300,8 +318,9 @@ def test_near_ties_are_flagged_and_rerun_exactly(monkeypatch, method):
         assert raw.order[0].tolist() != core[0].order.tolist()
     calls = []
     exact = tops_core.api._select_numpy
-    monkeypatch.setattr(tops_core.api, "_select_numpy",
-                        lambda *a, **kw: calls.append(a[4]) or exact(*a, **kw))  # a[4]: the solver
+    monkeypatch.setattr(
+        tops_core.api, "_select_numpy", lambda *a, **kw: calls.append(a[4]) or exact(*a, **kw)
+    )  # a[4]: the solver
     with torch_adapter.use_route("triton"):
         sel = tops_core.select(r, s, 2, objective=objective, method=method)
     # Only the flagged row went to the core, and to its fast Incremental (greedy's answer) whatever
@@ -358,8 +377,9 @@ def test_tops_rule_select_budgets_none_one_and_all(k, norm):
     rule = TOPSRule(norm=norm)
     scores, sim = _dyadic(9, 8)
     with torch_adapter.use_route("triton"):
-        sel = tops_core.select(torch.tensor(scores[0], device=DEVICE), torch.tensor(sim[0], device=DEVICE), k,
-                               objective=rule)
+        sel = tops_core.select(
+            torch.tensor(scores[0], device=DEVICE), torch.tensor(sim[0], device=DEVICE), k, objective=rule
+        )
     core = tops_core.select(scores[0], sim[0], k, objective=rule)
     assert sel.method == core.method == "tops_rule"
     np.testing.assert_array_equal(sel.order.cpu().numpy(), core.order)
@@ -396,8 +416,9 @@ def test_tops_rule_near_ties_are_flagged_and_rerun_exactly():
     if ON_CPU:  # the interpreter's summation order: this input does mislead the running coverage
         assert raw.order[0].tolist() != core[0].tolist()
     with torch_adapter.use_route("triton"):
-        sel = tops_core.select(torch.tensor(scores, device=DEVICE), torch.tensor(sim, device=DEVICE), 3,
-                               objective=rule)
+        sel = tops_core.select(
+            torch.tensor(scores, device=DEVICE), torch.tensor(sim, device=DEVICE), 3, objective=rule
+        )
     for b in range(2):
         np.testing.assert_array_equal(sel.order[b].cpu().numpy(), core[b])
 

@@ -74,13 +74,26 @@ def test_negative_similarities_suggest_remedies_and_are_never_clamped():
     assert sim[0, 1] == -0.5
 
 
-@pytest.mark.parametrize("objective", [Objective(redundancy=0.5), tops_core.TOPSRule(),
-                                       tops_core.DivPrune(), tops_core.DPP(), tops_core.SCOPE()])
+@pytest.mark.parametrize(
+    "objective",
+    [
+        Objective(redundancy=0.5),
+        tops_core.TOPSRule(),
+        tops_core.DivPrune(),
+        tops_core.DPP(),
+        tops_core.SCOPE(),
+    ],
+)
 def test_asymmetric_sim_rejected_where_symmetry_is_needed(objective):
     sim = S.copy()
     sim[0, 1] = 0.5
-    _raises(r"sim must be symmetric .* got shape \(4, 4\), dtype float32 that is not", R, sim, 2,
-            objective=objective)
+    _raises(
+        r"sim must be symmetric .* got shape \(4, 4\), dtype float32 that is not",
+        R,
+        sim,
+        2,
+        objective=objective,
+    )
 
 
 def test_asymmetric_sim_is_fine_for_coverage():
@@ -130,8 +143,13 @@ def test_unsupported_type_is_named():
 
 def test_mixed_frameworks_are_named():
     torch = pytest.importorskip("torch")
-    _raises(r"same framework; got scores as torch \(torch.Tensor with shape \(4,\).*\) and sim as "
-            r"numpy \(shape \(4, 4\), dtype float32\)", torch.ones(4), S, 2)
+    _raises(
+        r"same framework; got scores as torch \(torch.Tensor with shape \(4,\).*\) and sim as "
+        r"numpy \(shape \(4, 4\), dtype float32\)",
+        torch.ones(4),
+        S,
+        2,
+    )
 
 
 def test_k_zero_and_k_n_are_valid():
@@ -145,8 +163,12 @@ def test_integer_inputs_are_accepted():
 
 
 def test_batched_checks_name_the_batch_shape():
-    _raises(r"shape \(2, 4, 4\) for scores of shape \(2, 4\); got shape \(2, 4, 3\)",
-            np.ones((2, 4)), np.ones((2, 4, 3)), 2)
+    _raises(
+        r"shape \(2, 4, 4\) for scores of shape \(2, 4\); got shape \(2, 4, 3\)",
+        np.ones((2, 4)),
+        np.ones((2, 4, 3)),
+        2,
+    )
 
 
 def test_cosine_validates_features():

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from tops_core._gain_kernels import combine8, step_gain
+
 
 @njit(cache=True, parallel=True)
 def dense_sweep(tiles, block, n, m, w, cov, counts):
@@ -39,7 +41,7 @@ def dense_sweep(tiles, block, n, m, w, cov, counts):
                 g = tiles[ib]
                 off = c0 - i0
                 for j in range(i0, i1):
-                    row = g[j - i0][off:off + nc]
+                    row = g[j - i0][off : off + nc]
                     mj = m[j]
                     wj = w[j]
                     lane = lanes[j & 7]
@@ -53,7 +55,7 @@ def dense_sweep(tiles, block, n, m, w, cov, counts):
                 off = i0 - c0
                 j8 = i0 + (i1 - i0) // 8 * 8 if i0 % 8 == 0 else i0
                 for q in range(nc):
-                    row = g[q][off:off + i1 - i0]
+                    row = g[q][off : off + i1 - i0]
                     mi = m[i0:i1]
                     wi = w[i0:i1]
                     a0, a1, a2, a3 = lanes[0, q], lanes[1, q], lanes[2, q], lanes[3, q]
@@ -76,8 +78,16 @@ def dense_sweep(tiles, block, n, m, w, cov, counts):
                         a5 += d5 * wi[t + 5]
                         a6 += d6 * wi[t + 6]
                         a7 += d7 * wi[t + 7]
-                        c += ((d0 > 0.0) + (d1 > 0.0) + (d2 > 0.0) + (d3 > 0.0)
-                              + (d4 > 0.0) + (d5 > 0.0) + (d6 > 0.0) + (d7 > 0.0))
+                        c += (
+                            (d0 > 0.0)
+                            + (d1 > 0.0)
+                            + (d2 > 0.0)
+                            + (d3 > 0.0)
+                            + (d4 > 0.0)
+                            + (d5 > 0.0)
+                            + (d6 > 0.0)
+                            + (d7 > 0.0)
+                        )
                     lanes[0, q], lanes[1, q], lanes[2, q], lanes[3, q] = a0, a1, a2, a3
                     lanes[4, q], lanes[5, q], lanes[6, q], lanes[7, q] = a4, a5, a6, a7
                     for j in range(j8, i1):
@@ -86,8 +96,9 @@ def dense_sweep(tiles, block, n, m, w, cov, counts):
                         c += d > 0.0
                     kept[q] += c
         for q in range(nc):
-            cov[c0 + q] = (((lanes[0, q] + lanes[1, q]) + (lanes[2, q] + lanes[3, q]))
-                           + ((lanes[4, q] + lanes[5, q]) + (lanes[6, q] + lanes[7, q])))
+            cov[c0 + q] = ((lanes[0, q] + lanes[1, q]) + (lanes[2, q] + lanes[3, q])) + (
+                (lanes[4, q] + lanes[5, q]) + (lanes[6, q] + lanes[7, q])
+            )
             counts[c0 + q] = kept[q]
 
 
@@ -134,7 +145,7 @@ def keep_block(tiles, block, n, cb, m, skip, starts, idx, val):
                 g = tiles[ib]
                 off = c0 - i0
                 for j in range(i0, i1):
-                    row = g[j - i0][off + qa:off + qb]
+                    row = g[j - i0][off + qa : off + qb]
                     mj = m[j]
                     for q in range(qb - qa):
                         v = row[q]
@@ -149,7 +160,7 @@ def keep_block(tiles, block, n, cb, m, skip, starts, idx, val):
                 for q in range(qa, qb):
                     if not live[q - qa]:
                         continue
-                    row = g[q][off:off + i1 - i0]
+                    row = g[q][off : off + i1 - i0]
                     at = pos[q - qa]
                     for t in range(i1 - i0):
                         v = row[t]
@@ -188,7 +199,7 @@ def _gain(store, token, m, w, lanes):
         lanes[q] = 0.0
     b = token // block
     lengths[token] = _accumulate(idx_blocks[b], val_blocks[b], starts[token], lengths[token], m, w, lanes)
-    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+    return combine8(lanes[0], lanes[1], lanes[2], lanes[3], lanes[4], lanes[5], lanes[6], lanes[7])
 
 
 @njit(cache=True, parallel=True)
@@ -244,8 +255,28 @@ def heapify(heap, f):
 
 
 @njit(cache=True)
-def lazy_steps(store, m, w, r, r_pos, a, b, c, penalty,
-               f_bound, g_bound, fresh_at, heap, size, step, stop, last, order, f_gains, g_gains):
+def lazy_steps(
+    store,
+    m,
+    w,
+    r,
+    r_pos,
+    a,
+    b,
+    c,
+    penalty,
+    f_bound,
+    g_bound,
+    fresh_at,
+    heap,
+    size,
+    step,
+    stop,
+    last,
+    order,
+    f_gains,
+    g_gains,
+):
     """Lazy greedy steps ``step .. stop - 1`` on the kept entries (exact, greedy's order).
 
     ``f_bound`` holds upper bounds of every candidate's gain (canonical gains
@@ -278,10 +309,7 @@ def lazy_steps(store, m, w, r, r_pos, a, b, c, penalty,
             for q in range(size):
                 i = heap[q]
                 old[q] = f_bound[i]
-                f = a * r[i] + b * cov_all[q]
-                if c != 0.0:
-                    f = f - c * penalty[i]
-                f_bound[i] = f
+                f_bound[i] = step_gain(a, r[i], b, cov_all[q], c, penalty[i])
                 g_bound[i] = a * r_pos[i] + b * cov_all[q]
                 fresh_at[i] = s
             heapify(heap[:size], f_bound)
@@ -293,10 +321,7 @@ def lazy_steps(store, m, w, r, r_pos, a, b, c, penalty,
                 break
             cov = _gain(store, top, m, w, lanes)
             evaluations += 1
-            f = a * r[top] + b * cov
-            if c != 0.0:
-                f = f - c * penalty[top]
-            f_bound[top] = f
+            f_bound[top] = step_gain(a, r[top], b, cov, c, penalty[top])
             g_bound[top] = a * r_pos[top] + b * cov
             fresh_at[top] = s
             last += 1
@@ -334,5 +359,6 @@ def canonical_products(unit, rows, col_start, out):
             lanes = np.zeros(8)
             for t in range(d):
                 lanes[t % 8] += np.float64(x[t]) * np.float64(y[t])
-            out[a, j - col_start] = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + (
-                (lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+            out[a, j - col_start] = combine8(
+                lanes[0], lanes[1], lanes[2], lanes[3], lanes[4], lanes[5], lanes[6], lanes[7]
+            )

@@ -7,7 +7,6 @@ device), never the data itself.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import math
 import numbers
 import os
@@ -82,9 +81,15 @@ def check_array_kind(name: str, x: object) -> None:
 
     assert isinstance(x, torch.Tensor)  # framework_of said so; narrows the type
     if x.is_meta or x.layout is not torch.strided or x.is_nested or x.is_quantized:
-        kind = ("a meta tensor (it holds no data)" if x.is_meta else
-                "a nested tensor" if x.is_nested else
-                "a quantized tensor" if x.is_quantized else f"a tensor with layout {x.layout}")
+        kind = (
+            "a meta tensor (it holds no data)"
+            if x.is_meta
+            else "a nested tensor"
+            if x.is_nested
+            else "a quantized tensor"
+            if x.is_quantized
+            else f"a tensor with layout {x.layout}"
+        )
         raise InvalidInputError(
             f"{name} must be a dense (strided) tensor with data; got {kind}: "
             f"torch.Tensor with shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device}. "
@@ -174,8 +179,11 @@ def check_magnitudes(evaluators, rule, r_abs: float, s_max: float, n: int, k: in
         if getattr(rule, "quality", None) == "raw":
             terms.append(r_abs * r_abs * s_max)
         for obj in evaluators:  # the sums, before and after weighting (a weight may be < 1)
-            for weight, raw in ((obj.relevance, n * r_abs), (obj.coverage, n * s_max * slack),
-                                (obj.redundancy, k * n * s_max)):
+            for weight, raw in (
+                (obj.relevance, n * r_abs),
+                (obj.coverage, n * s_max * slack),
+                (obj.redundancy, k * n * s_max),
+            ):
                 if weight:
                     terms.append(max(1.0, weight) * raw)
         reach = max(terms, default=0.0)
@@ -231,9 +239,7 @@ def check_budget(k: object, n: int) -> int:
 def _as_real_array(name: str, x: np.ndarray, given: str) -> tuple[np.ndarray, float, float]:
     """Return ``x`` as floats and its extremes, after checking it is real and finite."""
     if x.dtype.kind not in "fiu":
-        raise InvalidInputError(
-            f"{name} must hold real numbers (a float or integer dtype); got {given}"
-        )
+        raise InvalidInputError(f"{name} must hold real numbers (a float or integer dtype); got {given}")
     if x.dtype.kind in "iu":
         x = x.astype(np.float64)
     if not x.size:
@@ -268,10 +274,6 @@ def exactly_symmetric(a: np.ndarray) -> bool:
         return memo[id(a)][1]
     if a.shape[0] != a.shape[1]:
         result = False
-    elif _compiled_applies(a):
-        from tops_core._validate_kernels import exactly_symmetric as compiled
-
-        result = bool(compiled(a))
     else:
         result = _blocks_equal_transposed(a)
     if memo is not None:
@@ -281,23 +283,16 @@ def exactly_symmetric(a: np.ndarray) -> bool:
     return result
 
 
-# From this many rows on the compiled tile compare runs (Numba installed, a float dtype). Measured
-# float32 on a 2-core Xeon, NumPy's blocks / compiled: N = 576 119 / 138 us (the blocks fit in L2),
-# 1152 1148 / 580 us, 2880 7.2 / 5.0 ms.
-_COMPILED_FROM = 1024
-
-
-def _compiled_applies(a: np.ndarray) -> bool:
-    return (a.shape[0] >= _COMPILED_FROM and a.dtype in (np.float32, np.float64)
-            and importlib.util.find_spec("numba") is not None)
-
-
+# NumPy's blocks compare a block with its mirror through a strided view (not vectorised). Compiled
+# tile kernels were measured against them at N = 2880 float32: faster on a 2-core Xeon (5.0 vs 7.2
+# ms, a 16 x 16 mirror transposed into L1) but 2-5x slower on a 2-core AMD EPYC (12-31 ms vs 6.1
+# ms, every tile shape tried), so the blocks stay: the best worst case.
 def _blocks_equal_transposed(a: np.ndarray) -> bool:
     n = a.shape[0]
     block = 128 if n <= 768 else 256  # measured: 128 wins while a fits in L2, 256 beyond
     for i0 in range(0, n, block):
         for j0 in range(i0, n, block):
-            if not np.array_equal(a[i0:i0 + block, j0:j0 + block], a[j0:j0 + block, i0:i0 + block].T):
+            if not np.array_equal(a[i0 : i0 + block, j0 : j0 + block], a[j0 : j0 + block, i0 : i0 + block].T):
                 return False
     return True
 
@@ -314,8 +309,8 @@ def _symmetric(sim: np.ndarray, lo: float, hi: float, block: int = 256) -> bool:
     n = sim.shape[-1]
     for i0 in range(0, n, block):
         for j0 in range(i0, n, block):
-            a = sim[..., i0:i0 + block, j0:j0 + block]
-            b = np.swapaxes(sim[..., j0:j0 + block, i0:i0 + block], -1, -2)
+            a = sim[..., i0 : i0 + block, j0 : j0 + block]
+            b = np.swapaxes(sim[..., j0 : j0 + block, i0 : i0 + block], -1, -2)
             if not np.array_equal(a, b) and np.abs(a - b).max(initial=0.0) > tol:
                 return False
     return True

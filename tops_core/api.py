@@ -21,15 +21,16 @@ from tops_core._validate import (
 )
 from tops_core.features import Features, select_features
 from tops_core.objective import Objective
-from tops_core.rules import DPP, SCOPE, DivPrune, TopK, TOPSRule
+from tops_core.registry import AUTO, RULES, SOLVERS, method_of
+from tops_core.rules import Rule, TopK, TOPSRule
 from tops_core.selection import ArrayT, Selection
-from tops_core.solvers import SOLVERS, Exact, Greedy, Incremental, Lazy, Stochastic
 from tops_core.solvers._certificate import gains_along, online_bound
-from tops_core.solvers._result import SolverResult
+from tops_core.solvers._result import SolverResult, certificate
 
 __all__ = ["select", "resolve"]
 
-_RULES = (TOPSRule, TopK, DivPrune, SCOPE, DPP)
+_RULES = tuple(RULES.values())
+_SOLVERS = tuple(SOLVERS.values())
 _METHODS = ("auto", *SOLVERS)
 
 
@@ -52,14 +53,16 @@ def resolve(objective=None, method="auto"):
     objective = Objective() if objective is None else objective
     if not isinstance(objective, (Objective, *_RULES)):
         raise InvalidInputError(
-            "objective must be a tops_core.Objective or a rule (TOPSRule, TopK, DivPrune, "
-            f"SCOPE, DPP); got {type(objective).__name__}"
+            "objective must be a tops_core.Objective or a rule ("
+            + ", ".join(cls.__name__ for cls in _RULES)
+            + f"); got {type(objective).__name__}"
         )
     if isinstance(method, str):
         check_choice("method", method, _METHODS)
-    elif not isinstance(method, (Greedy, Lazy, Stochastic, Exact, Incremental)):
+    elif not isinstance(method, _SOLVERS):
         raise InvalidInputError(
-            "method must be a name (" + ", ".join(repr(m) for m in _METHODS)
+            "method must be a name ("
+            + ", ".join(repr(m) for m in _METHODS)
             + f") or a solver instance; got {type(method).__name__}"
         )
     if isinstance(objective, _RULES):
@@ -77,20 +80,32 @@ def resolve(objective=None, method="auto"):
             )
         return objective, None
     if isinstance(method, str):
-        method = Incremental() if method == "auto" else SOLVERS[method]()
+        method = AUTO() if method == "auto" else SOLVERS[method]()
     return objective, method
 
 
-Rule = TOPSRule | TopK | DivPrune | SCOPE | DPP
-
-
 @overload
-def select(scores: np.ndarray | Sequence[Any], sim: np.ndarray | Sequence[Any] | Features, k: int, /, *,
-           objective: Objective | Rule | None = None, method: Any = "auto",
-           reference: Objective | None = None) -> Selection[np.ndarray]: ...
+def select(
+    scores: np.ndarray | Sequence[Any],
+    sim: np.ndarray | Sequence[Any] | Features,
+    k: int,
+    /,
+    *,
+    objective: Objective | Rule | None = None,
+    method: Any = "auto",
+    reference: Objective | None = None,
+) -> Selection[np.ndarray]: ...
 @overload
-def select(scores: ArrayT, sim: ArrayT | Features, k: int, /, *, objective: Objective | Rule | None = None,
-           method: Any = "auto", reference: Objective | None = None) -> Selection[ArrayT]: ...
+def select(
+    scores: ArrayT,
+    sim: ArrayT | Features,
+    k: int,
+    /,
+    *,
+    objective: Objective | Rule | None = None,
+    method: Any = "auto",
+    reference: Objective | None = None,
+) -> Selection[ArrayT]: ...
 def select(scores, sim, k, /, *, objective=None, method="auto", reference=None):
     """Select the ``k`` visual tokens that best preserve the image for the task.
 
@@ -145,7 +160,8 @@ def select(scores, sim, k, /, *, objective=None, method="auto", reference=None):
     objective, solver = resolve(objective, method)
     if isinstance(sim, Features):
         check_array_kind("scores", scores)
-        if not isinstance(objective, Objective) or not isinstance(solver, (Incremental, Greedy, Lazy)):
+        entry = method_of(solver)
+        if not isinstance(objective, Objective) or entry is None or not entry.greedy_answer:
             raise InvalidInputError(
                 "sim given as tops_core.Features runs the greedy of an Objective (method 'auto', "
                 f"'greedy' or 'lazy'); got objective={type(objective).__name__}, method="
@@ -170,8 +186,14 @@ def select(scores, sim, k, /, *, objective=None, method="auto", reference=None):
         return native
     check_memory(f"sim of shape {tuple(sim.shape)} (a host copy)", 8.0 * _size_of(sim))
     host = _select_numpy(
-        adapter.to_numpy(scores), adapter.to_numpy(sim), k, objective, solver, reference,
-        scores_given=adapter.describe(scores), sim_given=adapter.describe(sim),
+        adapter.to_numpy(scores),
+        adapter.to_numpy(sim),
+        k,
+        objective,
+        solver,
+        reference,
+        scores_given=adapter.describe(scores),
+        sim_given=adapter.describe(sim),
     )
     return _in_framework_of(scores, host, adapter)
 
@@ -194,8 +216,13 @@ def native_may_run(scores, sim, objective, reference) -> bool:
     whose sums could overflow float32 (one read-back of two maxima), and
     weights outside float32's normal range, go through the core.
     """
-    weights = [float(getattr(o, f.name)) for o in (objective, reference) if dataclasses.is_dataclass(o)
-               for f in dataclasses.fields(o) if isinstance(getattr(o, f.name), (int, float))]
+    weights = [
+        float(getattr(o, f.name))
+        for o in (objective, reference)
+        if dataclasses.is_dataclass(o)
+        for f in dataclasses.fields(o)
+        if isinstance(getattr(o, f.name), (int, float))
+    ]
     tiny = float(np.finfo(np.float32).tiny)
     if any(w != 0 and not tiny <= w <= _NATIVE_LARGEST for w in weights):
         return False
@@ -243,11 +270,20 @@ def _validate_and_solve(scores, sim, k, objective, solver, reference, scores_giv
             )
         # The reference's value must not depend on the pick order either.
         need_sym = objective.needs_symmetric or evaluator.needs_symmetric
-        why = (type(objective).__name__ if objective.needs_symmetric
-               else "the reference's redundancy penalty (redundancy > 0)")
+        why = (
+            type(objective).__name__
+            if objective.needs_symmetric
+            else "the reference's redundancy penalty (redundancy > 0)"
+        )
     r, s, k, r_abs, s_max = check_problem_extremes(
-        scores, sim, k, need_symmetric=need_sym, why_symmetric=why,
-        scores_given=scores_given, sim_given=sim_given)
+        scores,
+        sim,
+        k,
+        need_symmetric=need_sym,
+        why_symmetric=why,
+        scores_given=scores_given,
+        sim_given=sim_given,
+    )
     evaluator.check_scores(r, scores_given or describe(scores))
     n = r.shape[-1]
     check_magnitudes([evaluator], rule, r_abs, s_max, n, k)
@@ -287,8 +323,9 @@ def _checked(sel: Selection, n: int) -> Selection:
     a breach here is a bug, reported as such.
     """
     order = sel.order
-    valid = (order.size == 0 or (order.min() >= 0 and order.max() < n)) and \
-        np.unique(order).size == order.size
+    valid = (order.size == 0 or (order.min() >= 0 and order.max() < n)) and np.unique(
+        order
+    ).size == order.size
     if not (valid and np.isfinite(sel.value) and np.isfinite(sel.upper_bound)):
         raise RuntimeError(
             f"tops-prune produced an invalid answer ({sel.method}, N = {n}, k = {order.size}); "
@@ -299,10 +336,7 @@ def _checked(sel: Selection, n: int) -> Selection:
 
 def _solve_one(r, s, k, objective, solver, evaluator) -> Selection:
     if k == 0:  # the empty set: f = 0, optimal (also for N = 0, an image cropped to nothing)
-        empty = np.zeros(0, dtype=np.int64)
-        name = objective.name if solver is None else solver.name
-        return Selection(indices=empty, order=empty, gains=np.zeros(0), value=0.0, upper_bound=0.0,
-                         method=name, optimal=True)
+        return Selection.empty(objective.name if solver is None else solver.name)
     if solver is None:
         order = objective.order(r, s, k)
         gains, state = gains_along(evaluator, r, s, order)
@@ -317,8 +351,7 @@ def _solve_one(r, s, k, objective, solver, evaluator) -> Selection:
     order = result.order.astype(np.int64)
     best = result.best  # max over S of each row: the same whatever weighs it
     value = evaluator.value_of(r, s, order, best)
-    bound = max(float(result.upper_bound), value)
-    closes = bound - value <= 1e-12 * max(1.0, abs(bound))
+    bound, closes = certificate(value, result.upper_bound)
     return Selection(
         indices=np.sort(order),
         order=order,

@@ -18,9 +18,12 @@ from __future__ import annotations
 import functools
 import heapq
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
+from tops_core._dispatch import to_numpy
+from tops_core._numba import fast_for, feature_kernels, gain_kernels
 from tops_core._validate import (
     InvalidInputError,
     check_array_kind,
@@ -29,11 +32,10 @@ from tops_core._validate import (
     check_memory,
     describe,
 )
-from tops_core.objective import LANES, Objective, lane_sum
+from tops_core.objective import LANES, Objective, lane_sum, lane_tree
 from tops_core.selection import Selection
 from tops_core.similarity import unit_rows
-from tops_core.solvers._result import top_sum
-from tops_core.solvers.incremental import fast_for, kernels
+from tops_core.solvers._result import certificate, top_sum
 
 __all__ = ["Features"]
 
@@ -71,7 +73,7 @@ def _blas_products(unit: np.ndarray, idx: np.ndarray, col_start: int) -> np.ndar
     rows = unit[np.repeat(idx, 2) if lone_row else idx]
     cols = unit[[col_start, col_start]] if lone_col else unit[col_start:]
     block = rows @ cols.T
-    return block[:1 if lone_row else None, :1 if lone_col else None]
+    return block[: 1 if lone_row else None, : 1 if lone_col else None]
 
 
 #: Token counts of the BLAS probe: whether an entry's bits depend on the batch
@@ -124,16 +126,13 @@ class Features:
     """
 
     def __init__(self, features, *, shift: bool = True) -> None:
-        from tops_core._dispatch import to_numpy
-
         check_array_kind("features", features)
         given = describe(features)
         x = to_numpy(features)
         if x.ndim != 2 or x.dtype.kind not in "fiu":
             raise InvalidInputError(f"features must be a real array of shape (N, d); got {given}")
         if x.dtype.kind != "f":
-            check_memory(f"features of shape {x.shape} (an integer dtype, widened to float64)",
-                         16.0 * x.size)
+            check_memory(f"features of shape {x.shape} (an integer dtype, widened to float64)", 16.0 * x.size)
             x = x.astype(np.float64)
         check_memory(f"features of shape {x.shape} (their unit rows)", 1.0 * x.nbytes)
         if not np.isfinite(x).all():
@@ -173,10 +172,8 @@ class Features:
         if self.products == "blas":
             block = _blas_products(self.unit, idx, col_start)
         else:
-            from tops_core._feature_kernels import canonical_products
-
             exact = np.empty((idx.shape[0], self.n - col_start))
-            canonical_products(self.unit, idx, col_start, exact)
+            feature_kernels().canonical_products(self.unit, idx, col_start, exact)
             block = exact.astype(self.unit.dtype)
         np.clip(block, -1.0, 1.0, out=block)  # rounding can leave |cos| a hair above 1
         if self.shift:
@@ -191,8 +188,9 @@ class Features:
 
     def dense(self) -> np.ndarray:
         """The full ``(N, N)`` similarity this object stands for (for small N and tests)."""
-        check_memory(f"Features.dense() with N = {self.n} tokens",
-                     1.0 * self.n * self.n * self.dtype.itemsize)
+        check_memory(
+            f"Features.dense() with N = {self.n} tokens", 1.0 * self.n * self.n * self.dtype.itemsize
+        )
         return np.vstack([rows for _, rows in self.blocks()])
 
     def __repr__(self) -> str:
@@ -208,12 +206,11 @@ def _initial_coverage(feats: Features, w: np.ndarray) -> tuple[np.ndarray, float
     for start, rows in feats.blocks():
         lowest = min(lowest, float(rows.min()))
         if fast:
-            kernels().add_lanes(rows, start, w, zero_m, lanes)
+            gain_kernels().add_lanes(rows, start, w, zero_m, lanes)
         else:
             for t in range(rows.shape[0]):
                 lanes[(start + t) % LANES] += rows[t] * w[start + t]
-    cov = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
-    return cov, lowest
+    return lane_tree(lanes), lowest
 
 
 def _gamma(count: float, unit: float) -> float:
@@ -255,28 +252,30 @@ def coverage_bound(feats: Features, w: np.ndarray) -> np.ndarray:
     v = np.zeros(d)
     chunk = 4096  # float64 copies of the rows, a chunk at a time
     for s in range(0, n, chunk):
-        u64 = u[s:s + chunk].astype(np.float64)
-        norms[s:s + chunk] = np.sqrt(np.einsum("ij,ij->i", u64, u64))
-        v += w[s:s + chunk] @ u64
+        u64 = u[s : s + chunk].astype(np.float64)
+        norms[s : s + chunk] = np.sqrt(np.einsum("ij,ij->i", u64, u64))
+        v += w[s : s + chunk] @ u64
     est = np.empty(n)
     for s in range(0, n, chunk):
-        est[s:s + chunk] = u[s:s + chunk].astype(np.float64) @ v
+        est[s : s + chunk] = u[s : s + chunk].astype(np.float64) @ v
     big_w = math.fsum(w)
     est += big_w
     live = norms > 0
     eta = float(np.abs(norms[live] - 1.0).max()) + 1e-12 if live.any() else 0.0
     a_w = float(w @ norms) * (1 + _gamma(n + 2, unit64))  # sum_j w_j |u_j|, rounded up
-    slack = (_gamma(d + 2, unit) * (1 + eta) * a_w * norms  # BLAS dot products
-             + (2 * eta + eta * eta) * big_w  # clipping at -1
-             + _gamma(n + d + 4, unit64) * (big_w + a_w * norms)  # W, v and v . u_i in float64
-             + 4 * unit64 * np.abs(est))
+    slack = (
+        _gamma(d + 2, unit) * (1 + eta) * a_w * norms  # BLAS dot products
+        + (2 * eta + eta * eta) * big_w  # clipping at -1
+        + _gamma(n + d + 4, unit64) * (big_w + a_w * norms)  # W, v and v . u_i in float64
+        + 4 * unit64 * np.abs(est)
+    )
     return (est + slack) * (0.5 * (1 + 2 * unit) * (1 + _gamma(n + 4, unit64)) * (1 + 8 * unit64))
 
 
 def _coverage_of(rows: np.ndarray, m: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Canonical coverage gains of candidates given their similarity rows (= columns)."""
     if fast_for(rows):
-        lane_gain = kernels().lane_gain
+        lane_gain = gain_kernels().lane_gain
         return np.array([lane_gain(row, m, w) for row in rows], dtype=np.float64)
     return lane_sum(np.maximum(rows - m, 0.0) * w)
 
@@ -290,7 +289,7 @@ def _columns_match(feats: Features) -> bool:
     """
     n = feats.n
     rows = np.arange(min(n, 2))
-    return bool(np.array_equal(feats.take(rows)[:, n // 2:], feats.product(rows, n // 2)))
+    return bool(np.array_equal(feats.take(rows)[:, n // 2 :], feats.product(rows, n // 2)))
 
 
 def _half_bytes(feats: Features, block: int) -> int:
@@ -326,13 +325,38 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
     ``shift=False`` needs the full pass anyway, to refuse negative entries
     before answering, and it gives the exact initial gains.
 
-    Gains are first evaluated from rows built ``batch`` at a time. Once the
-    rows a step provably needs (stale bounds above its best fresh gain) would
-    take the rows built past ``N / 4``, one pass keeps the upper half of the
-    similarity (at most :data:`PASS_BYTES`) and :func:`_pass_steps` finishes.
+    Gains are first evaluated from rows built ``batch`` at a time
+    (:func:`_row_steps`). Once the rows a step provably needs (stale bounds
+    above its best fresh gain) would take the rows built past ``N / 4``, one
+    pass keeps the upper half of the similarity (at most :data:`PASS_BYTES`)
+    and :func:`_pass_steps` finishes.
     """
-    from tops_core._dispatch import to_numpy
+    r_in, k = _checked_scores(scores, feats, k, objective, batch)
+    if k == 0:  # the empty set (also for N = 0)
+        return Selection.empty("lazy+features")
+    state = _start(feats, r_in, objective, k)
+    bound = top_sum(state.g_bound, k)
+    if _row_steps(feats, state, k, batch):
+        _pass_steps(feats, state, k)
+    order = state.order
+    g_rest = state.g_bound.copy()
+    g_rest[order] = -np.inf
+    bound = min(bound, math.fsum(state.g_gains) + top_sum(g_rest, k))
+    value = objective.value_from(state.r, state.w, state.m, order, lambda: feats.take(order)[:, order])
+    bound, closes = certificate(value, bound)
+    return Selection(
+        indices=np.sort(order),
+        order=order,
+        gains=state.gains,
+        value=value,
+        upper_bound=bound,
+        method="lazy+features",
+        optimal=bool(closes or k == feats.n),
+    )
 
+
+def _checked_scores(scores, feats: Features, k, objective: Objective, batch: int) -> tuple[np.ndarray, int]:
+    """Validated NumPy scores and budget (and the memory the selection may take)."""
     given = describe(scores)
     r_in = to_numpy(scores)
     if r_in.ndim != 1 or r_in.shape[0] != feats.n or r_in.dtype.kind not in "fiu":
@@ -344,18 +368,59 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
         raise InvalidInputError(f"scores must be finite (no NaN or inf); got {given} with NaN or inf")
     k = check_budget(k, feats.n)
     objective.check_scores(r_in, given)
-    n = feats.n
     r_abs = float(np.abs(r_in).max(initial=0))
-    check_magnitudes([objective], None, r_abs, 1.0, n, k)
-    check_memory(f"Features with N = {n} tokens", _working_bytes(feats, k, objective, batch))
-    if k == 0:  # the empty set (also for N = 0)
-        empty = np.zeros(0, dtype=np.int64)
-        return Selection(indices=empty, order=empty, gains=np.zeros(0), value=0.0, upper_bound=0.0,
-                         method="lazy+features", optimal=True)
+    check_magnitudes([objective], None, r_abs, 1.0, feats.n, k)
+    check_memory(f"Features with N = {feats.n} tokens", _working_bytes(feats, k, objective, batch))
+    return r_in, k
+
+
+@dataclass
+class _LazyState:
+    """Features mode's lazy-greedy state, which every phase reads and extends.
+
+    ``f_bound`` / ``g_bound`` bound every candidate's gain of ``f`` / ``g``
+    (exact where ``fresh_at`` is the current step); ``m`` is the running max,
+    ``penalty`` the penalty column sums; the picks so far are
+    ``order[:step]`` with their gains.
+    """
+
+    objective: Objective
+    r: np.ndarray
+    w: np.ndarray
+    f_bound: np.ndarray
+    g_bound: np.ndarray
+    fresh_at: np.ndarray
+    m: np.ndarray
+    penalty: np.ndarray
+    chosen: np.ndarray
+    order: np.ndarray
+    gains: np.ndarray
+    g_gains: np.ndarray
+    step: int = 0
+
+    def pick(self, top: int, row: np.ndarray) -> None:
+        """Record a pick and add its row (= its column) to the running max and the penalty."""
+        self.order[self.step], self.gains[self.step] = top, self.f_bound[top]
+        self.g_gains[self.step] = self.g_bound[top]
+        self.chosen[top] = True
+        np.maximum(self.m, row, out=self.m)
+        if self.objective.redundancy:
+            self.penalty += row
+        self.step += 1
+
+    def evaluated(self, tokens, cov: np.ndarray) -> None:
+        """Store the fresh gains of ``tokens`` from their coverage gains ``cov`` at this step."""
+        self.f_bound[tokens], self.g_bound[tokens] = self.objective.step_gains(
+            self.r[tokens], cov, self.penalty[tokens]
+        )
+        self.fresh_at[tokens] = self.step
+
+
+def _start(feats: Features, r_in: np.ndarray, objective: Objective, k: int) -> _LazyState:
+    """The state at ``S = {}``: bounds on the initial gains (exact ones for ``shift=False``)."""
+    n = feats.n
     r = r_in.astype(np.float64)
-    r_pos = np.maximum(r, 0.0)
     w = objective.row_weights(r)
-    a, b, c = objective.relevance, objective.coverage, objective.redundancy
     fresh_at = np.full(n, -1, dtype=np.int64)
     if feats.shift:
         cov = coverage_bound(feats, w)
@@ -367,69 +432,56 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
                 "Use Features(x, shift=True)"
             )
         fresh_at[:] = 0
-    f_bound = a * r + b * cov
-    g_bound = a * r_pos + b * cov
-    bound = top_sum(g_bound, k)
-    m = np.zeros(n, dtype=np.float64)
-    penalty = np.zeros(n, dtype=np.float64)
-    chosen = np.zeros(n, dtype=bool)
-    heap = [(-float(f_bound[i]), i) for i in range(n)]
+    f_bound, g_bound = objective.step_gains(r, cov, 0.0)
+    return _LazyState(
+        objective,
+        r,
+        w,
+        f_bound,
+        g_bound,
+        fresh_at,
+        m=np.zeros(n),
+        penalty=np.zeros(n),
+        chosen=np.zeros(n, dtype=bool),
+        order=np.empty(k, dtype=np.int64),
+        gains=np.empty(k),
+        g_gains=np.empty(k),
+    )
+
+
+def _row_steps(feats: Features, st: _LazyState, k: int, batch: int) -> bool:
+    """Lazy steps on rows built ``batch`` at a time; ``True`` when the one pass should finish them."""
+    n = feats.n
+    heap = [(-float(st.f_bound[i]), i) for i in range(n)]
     heapq.heapify(heap)
-    order = np.empty(k, dtype=np.int64)
-    gains = np.empty(k, dtype=np.float64)
-    g_gains = np.empty(k, dtype=np.float64)
-    may_switch = b != 0 and fast_for(feats.unit)
+    may_switch = st.objective.coverage != 0 and fast_for(feats.unit)
     budget = n // 4
     rows_built = 0
-    passed = False
-    step = 0
-    while step < k and not passed:
+    while st.step < k:
         best = None  # (f, -i, row) of the best fresh candidate at this step
         while True:
             top = heap[0][1]
-            if fresh_at[top] == step:
+            if st.fresh_at[top] == st.step:
                 heapq.heappop(heap)
                 break
             if may_switch and best is not None:
-                need = np.count_nonzero((fresh_at != step) & ~chosen & (f_bound >= best[0]))
+                need = np.count_nonzero((st.fresh_at != st.step) & ~st.chosen & (st.f_bound >= best[0]))
                 if rows_built + need > budget:
                     may_switch = False  # one pass at most
                     if _half_bytes(feats, min(PASS_BLOCK, n)) <= PASS_BYTES:
-                        passed = True
-                        break
+                        return True
             popped = [heapq.heappop(heap)[1] for _ in range(min(batch, len(heap)))]
-            todo = np.array([i for i in popped if fresh_at[i] != step], dtype=np.int64)
+            todo = np.array([i for i in popped if st.fresh_at[i] != st.step], dtype=np.int64)
             rows = feats.take(todo)
             rows_built += todo.size
-            cov_now = _coverage_of(rows, m, w)
+            st.evaluated(todo, _coverage_of(rows, st.m, st.w))
             for t, i in enumerate(todo):
-                f = a * r[i] + b * cov_now[t]
-                if c:
-                    f = f - c * penalty[i]
-                f_bound[i], g_bound[i] = f, a * r_pos[i] + b * cov_now[t]
-                fresh_at[i] = step
-                if best is None or (f, -i) > best[:2]:
-                    best = (f, -i, rows[t])
+                if best is None or (st.f_bound[i], -i) > best[:2]:
+                    best = (st.f_bound[i], -i, rows[t])
             for i in popped:
-                heapq.heappush(heap, (-float(f_bound[i]), i))
-        if passed:
-            break
-        row = best[2] if best is not None and -best[1] == top else feats.take([top])[0]
-        _pick(step, top, row, f_bound, g_bound, order, gains, g_gains, chosen, m, penalty, c)
-        step += 1
-    if passed:
-        _pass_steps(feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
-                    f_bound, g_bound, fresh_at, order, gains, g_gains)
-    upper_value = math.fsum(g_gains)
-    g_bound[order] = -np.inf
-    bound = min(bound, upper_value + top_sum(g_bound, k))
-    value = _value(feats, r, w, m, order, objective)
-    bound = max(bound, value)
-    closes = bound - value <= 1e-12 * max(1.0, abs(bound))
-    return Selection(
-        indices=np.sort(order), order=order, gains=gains, value=value, upper_bound=bound,
-        method="lazy+features", optimal=bool(closes or k == n),
-    )
+                heapq.heappush(heap, (-float(st.f_bound[i]), i))
+        st.pick(top, best[2] if best is not None and -best[1] == top else feats.take([top])[0])
+    return False
 
 
 def _working_bytes(feats: Features, k: int, objective: Objective, batch: int) -> float:
@@ -451,17 +503,7 @@ def _working_bytes(feats: Features, k: int, objective: Objective, batch: int) ->
     return need
 
 
-def _pick(step, top, row, f_bound, g_bound, order, gains, g_gains, chosen, m, penalty, c) -> None:
-    """Record a pick and add its row (= its column) to the running max and the penalty."""
-    order[step], gains[step], g_gains[step] = top, f_bound[top], g_bound[top]
-    chosen[top] = True
-    np.maximum(m, row, out=m)
-    if c:
-        penalty += row
-
-
-def _pass_steps(feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
-                f_bound, g_bound, fresh_at, order, gains, g_gains) -> None:
+def _pass_steps(feats: Features, st: _LazyState, k: int) -> None:
     """Finish the selection after one pass over the similarity (the bounds so far stay valid).
 
     While most gains would be re-evaluated each step anyway (the lazy count
@@ -470,13 +512,9 @@ def _pass_steps(feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
     similarity, in parallel. Then each token keeps its entries above the
     running max (at most :data:`PASS_BYTES` in all), the half similarity is
     dropped, and lazy greedy goes on from the kept entries (or, if they would
-    not fit, from the half similarity's columns).
+    not fit, from the half similarity's columns: :func:`_tile_steps`).
     """
-    from numba.typed import List
-
-    from tops_core import _feature_kernels as fk
-
-    a, b, c = objective.relevance, objective.coverage, objective.redundancy
+    fk = feature_kernels()
     n = feats.n
     block = min(PASS_BLOCK, n)
     tiles = _half_pass(feats, block)
@@ -487,98 +525,113 @@ def _pass_steps(feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
     counts = np.empty(n, dtype=np.int64)
     row = np.empty(n, dtype=feats.dtype)
     while True:
-        fk.dense_sweep(tiles, block, n, m, w, cov, counts)
-        f = a * r + b * cov
-        if c:
-            f = f - c * penalty
-        live = ~chosen
-        top = int(np.argmax(np.where(live, f, -np.inf)))  # first maximum: lowest index on ties
-        need = int(np.count_nonzero(live & (f_bound >= f[top])))  # what lazy would evaluate
-        f_bound[live], g_bound[live], fresh_at[live] = f[live], (a * r_pos + b * cov)[live], step
-        m_swept = m.copy()
+        fk.dense_sweep(tiles, block, n, st.m, st.w, cov, counts)
+        live = np.flatnonzero(~st.chosen)
+        f, _ = st.objective.step_gains(st.r, cov, st.penalty)
+        top = int(live[np.argmax(f[live])])  # first maximum: lowest index on ties
+        need = int(np.count_nonzero(st.f_bound[live] >= f[top]))  # what lazy would evaluate
+        st.evaluated(live, cov[live])
+        m_swept = st.m.copy()
         fk.dense_row(tiles, block, n, top, row)
-        _pick(step, top, row, f_bound, g_bound, order, gains, g_gains, chosen, m, penalty, c)
-        step += 1
-        if step == k:
+        st.pick(top, row)
+        if st.step == k:
             return
-        counts[chosen] = 0
-        if 2 * need <= live.sum():
+        counts[st.chosen] = 0
+        if 2 * need <= live.size:
             # Entries above the swept max (counted by the sweep) hold all those above m.
             if half_bytes + (int(counts.sum()) + n) * per_entry <= PASS_BYTES:
                 break
-            _tile_steps(tiles, block, feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
-                        f_bound, g_bound, fresh_at, order, gains, g_gains)
+            _tile_steps(tiles, block, feats, st, k)
             return
-    # Going down from the last block, each block's entries are written and its
-    # tile is freed: the kept entries replace the half similarity, never beside it.
+    store = _kept_entries(feats, tiles, block, counts, m_swept, st.chosen, idx_dtype)
+    del tiles
+    _store_steps(feats, st, k, store, need)
+
+
+def _kept_entries(
+    feats: Features, tiles, block: int, counts: np.ndarray, m_swept: np.ndarray, chosen: np.ndarray, idx_dtype
+):
+    """Each token's entries above the swept running max, as per-block index and value arrays.
+
+    Going down from the last block, each block's entries are written and its
+    tile is freed: the kept entries replace the half similarity, never beside it.
+    """
+    from numba.typed import List  # the [fast] extra: this path runs only with Numba
+
+    n = feats.n
     blocks = len(tiles)
     starts = np.zeros(n, dtype=np.int64)
-    idx_blocks, val_blocks = List([np.empty(0, dtype=idx_dtype)] * blocks), List([row[:0]] * blocks)
+    idx_blocks = List([np.empty(0, dtype=idx_dtype)] * blocks)
+    val_blocks = List([np.empty(0, dtype=feats.dtype)] * blocks)
     for cb in range(blocks - 1, -1, -1):
         c0, c1 = cb * block, min(cb * block + block, n)
-        np.cumsum(counts[c0:c1 - 1] + 1, out=starts[c0 + 1:c1])  # one spare slot each
+        np.cumsum(counts[c0 : c1 - 1] + 1, out=starts[c0 + 1 : c1])  # one spare slot each
         size = int(counts[c0:c1].sum()) + c1 - c0
         idx_blocks[cb], val_blocks[cb] = np.empty(size, dtype=idx_dtype), np.empty(size, dtype=feats.dtype)
-        fk.keep_block(tiles, block, n, cb, m_swept, chosen, starts, idx_blocks[cb], val_blocks[cb])
+        feature_kernels().keep_block(
+            tiles, block, n, cb, m_swept, chosen, starts, idx_blocks[cb], val_blocks[cb]
+        )
         tiles[cb] = np.empty((0, 0), dtype=feats.dtype)
-    del tiles
-    store = (idx_blocks, val_blocks, starts, counts, block)
-    heap = np.flatnonzero(~chosen).astype(np.int64)
-    fk.heapify(heap, f_bound)
-    size, last = heap.shape[0], need
+    return idx_blocks, val_blocks, starts, counts, block
+
+
+def _store_steps(feats: Features, st: _LazyState, k: int, store, last: int) -> None:
+    """Lazy greedy on the kept entries (compiled), from the state's step to ``k``."""
+    fk = feature_kernels()
+    obj = st.objective
+    a, b, c = float(obj.relevance), float(obj.coverage), float(obj.redundancy)
+    heap = np.flatnonzero(~st.chosen).astype(np.int64)
+    fk.heapify(heap, st.f_bound)
+    size = heap.shape[0]
+    r_pos = np.maximum(st.r, 0.0)
     # Without the penalty the steps run in one call; with it each pick's full row is needed.
-    for stop in ([k] if not c else range(step + 1, k + 1)):
+    for stop in [k] if not c else range(st.step + 1, k + 1):
         size, _, _, last = fk.lazy_steps(
-            store, m, w, r, r_pos, float(a), float(b), float(c), penalty,
-            f_bound, g_bound, fresh_at, heap, size, step, stop, last, order, gains, g_gains)
+            store,
+            st.m,
+            st.w,
+            st.r,
+            r_pos,
+            a,
+            b,
+            c,
+            st.penalty,
+            st.f_bound,
+            st.g_bound,
+            st.fresh_at,
+            heap,
+            size,
+            st.step,
+            stop,
+            last,
+            st.order,
+            st.gains,
+            st.g_gains,
+        )
         if c:
-            penalty += feats.take([order[stop - 1]])[0]
-        step = stop
+            st.penalty += feats.take([st.order[stop - 1]])[0]
+        st.step = stop
 
 
-def _tile_steps(tiles, block, feats, step, k, m, w, r, r_pos, objective, penalty, chosen,
-                f_bound, g_bound, fresh_at, order, gains, g_gains) -> None:
+def _tile_steps(tiles, block: int, feats: Features, st: _LazyState, k: int) -> None:
     """Lazy greedy reading columns of the kept half similarity, when kept entries would not fit.
 
     Each evaluation gathers one column (``O(N)``) and reduces it canonically.
     """
-    from tops_core import _feature_kernels as fk
-
-    a, b, c = objective.relevance, objective.coverage, objective.redundancy
+    fk = feature_kernels()
     n = feats.n
-    lane_gain = kernels().lane_gain
+    lane_gain = gain_kernels().lane_gain
     row = np.empty(n, dtype=feats.dtype)
-    heap = [(-float(f_bound[i]), int(i)) for i in np.flatnonzero(~chosen)]
+    heap = [(-float(st.f_bound[i]), int(i)) for i in np.flatnonzero(~st.chosen)]
     heapq.heapify(heap)
-    while step < k:
+    while st.step < k:
         while True:
             top = heap[0][1]
-            if fresh_at[top] == step:
+            if st.fresh_at[top] == st.step:
                 heapq.heappop(heap)
                 break
             fk.dense_row(tiles, block, n, top, row)
-            cov = lane_gain(row, m, w)
-            f = a * r[top] + b * cov
-            if c:
-                f = f - c * penalty[top]
-            f_bound[top], g_bound[top], fresh_at[top] = f, a * r_pos[top] + b * cov, step
-            heapq.heapreplace(heap, (-float(f), top))
+            st.evaluated(top, lane_gain(row, st.m, st.w))
+            heapq.heapreplace(heap, (-float(st.f_bound[top]), top))
         fk.dense_row(tiles, block, n, top, row)
-        _pick(step, top, row, f_bound, g_bound, order, gains, g_gains, chosen, m, penalty, c)
-        step += 1
-
-
-def _value(feats: Features, r: np.ndarray, w: np.ndarray, m: np.ndarray, order: np.ndarray,
-           objective: Objective) -> float:
-    """``f(S)`` by its definition: ``m`` is the exact max over the selected columns (sim >= 0)."""
-    if order.size == 0:
-        return 0.0
-    terms = []
-    if objective.relevance:
-        terms.append(objective.relevance * math.fsum(r[order]))
-    if objective.coverage:
-        terms.append(objective.coverage * math.fsum(w * m))
-    if objective.redundancy and order.size > 1:
-        block = feats.take(order)[:, order].astype(np.float64)
-        terms.append(-objective.redundancy * math.fsum(block[np.triu_indices(order.size, 1)]))
-    return float(math.fsum(terms))
+        st.pick(top, row)

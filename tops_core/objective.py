@@ -9,18 +9,22 @@ For relevance ``r`` (N,), non-negative similarity ``s`` (N, N) and weights
 
     w_j = (1 - beta) + beta * r_j / mean(r)
 
-with ``f(empty) = 0``. Solvers never re-derive the formula: they call
-:meth:`Objective.value` (the definition) or the incremental state below, whose
-gain kernel is the only place gains are computed.
+with ``f(empty) = 0``. Solvers never re-derive the formula: the value is
+:meth:`Objective.value_from`, a gain is :meth:`Objective.step_gains` of a
+coverage gain reduced by :func:`lane_sum` (NumPy) or by the compiled gain layer
+:mod:`tops_core._gain_kernels`, which reproduces it bit for bit.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from tops_core._dispatch import to_numpy
+from tops_core._numba import fast_for, matrix_kernels
 from tops_core._validate import (
     InvalidInputError,
     check_array_kind,
@@ -31,7 +35,7 @@ from tops_core._validate import (
     pow2_scale,
 )
 
-__all__ = ["Objective", "ObjectiveState", "lane_sum"]
+__all__ = ["Objective", "ObjectiveState", "lane_sum", "lane_tree", "LANES"]
 
 # Rows of the gain kernel evaluated per block: bounds the float64 temporary to
 # _BLOCK * N values without changing any result (each row is reduced on its own).
@@ -56,8 +60,12 @@ def lane_sum(terms: np.ndarray) -> np.ndarray:
     lanes = terms[:, :n8].reshape(b, n8 // LANES, LANES).sum(axis=1)  # sequential per lane
     if n8 < n:
         lanes[:, : n - n8] += terms[:, n8:]
-    return ((lanes[:, 0] + lanes[:, 1]) + (lanes[:, 2] + lanes[:, 3])) + (
-        (lanes[:, 4] + lanes[:, 5]) + (lanes[:, 6] + lanes[:, 7]))
+    return lane_tree(lanes.T)
+
+
+def lane_tree(lanes) -> np.ndarray:
+    """The fixed tree that ends the canonical reduction, over 8 lane arrays (``lanes[l]``)."""
+    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
 
 
 @dataclass(frozen=True)
@@ -110,10 +118,6 @@ class Objective:
         """Whether ``sim`` must be symmetric (the redundancy penalty reads pairs)."""
         return self.redundancy > 0
 
-    def is_monotone(self, scores: np.ndarray) -> bool:
-        """Whether ``f`` is monotone on these scores (then greedy is within 1 - 1/e)."""
-        return self.redundancy == 0 and (self.relevance == 0 or bool((scores >= 0).all()))
-
     def check_scores(self, scores: np.ndarray, given: str) -> None:
         """Reject scores the objective is undefined for (negative r with focus > 0)."""
         if self.focus > 0 and (scores < 0).any():
@@ -154,20 +158,20 @@ class Objective:
         float
             ``f(S)``; ``0.0`` for the empty set.
         """
-        from tops_core._dispatch import to_numpy
-
         r, s = self._inputs(scores, sim, "value")
         return self.value_of(r, s, _check_indices(to_numpy(indices), r.shape[0]))
 
     def _inputs(self, scores, sim, what: str) -> tuple[np.ndarray, np.ndarray]:
         """Validated NumPy ``(r, s)`` of one problem for :meth:`value` and :meth:`gains`."""
-        from tops_core._dispatch import to_numpy
-
         check_array_kind("scores", scores)
         check_array_kind("sim", sim)
         r, s, _, r_abs, s_max = check_problem_extremes(
-            to_numpy(scores), to_numpy(sim), 0, need_symmetric=self.needs_symmetric,
-            why_symmetric="the redundancy penalty (redundancy > 0)")
+            to_numpy(scores),
+            to_numpy(sim),
+            0,
+            need_symmetric=self.needs_symmetric,
+            why_symmetric="the redundancy penalty (redundancy > 0)",
+        )
         if r.ndim != 1:
             raise InvalidInputError(f"scores must have shape (N,) for {what}(); got shape {r.shape}")
         self.check_scores(r, f"shape {r.shape}, dtype {r.dtype}")
@@ -176,28 +180,89 @@ class Objective:
         check_memory(f"sim of N = {n} tokens", 1.0 * s.nbytes)  # the transposed copy
         return r, s
 
-    def value_of(self, scores: np.ndarray, sim: np.ndarray, indices: np.ndarray,
-                 best: np.ndarray | None = None) -> float:
+    def value_of(
+        self, scores: np.ndarray, sim: np.ndarray, indices: np.ndarray, best: np.ndarray | None = None
+    ) -> float:
         """``f(S)`` on already validated NumPy inputs (no checks): see :meth:`value`.
 
         ``best``, if given, is ``max_{i in S} sim[j, i]`` for every row ``j``
         (as a solver tracked it), saving one gather over ``sim``.
         """
-        idx = indices
-        if idx.size == 0:
+        if indices.size == 0:
             return 0.0
         r64 = scores.astype(np.float64)
+        if self.coverage and best is None:
+            best = _max_over_columns(sim, indices)
+        return self.value_from(
+            r64, self.row_weights(r64), best, indices, lambda: sim[np.ix_(indices, indices)]
+        )
+
+    def value_from(
+        self,
+        r: np.ndarray,
+        w: np.ndarray,
+        best: np.ndarray | None,
+        indices: np.ndarray,
+        pairs: Callable[[], np.ndarray],
+    ) -> float:
+        """``f(S)`` from its parts, summed exactly (``math.fsum``): the one place it is written.
+
+        Parameters
+        ----------
+        r : numpy.ndarray, shape (N,), float64
+            Relevance.
+        w : numpy.ndarray, shape (N,), float64
+            Coverage row weights (:meth:`row_weights`).
+        best : numpy.ndarray, shape (N,), or None
+            ``max_{i in S} s[j, i]`` for every row ``j``; unused (may be
+            ``None``) without coverage.
+        indices : numpy.ndarray of int
+            The set ``S``, non-empty.
+        pairs : callable
+            Returns ``s[S][:, S]``, the ``(|S|, |S|)`` block the penalty sums;
+            called only when ``redundancy > 0``.
+
+        Returns
+        -------
+        float
+        """
         terms = []
         if self.relevance:
-            terms.append(self.relevance * math.fsum(r64[idx]))
+            terms.append(self.relevance * math.fsum(r[indices]))
         if self.coverage:
-            if best is None:
-                best = _max_over_columns(sim, idx)
-            terms.append(self.coverage * math.fsum(self.row_weights(r64) * best))
-        if self.redundancy and idx.size > 1:
-            block = sim[np.ix_(idx, idx)].astype(np.float64)
-            terms.append(-self.redundancy * math.fsum(block[np.triu_indices(idx.size, 1)]))
+            assert best is not None  # the callers computed it whenever coverage is weighted
+            terms.append(self.coverage * math.fsum(w * best))
+        if self.redundancy and indices.size > 1:
+            block = pairs().astype(np.float64)
+            terms.append(-self.redundancy * math.fsum(block[np.triu_indices(indices.size, 1)]))
         return float(math.fsum(terms))
+
+    def step_gains(self, r, cov, penalty) -> tuple:
+        """Gains of ``f`` and of its monotone part ``g`` from a candidate's terms: the one formula.
+
+        ``f_gain = a r + b cov - c p`` and ``g_gain = a max(r, 0) + b cov``,
+        for scalars or arrays alike (the compiled kernels' ``step_gain`` is the
+        same expression).
+
+        Parameters
+        ----------
+        r : float or numpy.ndarray
+            The candidates' relevance.
+        cov : float or numpy.ndarray
+            Their coverage gains (``sum_j w_j max(s[j, i] - m_j, 0)``).
+        penalty : float or numpy.ndarray
+            Their penalty sums ``p_i = sum_{j in S} s[j, i]`` (read only when
+            ``redundancy > 0``).
+
+        Returns
+        -------
+        f_gain, g_gain
+        """
+        f_gain = self.relevance * r + self.coverage * cov
+        g_gain = self.relevance * np.maximum(r, 0.0) + self.coverage * cov
+        if self.redundancy:
+            f_gain = f_gain - self.redundancy * penalty
+        return f_gain, g_gain
 
     def gains(self, scores, sim, indices=()) -> np.ndarray:
         """Marginal gains ``f(S + {i}) - f(S)`` of every token given the set ``S``.
@@ -215,8 +280,6 @@ class Objective:
             Gains; members of ``S`` get ``0``'s coverage gain and their own terms
             as if re-added, so only non-members are meaningful.
         """
-        from tops_core._dispatch import to_numpy
-
         r, s = self._inputs(scores, sim, "gains")
         state = self.start(r, s)
         for i in _check_indices(to_numpy(indices), r.shape[0]):
@@ -230,10 +293,8 @@ class Objective:
 
 def _max_over_columns(sim: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """``max_{i in idx} sim[j, i]`` for every row ``j``, float64 (a max is exact either way)."""
-    from tops_core.solvers.incremental import fast_for, kernels
-
     if fast_for(sim) and sim.flags.c_contiguous:
-        return kernels().max_over_columns(sim, np.ascontiguousarray(idx, dtype=np.int64))
+        return matrix_kernels().max_over_columns(sim, np.ascontiguousarray(idx, dtype=np.int64))
     return sim[:, idx].max(axis=1).astype(np.float64)
 
 
@@ -269,7 +330,6 @@ class ObjectiveState:
         self.objective = objective
         self.n = scores.shape[0]
         self.r = scores.astype(np.float64)
-        self.r_pos = np.maximum(self.r, 0.0)
         self.w = objective.row_weights(self.r)
         # Row i of `columns` is column i of sim: the coverage token i gives every j.
         # A C-contiguous copy keeps each row's reduction identical for any block size.
@@ -293,19 +353,14 @@ class ObjectiveState:
         f_gain, g_gain : numpy.ndarray, float64
             ``f(S + {i}) - f(S)`` and ``g(S + {i}) - g(S)``.
         """
-        obj = self.objective
         cov = np.zeros(candidates.shape[0], dtype=np.float64)
         # `columns` exists exactly when coverage is weighted; testing it narrows the type.
         if self.columns is not None:
             for start in range(0, candidates.shape[0], _BLOCK):
-                block = candidates[start:start + _BLOCK]
+                block = candidates[start : start + _BLOCK]
                 excess = np.maximum(self.columns[block] - self.m, 0.0)
-                cov[start:start + _BLOCK] = lane_sum(excess * self.w)
-        f_gain = obj.relevance * self.r[candidates] + obj.coverage * cov
-        g_gain = obj.relevance * self.r_pos[candidates] + obj.coverage * cov
-        if obj.redundancy:
-            f_gain = f_gain - obj.redundancy * self.penalty[candidates]
-        return f_gain, g_gain
+                cov[start : start + _BLOCK] = lane_sum(excess * self.w)
+        return self.objective.step_gains(self.r[candidates], cov, self.penalty[candidates])
 
     def add(self, i: int, f_gain: float | None = None, g_gain: float | None = None) -> None:
         """Add token ``i`` to ``S`` (gains are recomputed when not given)."""

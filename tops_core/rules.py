@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tops_core._numba import columns_of, coverage_all, fast_for, rule_kernels
 from tops_core._validate import check_choice, check_weight, pow2_scale
 from tops_core.normalize import NORMS, normalize
 from tops_core.objective import lane_sum
@@ -32,11 +33,11 @@ def _coverage_gains(sim: np.ndarray, m: np.ndarray, rows: np.ndarray, keep: np.n
     """
     out = np.empty(rows.shape[0], dtype=np.float64)
     for start in range(0, rows.shape[0], _BLOCK):
-        block = sim[rows[start:start + _BLOCK]].astype(np.float64)
+        block = sim[rows[start : start + _BLOCK]].astype(np.float64)
         block -= m
         np.maximum(block, 0.0, out=block)
         block *= keep
-        out[start:start + _BLOCK] = lane_sum(block)
+        out[start : start + _BLOCK] = lane_sum(block)
     return out
 
 
@@ -90,8 +91,6 @@ class TOPSRule:
         steps run :meth:`transcription_step`, so the order is the
         transcription's exactly.
         """
-        from tops_core.solvers.incremental import fast_for
-
         if fast_for(sim) and k > 2:
             return self._order_incremental(scores, sim, k)
         return self.transcription(scores, sim, k)
@@ -128,25 +127,22 @@ class TOPSRule:
         coverage = None
         if self.lam:
             keep = (~chosen).astype(np.float64)
-            coverage = (_coverage_gains(sim, m, cand, keep) if coverage_of is None
-                        else coverage_of(keep)[cand])
+            coverage = _coverage_gains(sim, m, cand, keep) if coverage_of is None else coverage_of(keep)[cand]
             score = score + self.lam * normalize(coverage, self.norm)
         return int(cand[np.argmax(score)]), (cand, coverage)
 
     def _order_incremental(self, scores, sim, k):
-        from tops_core.solvers.incremental import coverage_all, is_symmetric, kernels
-
-        kern = kernels()
         n = scores.shape[0]
         r = scores.astype(np.float64)
         rows = np.ascontiguousarray(sim)
-        cols = rows if is_symmetric(rows) else kern.transpose(rows)
+        cols = columns_of(rows)
         order = np.empty(k, dtype=np.int64)
         chosen = np.zeros(n, dtype=bool)
         seed = int(np.argmax(r))
         order[0] = seed
         chosen[seed] = True
         m = sim[:, seed].astype(np.float64)
+
         # c_i sums F[i, j] over j: the rows of F's transpose, streamed.
         def coverage_of(keep):
             return coverage_all(cols, keep, m)
@@ -155,8 +151,23 @@ class TOPSRule:
         c_max = float(c.max())
         step, updates, forced = 1, 0, -1
         while True:
-            step, updates = kern.tops_rule_steps(rows, cols, r, self.alpha, self.lam, self.norm == "minmax",
-                                                 k, order, step, m, chosen, c, c_max, updates, forced)
+            step, updates = rule_kernels().tops_rule_steps(
+                rows,
+                cols,
+                r,
+                self.alpha,
+                self.lam,
+                self.norm == "minmax",
+                k,
+                order,
+                step,
+                m,
+                chosen,
+                c,
+                c_max,
+                updates,
+                forced,
+            )
             if step >= k:
                 return order
             forced, (cand, coverage) = self.transcription_step(r, sim, m, chosen, coverage_of)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import numpy as np
+
 __all__ = ["ArrayT", "Selection"]
 
 #: The caller's array type (``numpy.ndarray``, ``torch.Tensor``, ``mlx.core.array``): a selection's
@@ -53,6 +55,20 @@ class Selection(Generic[ArrayT]):
     method: str
     optimal: ArrayT | bool
 
+    @classmethod
+    def empty(cls, method: str) -> Selection[np.ndarray]:
+        """The answer for ``k = 0`` (any ``N``, also ``0``): no token, ``f = 0``, proven optimal."""
+        none = np.zeros(0, dtype=np.int64)
+        return Selection(
+            indices=none,
+            order=none,
+            gains=np.zeros(0),
+            value=0.0,
+            upper_bound=0.0,
+            method=method,
+            optimal=True,
+        )
+
     @property
     def ratio(self) -> ArrayT | float:
         """``value / upper_bound``: a lower bound on the fraction of the optimum reached.
@@ -61,8 +77,6 @@ class Selection(Generic[ArrayT]):
         Computed in the framework of ``value`` (on its device for native
         selections); a Python float for unbatched NumPy answers.
         """
-        import numpy as np
-
         # The elementwise arithmetic below is NumPy's or the framework's: typed dynamically.
         value: Any = self.value
         bound: Any = self.upper_bound

@@ -33,7 +33,7 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     if rows.size:
         flat, out = x.reshape(-1, x.shape[-1]), unit.reshape(-1, x.shape[-1])
         for start in range(0, rows.size, _CHUNK):
-            pick = rows[start:start + _CHUNK]
+            pick = rows[start : start + _CHUNK]
             x64 = pow2_scale(flat[pick].astype(np.float64), axis=-1)
             n64 = np.sqrt(np.einsum("ij,ij->i", x64, x64))[:, None]
             out[pick] = x64 / np.where(n64 == 0, 1.0, n64)
@@ -65,14 +65,14 @@ def cosine(features, *, shift: bool = True) -> np.ndarray:
     given = describe(features)
     x = to_numpy(features)
     if x.ndim not in (2, 3) or x.dtype.kind not in "fiu":
-        raise InvalidInputError(
-            f"features must be a real array of shape (N, d) or (B, N, d); got {given}"
-        )
+        raise InvalidInputError(f"features must be a real array of shape (N, d) or (B, N, d); got {given}")
     n = x.shape[-2]
     itemsize = 8 if x.dtype.kind != "f" else x.dtype.itemsize
     # The N x N result, its transpose-symmetrised copy and the shifted copy.
-    check_memory(f"cosine of features with N = {n} tokens (the N x N similarity)",
-                 3.0 * itemsize * n * n * (x.shape[0] if x.ndim == 3 else 1))
+    check_memory(
+        f"cosine of features with N = {n} tokens (the N x N similarity)",
+        3.0 * itemsize * n * n * (x.shape[0] if x.ndim == 3 else 1),
+    )
     if x.dtype.kind != "f":
         x = x.astype(np.float64)
     if not np.isfinite(x).all():

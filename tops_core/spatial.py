@@ -18,8 +18,15 @@ from tops_core._dispatch import framework_of
 from tops_core._validate import InvalidInputError, check_choice, check_weight, describe
 from tops_core.features import Features
 
-__all__ = ["spatial", "layout", "SpatialFeatures", "FORMS", "DEFAULT_STRENGTH", "DEFAULT_SIGMA",
-           "DEFAULT_FORM"]
+__all__ = [
+    "spatial",
+    "layout",
+    "SpatialFeatures",
+    "FORMS",
+    "DEFAULT_STRENGTH",
+    "DEFAULT_SIGMA",
+    "DEFAULT_FORM",
+]
 
 #: The ways of mixing the proximity kernel ``g`` into ``s`` (see :func:`spatial`).
 FORMS = ("additive", "multiplicative")
@@ -33,12 +40,16 @@ DEFAULT_FORM = "multiplicative"
 
 def _check_dims(name: str, dims: Any) -> tuple[int, ...]:
     """One grid: ``(h, w)`` or ``(t, h, w)`` of positive integers."""
-    ok = isinstance(dims, (tuple, list)) and len(dims) in (2, 3) and all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in dims)
+    ok = (
+        isinstance(dims, (tuple, list))
+        and len(dims) in (2, 3)
+        and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in dims)
+    )
     if not ok:
         raise InvalidInputError(
             f"{name} must be (h, w) or (t, h, w) of positive integers, or a non-empty list of "
-            f"those; got {dims!r}")
+            f"those; got {dims!r}"
+        )
     if min(dims) <= 0:
         raise InvalidInputError(f"{name} must have positive sizes (h, w, t >= 1); got {tuple(dims)!r}")
     return tuple(int(v) for v in dims)
@@ -103,9 +114,11 @@ def _mix(s, g, strength: float, form: str):
 def _xp(framework: str):
     if framework == "torch":
         import torch
+
         return torch
     if framework == "mlx":
         import mlx.core as mx
+
         return mx
     return np
 
@@ -145,8 +158,15 @@ def _check_positions(positions, n_hint: int | None) -> np.ndarray:
     return p
 
 
-def spatial(sim, grid=None, *, positions=None, strength: float = DEFAULT_STRENGTH,
-            sigma: float = DEFAULT_SIGMA, form: str = DEFAULT_FORM):
+def spatial(
+    sim,
+    grid=None,
+    *,
+    positions=None,
+    strength: float = DEFAULT_STRENGTH,
+    sigma: float = DEFAULT_SIGMA,
+    form: str = DEFAULT_FORM,
+):
     r"""Position-aware similarity: mix a proximity kernel on the token layout into ``sim``.
 
     With ``g_ij = exp(-d_ij^2 / (2 sigma^2))`` for tokens of the same grid
@@ -223,10 +243,10 @@ def spatial(sim, grid=None, *, positions=None, strength: float = DEFAULT_STRENGT
     if (grid is None) == (positions is None):
         raise InvalidInputError(
             "spatial needs exactly one of grid (the layout, e.g. (24, 24)) and positions (N, D) "
-            f"coordinates; got {'both' if grid is not None else 'neither'}")
+            f"coordinates; got {'both' if grid is not None else 'neither'}"
+        )
     if isinstance(sim, Features):
-        return SpatialFeatures(sim, grid, positions=positions, strength=strength, sigma=sigma,
-                               form=form)
+        return SpatialFeatures(sim, grid, positions=positions, strength=strength, sigma=sigma, form=form)
     framework = framework_of(sim)
     xp = _xp(framework)
     given = describe(sim)
@@ -248,7 +268,8 @@ def spatial(sim, grid=None, *, positions=None, strength: float = DEFAULT_STRENGT
         if coords.shape[0] != n:
             raise InvalidInputError(
                 f"grid must account for every token: its sizes multiply (and add, over a list) to "
-                f"{coords.shape[0]}, but sim has N = {n} ({given})")
+                f"{coords.shape[0]}, but sim has N = {n} ({given})"
+            )
         table = _host_to(_table(coords, sigma, np.float64), sim, framework, xp)
         c = _host_to(coords, sim, framework, xp, keep_dtype=True)
         grp = _host_to(group, sim, framework, xp, keep_dtype=True)
@@ -262,6 +283,7 @@ def _is_float(dtype, framework: str) -> bool:
     if framework == "torch":
         return dtype.is_floating_point
     import mlx.core as mx
+
     return mx.issubdtype(dtype, mx.floating)
 
 
@@ -302,8 +324,16 @@ class SpatialFeatures(Features):
         ``shift`` still decides its rows.
     """
 
-    def __init__(self, base: Features, grid=None, *, positions=None, strength: float = DEFAULT_STRENGTH,
-                 sigma: float = DEFAULT_SIGMA, form: str = DEFAULT_FORM) -> None:
+    def __init__(
+        self,
+        base: Features,
+        grid=None,
+        *,
+        positions=None,
+        strength: float = DEFAULT_STRENGTH,
+        sigma: float = DEFAULT_SIGMA,
+        form: str = DEFAULT_FORM,
+    ) -> None:
         if not isinstance(base, Features):
             raise InvalidInputError(f"base must be tops_core.Features; got {type(base).__name__}")
         self.base = base
@@ -328,7 +358,8 @@ class SpatialFeatures(Features):
             if coords.shape[0] != n:
                 raise InvalidInputError(
                     f"grid must account for every token: its sizes multiply (and add, over a list) "
-                    f"to {coords.shape[0]}, but the features have N = {n} ({base.given})")
+                    f"to {coords.shape[0]}, but the features have N = {n} ({base.given})"
+                )
             self._coords = coords
             self._table = _table(coords, self.sigma, base.dtype)
 
@@ -339,7 +370,7 @@ class SpatialFeatures(Features):
             p = self._positions
             diff = p[idx][:, None, :] - p[col_start:][None, :, :]
             d2 = np.einsum("ijk,ijk->ij", diff, diff)
-            g = np.exp(-d2 / (2.0 * self.sigma ** 2)) if self.sigma > 0 else (d2 == 0) * 1.0
+            g = np.exp(-d2 / (2.0 * self.sigma**2)) if self.sigma > 0 else (d2 == 0) * 1.0
             return g.astype(self.dtype)
         c, grp = self._coords, self._group
         assert c is not None and grp is not None  # without positions the grid's layout is set
@@ -351,5 +382,7 @@ class SpatialFeatures(Features):
         return _mix(rows, self.kernel(indices, col_start), self.strength, self.form).astype(self.dtype)
 
     def __repr__(self) -> str:
-        return (f"SpatialFeatures({self.base!r}, strength={self.strength}, sigma={self.sigma}, "
-                f"form={self.form!r})")
+        return (
+            f"SpatialFeatures({self.base!r}, strength={self.strength}, sigma={self.sigma}, "
+            f"form={self.form!r})"
+        )

@@ -40,8 +40,16 @@ def dyadic_arrays(shape, *, max_value: float = 2.0, dtype=np.float64):
 
 
 @st.composite
-def problems(draw, *, min_n: int = 1, max_n: int = 8, batch: int | None = None,
-             symmetric: bool = True, dtype=np.float64, min_k: int = 0):
+def problems(
+    draw,
+    *,
+    min_n: int = 1,
+    max_n: int = 8,
+    batch: int | None = None,
+    symmetric: bool = True,
+    dtype=np.float64,
+    min_k: int = 0,
+):
     """Strategy: ``(scores, sim, k)`` on the dyadic grid.
 
     Parameters

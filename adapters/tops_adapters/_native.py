@@ -45,7 +45,9 @@ import numpy as np
 from tops_adapters import _native_solvers as native
 from tops_core._validate import InvalidInputError, check_budget, check_choice
 from tops_core.objective import Objective
+from tops_core.registry import method_of
 from tops_core.selection import Selection
+from tops_core.solvers._result import CLOSES_RTOL
 
 __all__ = ["ROUTES", "ArrayOps", "Framework", "select_native", "use_route", "current_route"]
 
@@ -266,12 +268,8 @@ def select_native(fw: Framework, scores, sim, k, objective, solver, reference):
 
 def _triton_applies(objective, solver) -> bool:
     """Whether a fused kernel runs this objective or rule with this method."""
-    from tops_core.rules import TOPSRule
-    from tops_core.solvers import Greedy, Incremental, Lazy
-
-    if isinstance(objective, Objective):
-        return isinstance(solver, (Incremental, Greedy, Lazy))
-    return isinstance(objective, TOPSRule)
+    entry = method_of(solver if isinstance(objective, Objective) else objective)
+    return entry is not None and entry.fused
 
 
 def _run_triton(ops, objective, solver, evaluator, r, s, k):
@@ -295,14 +293,16 @@ def _run_triton(ops, objective, solver, evaluator, r, s, k):
             bound = core.upper_bound
             if solver.name != "incremental":
                 forced = torch.as_tensor(core.order, device=r.device)[None]
-                bound = triton_kernels.incremental_greedy(objective, r[b:b + 1], s[b:b + 1], k,
-                                                          certificate=solver.name, forced=forced).bound[0]
+                bound = triton_kernels.incremental_greedy(
+                    objective, r[b : b + 1], s[b : b + 1], k, certificate=solver.name, forced=forced
+                ).bound[0]
             return _ExactRow(core.order, core.gains, core.value, bound)
 
         return triton_kernels.settle_near_ties(result, exact_row), solver.name
     order = triton_kernels.tops_rule_order(objective, r, s, k)
     order = triton_kernels.settle_near_ties(
-        order, lambda b: _ExactRow(objective.order(host(r[b]).astype(np.float64), host(s[b]), k))).order
+        order, lambda b: _ExactRow(objective.order(host(r[b]).astype(np.float64), host(s[b]), k))
+    ).order
     # The reference objective's gains, value and bound along that order: the same fused pass, forced.
     return triton_kernels.incremental_greedy(evaluator, r, s, k, forced=order), objective.name
 
@@ -318,8 +318,11 @@ def _wants_triton(route, fw, r, objective, solver) -> bool:
     applies = _triton_applies(objective, solver)
     if route == "triton":
         if not applies:
-            _refuse_triton(objective, solver, "the fused kernels run an objective's 'auto', 'greedy' or "
-                           "'lazy', and TOPSRule")
+            _refuse_triton(
+                objective,
+                solver,
+                "the fused kernels run an objective's 'auto', 'greedy' or 'lazy', and TOPSRule",
+            )
         from tops_adapters import triton_kernels
 
         if not triton_kernels.available():
@@ -339,8 +342,16 @@ def _select_on_host(fw, scores, sim, views, k, objective, solver, reference) -> 
     """The core on zero-copy host views; the answer in the caller's framework."""
     from tops_core.api import _select_numpy
 
-    host = _select_numpy(views[0], views[1], k, objective, solver, reference,
-                         scores_given=fw.describe(scores), sim_given=fw.describe(sim))
+    host = _select_numpy(
+        views[0],
+        views[1],
+        k,
+        objective,
+        solver,
+        reference,
+        scores_given=fw.describe(scores),
+        sim_given=fw.describe(sim),
+    )
     acc = fw.acc_dtype(scores)
     fields = {
         "indices": fw.wrap(host.indices, scores),
@@ -356,7 +367,7 @@ def _select_on_host(fw, scores, sim, views, k, objective, solver, reference) -> 
 def _assemble(fw, ops, result: native.NativeResult, name: str, k: int, n: int, batched: bool) -> Selection:
     """The core's ``Selection`` from batched device arrays (no host sync)."""
     bound = ops.maximum(result.bound, result.value)
-    closes = bound - result.value <= 1e-12 * ops.at_least(abs(bound), 1.0)
+    closes = bound - result.value <= CLOSES_RTOL * ops.at_least(abs(bound), 1.0)
     order = ops.cast(result.order, ops.index)
     fields = {
         "indices": ops.sort_last(order),

@@ -20,6 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tops_core.objective import Objective
+from tops_core.registry import method_of
+
 __all__ = ["NativeResult", "certify_order", "native_plan", "objective_greedy", "rule_order"]
 
 INF = float("inf")
@@ -344,18 +347,16 @@ def _topk(ops, rule, r, s, k):
     return ops.stable_topk_order(r, k)
 
 
-_RULES = {"tops_rule": _tops_rule, "divprune": _divprune, "dpp": _dpp, "topk": _topk}
-
-#: Rules with an on-device loop, by their ``name``.
-NATIVE_RULES = frozenset(_RULES)
+#: The on-device loop of every rule whose registry entry names one (``Method.native``).
+RULE_LOOPS = {"tops_rule": _tops_rule, "divprune": _divprune, "dpp": _dpp, "topk": _topk}
 
 
 def rule_order(ops, rule, r, s, k: int):
-    """Pick order ``(B, k)`` of a rule with a native loop (see :data:`NATIVE_RULES`)."""
+    """Pick order ``(B, k)`` of a rule with a native loop (see :data:`RULE_LOOPS`)."""
     batch = r.shape[0]
     if k == 0:
         return ops.zeros((batch, 0), ops.index)
-    order = _RULES[rule.name](ops, rule, r, s, k)
+    order = RULE_LOOPS[rule.name](ops, rule, r, s, k)
     if isinstance(order, list):
         order = ops.stack(order, batch, ops.index)
     return order
@@ -364,21 +365,13 @@ def rule_order(ops, rule, r, s, k: int):
 def native_plan(objective, solver):
     """``(name, lazy)`` for a native run, or ``None`` when only the core has the method.
 
+    Read from :mod:`tops_core.registry` (each method's ``native`` loop).
     ``auto`` (the core's :class:`~tops_core.Incremental`) runs as greedy on the
     device: the dense loop computes every gain each step anyway, so it reports
     greedy's (tightest) certificate and the name ``"greedy"``; the answer is
     the same as the core's ``auto``.
     """
-    from tops_core.objective import Objective
-    from tops_core.rules import DPP, DivPrune, TopK, TOPSRule
-    from tops_core.solvers import Greedy, Incremental, Lazy
-
-    if isinstance(objective, Objective):
-        if isinstance(solver, Lazy):
-            return solver.name, True
-        if isinstance(solver, (Greedy, Incremental)):
-            return "greedy", False
+    entry = method_of(solver if isinstance(objective, Objective) else objective)
+    if entry is None or entry.native is None:
         return None
-    if isinstance(objective, (TOPSRule, TopK, DivPrune, DPP)):
-        return objective.name, False
-    return None
+    return entry.native, entry.native == "lazy"

@@ -47,8 +47,20 @@ def fold_argmax(f, i0, idx, best, second, pick):
 
 
 @triton.jit
-def initial_gains(s_ptr, r_ptr, cov_ptr, g0_ptr, n, a, bw, focus, FOCUS: tl.constexpr,
-                  HAS_COV: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_I: tl.constexpr):
+def initial_gains(
+    s_ptr,
+    r_ptr,
+    cov_ptr,
+    g0_ptr,
+    n,
+    a,
+    bw,
+    focus,
+    FOCUS: tl.constexpr,
+    HAS_COV: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+):
     """For one block of candidates ``i``: ``cov_i = sum_j w_j s[j, i]`` and ``g0_i = a r_i^+ + b cov_i``."""
     b = tl.program_id(0)
     row0 = b * n
@@ -62,19 +74,53 @@ def initial_gains(s_ptr, r_ptr, cov_ptr, g0_ptr, n, a, bw, focus, FOCUS: tl.cons
             rows = j0 + tl.arange(0, BLOCK_J)
             in_rows = rows < n
             w = row_weight(r_ptr, row0, rows, in_rows, mean, focus, FOCUS)
-            tile = tl.load(base + rows[:, None].to(tl.int64) * n + cols[None, :],
-                           mask=in_rows[:, None] & in_cols[None, :], other=0.0).to(tl.float64)
+            tile = tl.load(
+                base + rows[:, None].to(tl.int64) * n + cols[None, :],
+                mask=in_rows[:, None] & in_cols[None, :],
+                other=0.0,
+            ).to(tl.float64)
             acc += tl.sum(tile * tl.where(in_rows, w, 0.0)[:, None], axis=0)
     r = tl.load(r_ptr + row0 + cols, mask=in_cols, other=0.0).to(tl.float64)
     tl.store(cov_ptr + row0 + cols, acc, mask=in_cols)
     tl.store(g0_ptr + row0 + cols, a * tl.maximum(r, 0.0) + bw * acc, mask=in_cols)
 
+
 @triton.jit
-def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chosen_ptr, changed_ptr,
-                 order_ptr, f_ptr, g_ptr, out_ptr, near_ptr, stash_ptr, up_ptr, stale_f_ptr, stale_g_ptr,
-                 forced_ptr, n, k, a, bw, c, focus, FOCUS: tl.constexpr,
-                 HAS_COV: tl.constexpr, HAS_PEN: tl.constexpr, CERT: tl.constexpr, FORCED: tl.constexpr,
-                 BLOCK: tl.constexpr, ROWS: tl.constexpr, BLOCK_I: tl.constexpr):
+def greedy_steps(
+    s_ptr,
+    r_ptr,
+    cov_ptr,
+    gfin_ptr,
+    m_ptr,
+    pen_ptr,
+    old_ptr,
+    chosen_ptr,
+    changed_ptr,
+    order_ptr,
+    f_ptr,
+    g_ptr,
+    out_ptr,
+    near_ptr,
+    stash_ptr,
+    up_ptr,
+    stale_f_ptr,
+    stale_g_ptr,
+    forced_ptr,
+    n,
+    k,
+    a,
+    bw,
+    c,
+    focus,
+    FOCUS: tl.constexpr,
+    HAS_COV: tl.constexpr,
+    HAS_PEN: tl.constexpr,
+    CERT: tl.constexpr,
+    FORCED: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ROWS: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+):
     """All ``k`` greedy steps of batch row ``program_id(0)``, then its certificate's pieces.
 
     ``out[b] = (g(S), f(S), drift bound)``; ``gfin`` gets the padded final gains
@@ -153,8 +199,9 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
                     cov_i = tl.load(cov_ptr + row0 + idx, mask=live, other=0.0)
                     g_i = a * tl.maximum(r_i, 0.0) + bw * cov_i + bw * tol
                     taken = tl.load(chosen_ptr + row0 + idx, mask=live, other=1)
-                    tl.store(stash_row + t * n + idx, tl.where(live & (taken == 0), g_i, float("-inf")),
-                             mask=live)
+                    tl.store(
+                        stash_row + t * n + idx, tl.where(live & (taken == 0), g_i, float("-inf")), mask=live
+                    )
         elif not FOLDED:
             best = tl.full((), float("-inf"), tl.float64)
             second = tl.full((), float("-inf"), tl.float64)
@@ -212,8 +259,11 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
                 if t == 0:  # the bound at S = {}: every fresh gain
                     tl.store(stash_row + idx, g_i + bw * tol, mask=live)
                 open_i = (taken == 0) & (idx != pick)
-                tl.store(stash_row + (t + 1) * n + idx, tl.where(open_i, new_g + bw * tol, float("-inf")),
-                         mask=live)
+                tl.store(
+                    stash_row + (t + 1) * n + idx,
+                    tl.where(open_i, new_g + bw * tol, float("-inf")),
+                    mask=live,
+                )
             tl.store(up_ptr + b * (k + 1) + t + 1, upper + g_p)
         tl.store(chosen_ptr + row0 + pick, 1)
         upper += g_p
@@ -245,8 +295,9 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
             tl.debug_barrier()  # the compacted rows and the new m, visible to every thread
             updates += count.to(tl.float64)
             # The next step's drift bound (its updates and penalty are final now).
-            tol_next = 8.0 * eps * ((n + 4.0 * updates + 16.0) * bw * g_max + a * r_max + bw * g_max
-                                    + c * pen_max)
+            tol_next = (
+                8.0 * eps * ((n + 4.0 * updates + 16.0) * bw * g_max + a * r_max + bw * g_max + c * pen_max)
+            )
             picked = pick
             if FOLDED:
                 best = tl.full((), float("-inf"), tl.float64)
@@ -264,8 +315,11 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
                     lo = tl.load(old_ptr + row0 + slots, mask=in_rows, other=0.0)
                     hi = tl.load(m_ptr + row0 + j, mask=in_rows, other=0.0)
                     wj = tl.where(in_rows, row_weight(r_ptr, row0, j, in_rows, mean, focus, FOCUS), 0.0)
-                    tile = tl.load(base + j[:, None].to(tl.int64) * n + cand[None, :],
-                                   mask=in_rows[:, None] & in_cand[None, :], other=0.0).to(tl.float64)
+                    tile = tl.load(
+                        base + j[:, None].to(tl.int64) * n + cand[None, :],
+                        mask=in_rows[:, None] & in_cand[None, :],
+                        other=0.0,
+                    ).to(tl.float64)
                     drop = tl.maximum(tl.minimum(tile, hi[:, None]) - lo[:, None], 0.0) * wj[:, None]
                     cov -= tl.sum(drop, axis=0)
                 tl.store(cov_ptr + row0 + cand, cov, mask=in_cand)
@@ -280,8 +334,9 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
                     f = tl.where(open_i, f, float("-inf"))
                     if CERT == 1:  # greedy's bound: the next step's padded g gains (row k: the final one)
                         g_i = a * tl.maximum(r_i, 0.0) + bw * cov + bw * tol_next
-                        tl.store(stash_row + (t + 1) * n + cand, tl.where(open_i, g_i, float("-inf")),
-                                 mask=in_cand)
+                        tl.store(
+                            stash_row + (t + 1) * n + cand, tl.where(open_i, g_i, float("-inf")), mask=in_cand
+                        )
                     best, second, pick = fold_argmax(f, i0, cand, best, second, pick)
         tl.debug_barrier()  # this step's gains and marks, visible to the next step
     # 5. f(S)'s coverage term, the drift bound, the padded final gains.
@@ -290,8 +345,9 @@ def greedy_steps(s_ptr, r_ptr, cov_ptr, gfin_ptr, m_ptr, pen_ptr, old_ptr, chose
             idx = i0 + lane
             live = idx < n
             w = row_weight(r_ptr, row0, idx, live, mean, focus, FOCUS)
-            value += bw * tl.sum(tl.where(live, w * tl.load(m_ptr + row0 + idx, mask=live, other=0.0), 0.0),
-                                 axis=0)
+            value += bw * tl.sum(
+                tl.where(live, w * tl.load(m_ptr + row0 + idx, mask=live, other=0.0), 0.0), axis=0
+            )
     tol = 8.0 * eps * ((n + 4.0 * updates + 16.0) * bw * g_max + a * r_max + bw * g_max + c * pen_max)
     for i0 in range(0, n, BLOCK):
         idx = i0 + lane
@@ -352,15 +408,34 @@ def tops_rule_coverage(cols_ptr, r_ptr, c_ptr, n, BLOCK_J: tl.constexpr, BLOCK_I
         rows = j0 + tl.arange(0, BLOCK_J)
         keep = (rows < n) & (rows != seed)
         m = tl.load(base + seed.to(tl.int64) * n + rows, mask=rows < n, other=0.0).to(tl.float64)
-        tile = tl.load(base + rows[:, None].to(tl.int64) * n + cand[None, :],
-                       mask=keep[:, None] & in_cand[None, :], other=0.0).to(tl.float64)
+        tile = tl.load(
+            base + rows[:, None].to(tl.int64) * n + cand[None, :],
+            mask=keep[:, None] & in_cand[None, :],
+            other=0.0,
+        ).to(tl.float64)
         acc += tl.sum(tl.where(keep[:, None], tl.maximum(tile - m[:, None], 0.0), 0.0), axis=0)
     tl.store(c_ptr + row0 + cand, acc, mask=in_cand)
 
 
 @triton.jit
-def fold_stats(r_i, d_i, c_i, open_i, s_r, s_d, s_c, lo_r, lo_d, lo_c, hi_r, hi_d, hi_c, abs_r, abs_d,
-               MINMAX: tl.constexpr):
+def fold_stats(
+    r_i,
+    d_i,
+    c_i,
+    open_i,
+    s_r,
+    s_d,
+    s_c,
+    lo_r,
+    lo_d,
+    lo_c,
+    hi_r,
+    hi_d,
+    hi_c,
+    abs_r,
+    abs_d,
+    MINMAX: tl.constexpr,
+):
     """Fold one block of candidates into the normalisation statistics (sums or minima and maxima)."""
     inf = float("inf")
     if MINMAX:
@@ -380,9 +455,27 @@ def fold_stats(r_i, d_i, c_i, open_i, s_r, s_d, s_c, lo_r, lo_d, lo_c, hi_r, hi_
 
 
 @triton.jit
-def tops_rule_steps(cols_ptr, r_ptr, c_ptr, m_ptr, old_ptr, chosen_ptr, changed_ptr, order_ptr, near_ptr,
-                    n, k, alpha, lam, MINMAX: tl.constexpr, HAS_D: tl.constexpr, HAS_C: tl.constexpr,
-                    BLOCK: tl.constexpr, ROWS: tl.constexpr, BLOCK_I: tl.constexpr):
+def tops_rule_steps(
+    cols_ptr,
+    r_ptr,
+    c_ptr,
+    m_ptr,
+    old_ptr,
+    chosen_ptr,
+    changed_ptr,
+    order_ptr,
+    near_ptr,
+    n,
+    k,
+    alpha,
+    lam,
+    MINMAX: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_C: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ROWS: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+):
     """All ``k`` steps of the TOPS rule for batch row ``program_id(0)`` (``k >= 1``).
 
     The core's :func:`~tops_core.solvers._kernels.tops_rule_steps` in one
@@ -429,8 +522,23 @@ def tops_rule_steps(cols_ptr, r_ptr, c_ptr, m_ptr, old_ptr, chosen_ptr, changed_
             c_max = tl.maximum(c_max, tl.max(c_i, axis=0))
         r_i = tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
         s_r, s_d, s_c, lo_r, lo_d, lo_c, hi_r, hi_d, hi_c, abs_r, abs_d = fold_stats(
-            r_i, 1.0 - m, c_i, live & (idx != seed), s_r, s_d, s_c, lo_r, lo_d, lo_c, hi_r, hi_d, hi_c,
-            abs_r, abs_d, MINMAX)
+            r_i,
+            1.0 - m,
+            c_i,
+            live & (idx != seed),
+            s_r,
+            s_d,
+            s_c,
+            lo_r,
+            lo_d,
+            lo_c,
+            hi_r,
+            hi_d,
+            hi_c,
+            abs_r,
+            abs_d,
+            MINMAX,
+        )
     tl.debug_barrier()
     near = tl.zeros((), tl.int32)
     updates = tl.zeros((), tl.float64)
@@ -468,7 +576,8 @@ def tops_rule_steps(cols_ptr, r_ptr, c_ptr, m_ptr, old_ptr, chosen_ptr, changed_
                 fine = fine & (c_sc > 4.0 * eps_c)
                 c_safe = tl.where(c_sc > 4.0 * eps_c, c_sc, 1.0)
                 err_c = 2.0 * eps_c / c_safe + ((c_safe + 2.0 * eps_c) / c_safe) * (
-                    2.0 * eps_c / (c_safe - 2.0 * eps_c))
+                    2.0 * eps_c / (c_safe - 2.0 * eps_c)
+                )
         else:
             dm_r = 4.0 * n * eps * r_abs
             r_ok = (tl.abs(r_sc) > 2.0 * dm_r) & (r_abs > 0.0)
@@ -566,8 +675,23 @@ def tops_rule_steps(cols_ptr, r_ptr, c_ptr, m_ptr, old_ptr, chosen_ptr, changed_
             else:  # the last pass of the step: the next step's statistics (no coverage term)
                 r_i = tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
                 s_r, s_d, s_c, lo_r, lo_d, lo_c, hi_r, hi_d, hi_c, abs_r, abs_d = fold_stats(
-                    r_i, 1.0 - new_m, tl.zeros_like(r_i), open_i, s_r, s_d, s_c, lo_r, lo_d, lo_c, hi_r, hi_d,
-                    hi_c, abs_r, abs_d, MINMAX)
+                    r_i,
+                    1.0 - new_m,
+                    tl.zeros_like(r_i),
+                    open_i,
+                    s_r,
+                    s_d,
+                    s_c,
+                    lo_r,
+                    lo_d,
+                    lo_c,
+                    hi_r,
+                    hi_d,
+                    hi_c,
+                    abs_r,
+                    abs_d,
+                    MINMAX,
+                )
             tl.store(m_ptr + row0 + idx, new_m, mask=live)
         tl.debug_barrier()  # the compacted rows and the new m, visible to every thread
         if HAS_C:
@@ -583,8 +707,11 @@ def tops_rule_steps(cols_ptr, r_ptr, c_ptr, m_ptr, old_ptr, chosen_ptr, changed_
                     j = tl.load(changed_ptr + row0 + slots, mask=in_rows, other=0)
                     lo = tl.load(old_ptr + row0 + slots, mask=in_rows, other=0.0)
                     hi = tl.load(m_ptr + row0 + j, mask=in_rows, other=0.0)
-                    tile = tl.load(base + j[:, None].to(tl.int64) * n + cand[None, :],
-                                   mask=in_rows[:, None] & in_cand[None, :], other=0.0).to(tl.float64)
+                    tile = tl.load(
+                        base + j[:, None].to(tl.int64) * n + cand[None, :],
+                        mask=in_rows[:, None] & in_cand[None, :],
+                        other=0.0,
+                    ).to(tl.float64)
                     drop = tl.maximum(tl.minimum(tile, hi[:, None]) - lo[:, None], 0.0)
                     c_i -= tl.sum(tl.where(in_rows[:, None], drop, 0.0), axis=0)
                 tl.store(c_ptr + row0 + cand, c_i, mask=in_cand)
@@ -593,8 +720,23 @@ def tops_rule_steps(cols_ptr, r_ptr, c_ptr, m_ptr, old_ptr, chosen_ptr, changed_
                 r_i = tl.load(r_ptr + row0 + cand, mask=in_cand, other=0.0).to(tl.float64)
                 d_i = 1.0 - tl.load(m_ptr + row0 + cand, mask=in_cand, other=0.0)
                 s_r, s_d, s_c, lo_r, lo_d, lo_c, hi_r, hi_d, hi_c, abs_r, abs_d = fold_stats(
-                    r_i, d_i, c_i, open_i, s_r, s_d, s_c, lo_r, lo_d, lo_c, hi_r, hi_d, hi_c,
-                    abs_r, abs_d, MINMAX)
+                    r_i,
+                    d_i,
+                    c_i,
+                    open_i,
+                    s_r,
+                    s_d,
+                    s_c,
+                    lo_r,
+                    lo_d,
+                    lo_c,
+                    hi_r,
+                    hi_d,
+                    hi_c,
+                    abs_r,
+                    abs_d,
+                    MINMAX,
+                )
             updates += n_changed.to(tl.float64)
         tl.debug_barrier()  # this step's coverage, marks and m, visible to the next step
     tl.store(near_ptr + b, near)

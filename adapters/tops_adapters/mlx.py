@@ -39,8 +39,12 @@ __all__ = ["describe", "to_numpy", "from_numpy", "check_pair", "select_native", 
 _HALF = (mx.bfloat16, mx.float16)
 
 # NumPy dtype -> MLX dtype for the answers (mx.array(float64 ndarray) would narrow to float32).
-_MX_DTYPES = {np.dtype(np.int64): mx.int64, np.dtype(np.float64): mx.float64,
-              np.dtype(np.float32): mx.float32, np.dtype(bool): mx.bool_}
+_MX_DTYPES = {
+    np.dtype(np.int64): mx.int64,
+    np.dtype(np.float64): mx.float64,
+    np.dtype(np.float32): mx.float32,
+    np.dtype(bool): mx.bool_,
+}
 
 
 def describe(x: mx.array) -> str:

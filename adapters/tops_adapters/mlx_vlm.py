@@ -103,8 +103,15 @@ def instruction_relevance(visual: mx.array, text: mx.array) -> mx.array:
     return ((1 + mx.clip(v @ t.T, -1.0, 1.0)) / 2).mean(axis=-1)
 
 
-def rater_relevance(layer, hidden: mx.array, visual: np.ndarray, offset: int = 0, cache=None,
-                    position_ids=None, window: int | None = None) -> mx.array:
+def rater_relevance(
+    layer,
+    hidden: mx.array,
+    visual: np.ndarray,
+    offset: int = 0,
+    cache=None,
+    position_ids=None,
+    window: int | None = None,
+) -> mx.array:
     """Mean attention of the text raters to each visual token at a decoder layer (Stage II).
 
     The semantics of :func:`tops_adapters.hf.scores.rater_relevance` with
@@ -237,12 +244,13 @@ class MLXPruning:
                 inputs, embeds = compat.language_inputs(bound)
                 if embeds is not None and inputs is not None:
                     offset = compat.cache_offset(bound.arguments.get("cache"))
-                    compat.set_language_inputs(bound, ids[:, offset:offset + embeds.shape[1]])  # in step
+                    compat.set_language_inputs(bound, ids[:, offset : offset + embeds.shape[1]])  # in step
                     args, kwargs = bound.args, bound.kwargs
             return super(type(lm), lm).__call__(*args, **kwargs)
 
         self._restore.append((lm, compat.swap_call(lm, language_call)))
         if layer is not None:
+
             def recording_call(module, x, *args, **kwargs):
                 session._cls = cls_attention(module, x)
                 return super(type(module), module).__call__(x, *args, **kwargs)
@@ -326,6 +334,7 @@ class MLXPruning:
                 self._batch = None
                 return out
             return self._prune(input_ids, out, kwargs)
+
         return get_input_embeddings
 
     def _placeholder_repeats(self, ids, length):
@@ -373,17 +382,7 @@ class MLXPruning:
         visual_pos = np.stack([np.nonzero(row)[0] for row in visual])
         feats = [embeds[row, mx.array(visual_pos[row])] for row in range(b)]
         relevance, source = self._relevance(feats, embeds, visual & valid, ~visual & valid)
-        k = self.budget.tokens(n)
-        layouts = self._stage1_layouts(b, n, kwargs) if k < n else None
-        kept = []
-        for row in range(b):
-            if k >= n:
-                kept.append(np.arange(n))
-                continue
-            sim = self._similarity(feats[row], None if layouts is None else layouts[row])
-            sel = tops_core.select(relevance[row], sim, k, objective=self.objective)
-            kept.append(np.array(sel.indices).astype(np.int64))
-        kept = np.stack(kept)
+        kept = self._kept(feats, relevance, n, kwargs)
         keep = ~visual
         for row in range(b):
             keep[row, visual_pos[row, kept[row]]] = True
@@ -392,19 +391,12 @@ class MLXPruning:
         changes = {"inputs_embeds": _gather_columns(embeds, cols)}
         new_ids = np.take_along_axis(ids, columns, axis=1)
         self._ids = mx.array(new_ids).astype(input_ids.dtype)
-        self._batch = (given.tolist(), new_ids,
-                       None if mask is None else np.take_along_axis(mask, columns, axis=1))
-        deltas = None
-        if getattr(out, "position_ids", None) is not None:
-            pos = out.position_ids
-            gathered = mx.stack([pos[..., row, :][..., cols[row]] for row in range(b)], axis=-2)
-            changes["position_ids"] = gathered
-            if self.family.positions == "mrope":
-                spatial = np.array(gathered if gathered.ndim == 3 else gathered[None])
-                # as mlx-vlm's get_rope_index: max + 1 - the row's unpadded length
-                length = np.take_along_axis(valid, columns, axis=1).sum(axis=1)
-                deltas = (spatial.max(axis=(0, 2)) + 1 - length).reshape(-1, 1)
-                changes["rope_deltas"] = mx.array(deltas)
+        self._batch = (
+            given.tolist(),
+            new_ids,
+            None if mask is None else np.take_along_axis(mask, columns, axis=1),
+        )
+        deltas = self._gather_positions(out, cols, np.take_along_axis(valid, columns, axis=1), changes)
         for name in self.family.row_aligned:
             value = getattr(out, name, None)
             if value is not None:
@@ -412,16 +404,52 @@ class MLXPruning:
         if self.family.square_mask and getattr(out, self.family.square_mask, None) is not None:
             square = getattr(out, self.family.square_mask)
             changes[self.family.square_mask] = mx.stack(
-                [square[row][:, cols[row]][:, :, cols[row]] for row in range(b)])
+                [square[row][:, cols[row]][:, :, cols[row]] for row in range(b)]
+            )
         if self.family.deepstack and getattr(out, "deepstack_visual_embeds", None) is not None:
             flat = mx.array((np.arange(b)[:, None] * n + kept).reshape(-1))
             changes["deepstack_visual_embeds"] = [layer[flat] for layer in out.deepstack_visual_embeds]
-        self.history = [MLXStageRecord(visual_pos, np.stack([np.array(r) for r in relevance]), source, kept,
-                                       columns, new_ids, deltas)]
+        self.history = [
+            MLXStageRecord(
+                visual_pos, np.stack([np.array(r) for r in relevance]), source, kept, columns, new_ids, deltas
+            )
+        ]
         if self.schedule.stage2:  # where the kept image tokens sit in the pruned prompt
-            self._stage2 = {"visual": np.stack([np.nonzero(np.isin(columns[row], visual_pos[row]))[0]
-                                                for row in range(b)]), "done": set()}
+            self._stage2 = {
+                "visual": np.stack(
+                    [np.nonzero(np.isin(columns[row], visual_pos[row]))[0] for row in range(b)]
+                ),
+                "done": set(),
+            }
         return dataclasses.replace(out, **changes)
+
+    def _kept(self, feats, relevance, n: int, kwargs) -> np.ndarray:
+        """Kept image-token indices per row ``(B, k)``: ``select`` on each row's features."""
+        k = self.budget.tokens(n)
+        if k >= n:
+            return np.tile(np.arange(n), (len(feats), 1))
+        layouts = self._stage1_layouts(len(feats), n, kwargs)
+        kept = []
+        for row, rows_feats in enumerate(feats):
+            sim = self._similarity(rows_feats, None if layouts is None else layouts[row])
+            sel = tops_core.select(relevance[row], sim, k, objective=self.objective)
+            kept.append(np.array(sel.indices).astype(np.int64))
+        return np.stack(kept)
+
+    def _gather_positions(self, out, cols, kept_valid: np.ndarray, changes: dict):
+        """The kept columns' positions into ``changes``; the M-RoPE deltas (or ``None``) returned."""
+        if getattr(out, "position_ids", None) is None:
+            return None
+        pos = out.position_ids
+        gathered = mx.stack([pos[..., row, :][..., cols[row]] for row in range(cols.shape[0])], axis=-2)
+        changes["position_ids"] = gathered
+        if self.family.positions != "mrope":
+            return None
+        spatial = np.array(gathered if gathered.ndim == 3 else gathered[None])
+        # as mlx-vlm's get_rope_index: max + 1 - the row's unpadded length
+        deltas = (spatial.max(axis=(0, 2)) + 1 - kept_valid.sum(axis=1)).reshape(-1, 1)
+        changes["rope_deltas"] = mx.array(deltas)
+        return deltas
 
     def _stage2_call(self, index, budget):
         session = self
@@ -436,12 +464,18 @@ class MLXPruning:
             bound = signature.bind(*args, **kwargs)
             hidden, cache = bound.arguments[names[0]], bound.arguments.get("cache")
             positions = bound.arguments.get("position_ids")
-            if state.get("position_ids") is not None and positions is not None \
-                    and positions.shape[-1] != hidden.shape[1]:  # this forward was pruned upstream
+            if (
+                state.get("position_ids") is not None
+                and positions is not None
+                and positions.shape[-1] != hidden.shape[1]
+            ):  # this forward was pruned upstream
                 positions = session._use_positions(bound, state["position_ids"])
                 args, kwargs = bound.args, bound.kwargs
-            if session.family.layer_masks and isinstance(bound.arguments.get("mask"), mx.array) \
-                    and bound.arguments["mask"].shape[-2] != hidden.shape[1]:  # pruned upstream
+            if (
+                session.family.layer_masks
+                and isinstance(bound.arguments.get("mask"), mx.array)
+                and bound.arguments["mask"].shape[-2] != hidden.shape[1]
+            ):  # pruned upstream
                 bound.arguments["mask"] = compat.layer_mask(hidden, bound.arguments.get("cache"), window)
                 args, kwargs = bound.args, bound.kwargs
             if budget is None or index in state["done"]:
@@ -466,19 +500,22 @@ class MLXPruning:
                         f"Stage II needs the causal mask mlx-vlm builds for one prompt; got an explicit mask "
                         f"array of shape {mask.shape} (batch_generate or a sliding window). Use Stage I only"
                     )
-                pruned, kept_columns = session._stage2_prune(layer, index, budget, hidden, columns, offset,
-                                                             cache, positions, window)
+                pruned, kept_columns = session._stage2_prune(
+                    layer, index, budget, hidden, columns, offset, cache, positions, window
+                )
                 bound.arguments[names[0]] = pruned
                 if session.family.layer_masks:
                     bound.arguments["mask"] = compat.layer_mask(pruned, cache, window)
                 if positions is not None:
                     state["position_ids"] = mx.stack(
                         [positions[:, row, mx.array(kept_columns[row])] for row in range(pruned.shape[0])],
-                        axis=1)
+                        axis=1,
+                    )
                     session._use_positions(bound, state["position_ids"])
                 state["done"].add(index)
                 args, kwargs = bound.args, bound.kwargs
             return super(type(layer), layer).__call__(*args, **kwargs)
+
         return call
 
     @staticmethod
@@ -508,10 +545,12 @@ class MLXPruning:
         np.put_along_axis(keep, np.take_along_axis(visual, kept, axis=1), True, axis=1)
         columns = np.stack([np.nonzero(row)[0] for row in keep])
         kept_columns = np.take_along_axis(visual, kept, axis=1)
-        self._stage2["visual"] = offset + np.stack([np.nonzero(np.isin(columns[row], kept_columns[row]))[0]
-                                                    for row in range(b)])
-        self.history.append(MLXStageRecord(visual + offset, np.array(relevance), "raters", kept, columns,
-                                           None, layer=index))
+        self._stage2["visual"] = offset + np.stack(
+            [np.nonzero(np.isin(columns[row], kept_columns[row]))[0] for row in range(b)]
+        )
+        self.history.append(
+            MLXStageRecord(visual + offset, np.array(relevance), "raters", kept, columns, None, layer=index)
+        )
         return _gather_columns(hidden, mx.array(columns)), columns
 
     def _stage1_layouts(self, b, n, kwargs):
@@ -568,7 +607,7 @@ class MLXPruning:
                     )
                 return [rows[0]], "cls"
             flat = rows.reshape(-1)
-            return [flat[row * n:(row + 1) * n] for row in range(b)], "cls"
+            return [flat[row * n : (row + 1) * n] for row in range(b)], "cls"
         if mode == "uniform":
             return [mx.ones((f.shape[0],)) for f in feats], "uniform"
         out = []
@@ -588,8 +627,9 @@ def _gather_columns(value: mx.array, cols: mx.array) -> mx.array:
     return mx.stack([value[row, cols[row]] for row in range(cols.shape[0])])
 
 
-def enable(model, schedule=None, *, keep=None, ratio=None, objective=None, relevance="auto",
-           spatial=True) -> MLXPruning:
+def enable(
+    model, schedule=None, *, keep=None, ratio=None, objective=None, relevance="auto", spatial=True
+) -> MLXPruning:
     """Turn TOPS pruning on in an mlx-vlm ``Model``.
 
     Parameters
@@ -638,8 +678,11 @@ def enable(model, schedule=None, *, keep=None, ratio=None, objective=None, relev
     holds it: with mlx-vlm's default chunked prefill the last prompt token runs
     alone and is not a rater (``prefill_step_size=None`` makes it one).
     """
-    given = [name for name, value in (("schedule", schedule), ("keep", keep), ("ratio", ratio))
-             if value is not None]
+    given = [
+        name
+        for name, value in (("schedule", schedule), ("keep", keep), ("ratio", ratio))
+        if value is not None
+    ]
     if len(given) != 1:
         raise InvalidInputError(
             f"enable needs exactly one of schedule, keep= or ratio=; got {given or 'none'}"

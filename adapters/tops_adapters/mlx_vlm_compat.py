@@ -27,9 +27,20 @@ from dataclasses import dataclass
 import mlx.core as mx
 
 __all__ = [
-    "TESTED_VERSIONS", "Family", "FAMILIES", "MLX_VLM_VERSION", "family_of", "cache_offset",
-    "swap_call", "clip_encoder_layers", "version_at_least", "stage2_supported", "stage2_reason",
-    "decoder_layers", "install_batch_hook", "support_matrix",
+    "TESTED_VERSIONS",
+    "Family",
+    "FAMILIES",
+    "MLX_VLM_VERSION",
+    "family_of",
+    "cache_offset",
+    "swap_call",
+    "clip_encoder_layers",
+    "version_at_least",
+    "stage2_supported",
+    "stage2_reason",
+    "decoder_layers",
+    "install_batch_hook",
+    "support_matrix",
 ]
 
 TESTED_VERSIONS = ("0.6.8", "0.7.10")
@@ -38,6 +49,7 @@ TESTED_VERSIONS = ("0.6.8", "0.7.10")
 def _installed_version() -> str:
     try:
         from importlib.metadata import version
+
         return version("mlx-vlm")
     except Exception:
         return "unknown"
@@ -48,8 +60,10 @@ MLX_VLM_VERSION = _installed_version()
 
 def version_at_least(minimum: str) -> bool:
     """Whether the installed mlx-vlm is at least ``minimum`` (numeric parts compared)."""
+
     def parts(text):
         return tuple(int(p) for p in text.split(".")[:3] if p.isdigit())
+
     return MLX_VLM_VERSION != "unknown" and parts(MLX_VLM_VERSION) >= parts(minimum)
 
 
@@ -115,32 +129,76 @@ class Family:
         return True
 
 
-FAMILIES = {f.model_type: f for f in (
-    Family("llava", "LLaVA 1.5", "llava", cls="per_image",
-           notes="CLS attention of the penultimate CLIP layer"),
-    Family("llava_next", "LLaVA-NeXT", "llava_next", cls="first_crop", expands_placeholder=True,
-           batch_since=None,
-           notes="one `<image>` token expanded inside the model: columns found from the embeddings' "
-                 "length; no batch (mlx-vlm merges one image per call)"),
-    Family("llava_onevision", "LLaVA-OneVision", "llava_onevision", min_version="0.7.10",
-           notes="SigLIP (no CLS): instruction relevance; not in mlx-vlm 0.6.8"),
-    Family("qwen2_vl", "Qwen2-VL", "qwen2_vl", positions="mrope",
-           notes="M-RoPE positions gathered, `rope_deltas` recomputed"),
-    Family("qwen2_5_vl", "Qwen2.5-VL", "qwen2_5_vl", positions="mrope",
-           notes="as Qwen2-VL"),
-    Family("qwen3_vl", "Qwen3-VL", "qwen3_vl", positions="mrope", row_aligned=("visual_pos_masks",),
-           deepstack=True,
-           notes="`visual_pos_masks` and every `deepstack_visual_embeds` layer gathered; Stage II "
-                 "only after the layers the deepstack features enter"),
-    Family("gemma3", "Gemma 3", "gemma3", square_mask="attention_mask_4d", layer_masks=True,
-           notes="SigLIP (no CLS); the `(B, 1, L, L)` `attention_mask_4d` gathered on both axes; "
-                 "Stage II rebuilds the sliding-window masks and rates within the window"),
-    Family("idefics3", "Idefics3", "idefics3", notes="SigLIP (no CLS); language model without `.model`"),
-    Family("smolvlm", "SmolVLM", "smolvlm", batch_since="0.7.10",
-           notes="as Idefics3; mlx-vlm 0.6.8 merges a batch's images into the wrong rows"),
-    Family("mistral3", "Mistral 3", "mistral3",
-           notes="Pixtral (no CLS); `[IMG_BREAK]`/`[IMG_END]` stay as text"),
-)}
+FAMILIES = {
+    f.model_type: f
+    for f in (
+        Family(
+            "llava",
+            "LLaVA 1.5",
+            "llava",
+            cls="per_image",
+            notes="CLS attention of the penultimate CLIP layer",
+        ),
+        Family(
+            "llava_next",
+            "LLaVA-NeXT",
+            "llava_next",
+            cls="first_crop",
+            expands_placeholder=True,
+            batch_since=None,
+            notes="one `<image>` token expanded inside the model: columns found from the embeddings' "
+            "length; no batch (mlx-vlm merges one image per call)",
+        ),
+        Family(
+            "llava_onevision",
+            "LLaVA-OneVision",
+            "llava_onevision",
+            min_version="0.7.10",
+            notes="SigLIP (no CLS): instruction relevance; not in mlx-vlm 0.6.8",
+        ),
+        Family(
+            "qwen2_vl",
+            "Qwen2-VL",
+            "qwen2_vl",
+            positions="mrope",
+            notes="M-RoPE positions gathered, `rope_deltas` recomputed",
+        ),
+        Family("qwen2_5_vl", "Qwen2.5-VL", "qwen2_5_vl", positions="mrope", notes="as Qwen2-VL"),
+        Family(
+            "qwen3_vl",
+            "Qwen3-VL",
+            "qwen3_vl",
+            positions="mrope",
+            row_aligned=("visual_pos_masks",),
+            deepstack=True,
+            notes="`visual_pos_masks` and every `deepstack_visual_embeds` layer gathered; Stage II "
+            "only after the layers the deepstack features enter",
+        ),
+        Family(
+            "gemma3",
+            "Gemma 3",
+            "gemma3",
+            square_mask="attention_mask_4d",
+            layer_masks=True,
+            notes="SigLIP (no CLS); the `(B, 1, L, L)` `attention_mask_4d` gathered on both axes; "
+            "Stage II rebuilds the sliding-window masks and rates within the window",
+        ),
+        Family("idefics3", "Idefics3", "idefics3", notes="SigLIP (no CLS); language model without `.model`"),
+        Family(
+            "smolvlm",
+            "SmolVLM",
+            "smolvlm",
+            batch_since="0.7.10",
+            notes="as Idefics3; mlx-vlm 0.6.8 merges a batch's images into the wrong rows",
+        ),
+        Family(
+            "mistral3",
+            "Mistral 3",
+            "mistral3",
+            notes="Pixtral (no CLS); `[IMG_BREAK]`/`[IMG_END]` stay as text",
+        ),
+    )
+}
 
 
 def family_of(model) -> Family | None:
@@ -202,6 +260,7 @@ def clip_encoder_layers(model):
 
 # -- Stage II: decoder layers --------------------------------------------------------------
 
+
 def decoder_layers(model) -> list:
     """The language model's decoder layers (``language_model.model.layers``; Idefics3: ``.layers``)."""
     lm = model.language_model
@@ -246,8 +305,11 @@ def layer_mask(hidden: mx.array, cache, window: int | None):
     """The mask mlx-vlm's Gemma 3 builds for a layer, for ``hidden`` and that layer's own cache."""
     from mlx_vlm.models.base import create_attention_mask
 
-    return create_attention_mask(hidden, cache, window_size=window) if window else \
-        create_attention_mask(hidden, cache)
+    return (
+        create_attention_mask(hidden, cache, window_size=window)
+        if window
+        else create_attention_mask(hidden, cache)
+    )
 
 
 def rotated_query_key(attn, normed: mx.array, offset: int, position_ids=None):
@@ -331,21 +393,32 @@ def support_matrix() -> str:
     Regenerate with ``python -m tops_adapters.mlx_vlm_compat`` (writes
     :data:`SUPPORT_MATRIX_PATH`); a test fails when the file is stale.
     """
-    head = ("| model_type | family | Stage I | Stage II | batch_generate | positions | relevance (auto) "
-            "| mlx-vlm | what it needed |\n"
-            "|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        "| model_type | family | Stage I | Stage II | batch_generate | positions | relevance (auto) "
+        "| mlx-vlm | what it needed |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
+    )
     rows = []
     for f in FAMILIES.values():
         positions = "M-RoPE, gathered" if f.positions == "mrope" else "1-D, renumbered"
         relevance = "CLS attention" if f.cls else "instruction"
         since = f">= {f.min_version}" if f.min_version != TESTED_VERSIONS[0] else ", ".join(TESTED_VERSIONS)
         stage2 = "yes¹" if stage2_supported(f) else f"no: {stage2_reason(f)}"
-        batch = ("no (upstream)" if f.batch_since is None else
-                 "yes" if f.batch_since == TESTED_VERSIONS[0] else f"yes (>= {f.batch_since})")
-        rows.append(f"| `{f.model_type}` | {f.label} | yes | {stage2} | {batch} | {positions} | {relevance} "
-                    f"| {since} | {f.notes} |")
-    notes = ("\n¹ With `generate` (one prompt). Under `batch_generate` mlx-vlm builds explicit mask "
-             "arrays, and a Stage II schedule raises there; Stage I batches.\n")
+        batch = (
+            "no (upstream)"
+            if f.batch_since is None
+            else "yes"
+            if f.batch_since == TESTED_VERSIONS[0]
+            else f"yes (>= {f.batch_since})"
+        )
+        rows.append(
+            f"| `{f.model_type}` | {f.label} | yes | {stage2} | {batch} | {positions} | {relevance} "
+            f"| {since} | {f.notes} |"
+        )
+    notes = (
+        "\n¹ With `generate` (one prompt). Under `batch_generate` mlx-vlm builds explicit mask "
+        "arrays, and a Stage II schedule raises there; Stage I batches.\n"
+    )
     return head + "\n".join(rows) + "\n" + notes
 
 
@@ -358,8 +431,10 @@ def stage2_reason(family: Family) -> str:
     """Why Stage II is not built for ``family`` (``""`` where it is: every family in the table)."""
     return ""
 
+
 if __name__ == "__main__":
     with open(SUPPORT_MATRIX_PATH, "w", encoding="utf-8") as out:
-        out.write("<!-- generated by `python -m tops_adapters.mlx_vlm_compat` from FAMILIES; "
-                  "do not edit -->\n\n")
+        out.write(
+            "<!-- generated by `python -m tops_adapters.mlx_vlm_compat` from FAMILIES; do not edit -->\n\n"
+        )
         out.write(support_matrix())

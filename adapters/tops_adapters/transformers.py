@@ -23,8 +23,20 @@ from tops_adapters.hf.session import Pruning, StageRecord
 __all__ = ["enable", "disable", "Budget", "Schedule", "Pruning", "StageRecord"]
 
 
-def enable(model, schedule=None, *, keep=None, ratio=None, objective=None, relevance="auto",
-           positions="auto", raters="all_mean", crops="joint", newlines="keep", spatial=True) -> Pruning:
+def enable(
+    model,
+    schedule=None,
+    *,
+    keep=None,
+    ratio=None,
+    objective=None,
+    relevance="auto",
+    positions="auto",
+    raters="all_mean",
+    crops="joint",
+    newlines="keep",
+    spatial=True,
+) -> Pruning:
     """Turn TOPS pruning on in ``model``; returns the session (also a context manager).
 
     Parameters
@@ -81,14 +93,24 @@ def enable(model, schedule=None, *, keep=None, ratio=None, objective=None, relev
     given = [x is not None for x in (schedule, keep, ratio)]
     if sum(given) != 1:
         from tops_core._validate import InvalidInputError
+
         raise InvalidInputError(
             "enable needs exactly one of schedule=, keep= or ratio=; got "
             f"schedule={schedule!r}, keep={keep!r}, ratio={ratio!r}"
         )
     if schedule is None:
         schedule = Schedule(stage1=Budget(keep=keep, ratio=ratio))
-    return Pruning(model, schedule, objective=objective, relevance=relevance, positions=positions,
-                   raters=raters, crops=crops, newlines=newlines, spatial=spatial)
+    return Pruning(
+        model,
+        schedule,
+        objective=objective,
+        relevance=relevance,
+        positions=positions,
+        raters=raters,
+        crops=crops,
+        newlines=newlines,
+        spatial=spatial,
+    )
 
 
 def disable(session: Pruning) -> None:

@@ -40,7 +40,12 @@ import torch
 from tops_adapters._native_solvers import NativeResult
 
 __all__ = [
-    "available", "incremental_greedy", "tops_rule_order", "settle_near_ties", "launch_count", "Blocks",
+    "available",
+    "incremental_greedy",
+    "tops_rule_order",
+    "settle_near_ties",
+    "launch_count",
+    "Blocks",
     "CERTIFICATES",
 ]
 
@@ -102,15 +107,20 @@ def _top_sum(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.topk(x, k, dim=-1, sorted=False).values.clamp(min=0).sum(-1)
 
 
-
 #: Certificates the fused greedy can stash for, by the core method whose bound they reproduce.
 CERTIFICATES = {"incremental": 0, "greedy": 1, "lazy": 2}
 
 
 @torch.no_grad()
-def incremental_greedy(objective, r: torch.Tensor, s: torch.Tensor, k: int,
-                       blocks: Blocks | None = None, certificate: str = "incremental",
-                       forced: torch.Tensor | None = None) -> NativeResult:
+def incremental_greedy(
+    objective,
+    r: torch.Tensor,
+    s: torch.Tensor,
+    k: int,
+    blocks: Blocks | None = None,
+    certificate: str = "incremental",
+    forced: torch.Tensor | None = None,
+) -> NativeResult:
     """The core's ``Incremental`` on ``(B, N)`` scores and ``(B, N, N)`` similarities, fused.
 
     Parameters
@@ -152,8 +162,9 @@ def incremental_greedy(objective, r: torch.Tensor, s: torch.Tensor, k: int,
     r, s = r.contiguous(), s.contiguous()
     blocks = blocks or Blocks.for_size(n)
     # One allocation per dtype (each allocation is a dispatched op): float64 state, int32 marks.
-    cov, g0, gfin, m, pen, old, stale_f, stale_g = torch.zeros((8, batch, n), dtype=torch.float64,
-                                                               device=dev).unbind(0)
+    cov, g0, gfin, m, pen, old, stale_f, stale_g = torch.zeros(
+        (8, batch, n), dtype=torch.float64, device=dev
+    ).unbind(0)
     chosen, changed = torch.zeros((2, batch, n), dtype=torch.int32, device=dev).unbind(0)
     f_gains, g_gains = torch.empty((2, batch, k), dtype=torch.float64, device=dev).unbind(0)
     order = torch.empty((batch, k), dtype=torch.int64, device=dev) if forced is None else forced.contiguous()
@@ -165,11 +176,57 @@ def incremental_greedy(objective, r: torch.Tensor, s: torch.Tensor, k: int,
     else:
         stash = up = out  # never read or written
     flags = {"FOCUS": bool(focus), "HAS_COV": bool(bw)}
-    _launch(initial_gains, (batch, -(-n // blocks.cols)), s, r, cov, g0, n, a, bw, focus, **flags,
-            BLOCK_J=blocks.rows, BLOCK_I=blocks.cols)
-    _launch(greedy_steps, (batch,), s, r, cov, gfin, m, pen, old, chosen, changed, order, f_gains, g_gains,
-            out, near, stash, up, stale_f, stale_g, order, n, k, a, bw, c, focus, **flags, HAS_PEN=bool(c),
-            CERT=mode, FORCED=forced is not None, BLOCK=blocks.vector, ROWS=blocks.rows, BLOCK_I=blocks.cols)
+    _launch(
+        initial_gains,
+        (batch, -(-n // blocks.cols)),
+        s,
+        r,
+        cov,
+        g0,
+        n,
+        a,
+        bw,
+        focus,
+        **flags,
+        BLOCK_J=blocks.rows,
+        BLOCK_I=blocks.cols,
+    )
+    _launch(
+        greedy_steps,
+        (batch,),
+        s,
+        r,
+        cov,
+        gfin,
+        m,
+        pen,
+        old,
+        chosen,
+        changed,
+        order,
+        f_gains,
+        g_gains,
+        out,
+        near,
+        stash,
+        up,
+        stale_f,
+        stale_g,
+        order,
+        n,
+        k,
+        a,
+        bw,
+        c,
+        focus,
+        **flags,
+        HAS_PEN=bool(c),
+        CERT=mode,
+        FORCED=forced is not None,
+        BLOCK=blocks.vector,
+        ROWS=blocks.rows,
+        BLOCK_I=blocks.cols,
+    )
     upper, value, _ = out.unbind(1)
     if mode:
         # min over the stashed steps t of g(S_t) + the top-k sum of that step's gain bounds.
@@ -182,8 +239,9 @@ def incremental_greedy(objective, r: torch.Tensor, s: torch.Tensor, k: int,
 
 
 @torch.no_grad()
-def tops_rule_order(rule, r: torch.Tensor, s: torch.Tensor, k: int,
-                    blocks: Blocks | None = None) -> NativeResult:
+def tops_rule_order(
+    rule, r: torch.Tensor, s: torch.Tensor, k: int, blocks: Blocks | None = None
+) -> NativeResult:
     """The TOPS rule's pick order on ``(B, N)`` scores and ``(B, N, N)`` similarities, fused.
 
     Two launches whatever ``k``: the coverage after the seed, spread over the
@@ -227,11 +285,32 @@ def tops_rule_order(rule, r: torch.Tensor, s: torch.Tensor, k: int,
     chosen, changed = torch.zeros((2, batch, n), dtype=torch.int32, device=dev).unbind(0)
     has_c = bool(rule.lam)
     if has_c:
-        _launch(coverage, (batch, -(-n // blocks.cols)), cols, r, c, n, BLOCK_J=blocks.rows,
-                BLOCK_I=blocks.cols)
-    _launch(steps, (batch,), cols, r, c, m, old, chosen, changed, order, near, n, k, rule.alpha, rule.lam,
-            MINMAX=rule.norm == "minmax", HAS_D=bool(rule.alpha), HAS_C=has_c,
-            BLOCK=blocks.vector, ROWS=blocks.rows, BLOCK_I=blocks.cols)
+        _launch(
+            coverage, (batch, -(-n // blocks.cols)), cols, r, c, n, BLOCK_J=blocks.rows, BLOCK_I=blocks.cols
+        )
+    _launch(
+        steps,
+        (batch,),
+        cols,
+        r,
+        c,
+        m,
+        old,
+        chosen,
+        changed,
+        order,
+        near,
+        n,
+        k,
+        rule.alpha,
+        rule.lam,
+        MINMAX=rule.norm == "minmax",
+        HAS_D=bool(rule.alpha),
+        HAS_C=has_c,
+        BLOCK=blocks.vector,
+        ROWS=blocks.rows,
+        BLOCK_I=blocks.cols,
+    )
     return NativeResult(order, None, None, None, near)
 
 

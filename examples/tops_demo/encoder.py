@@ -84,7 +84,7 @@ def square_image(image: np.ndarray) -> np.ndarray:
     h, w = img.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    crop = img[top:top + side, left:left + side]
+    crop = img[top : top + side, left : left + side]
     return resize(crop, (SIZE, SIZE), anti_aliasing=True).astype(np.float32).clip(0.0, 1.0)
 
 

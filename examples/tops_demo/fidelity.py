@@ -12,14 +12,14 @@ import numpy as np
 
 import tops_core
 
-__all__ = ["attention_output", "output_fidelity", "coverage_fraction", "attention_mass",
-           "measure"]
+__all__ = ["attention_output", "output_fidelity", "coverage_fraction", "attention_mass", "measure"]
 
 _PLAIN_COVERAGE = tops_core.Objective(focus=0.0)
 
 
-def attention_output(attention: np.ndarray, values: np.ndarray, queries: np.ndarray,
-                     keys: np.ndarray) -> np.ndarray:
+def attention_output(
+    attention: np.ndarray, values: np.ndarray, queries: np.ndarray, keys: np.ndarray
+) -> np.ndarray:
     """Attention output of ``queries`` over ``keys`` only, heads concatenated.
 
     Parameters

@@ -33,8 +33,14 @@ def relevance_map(image: np.ndarray, relevance: np.ndarray, side: int) -> np.nda
     return (0.35 * grey + 0.65 * heat).astype(np.float32)
 
 
-def save_panels(path: Path, image: np.ndarray, relevance: np.ndarray, side: int,
-                rows: list[tuple[str, dict[str, np.ndarray], dict[str, str]]], title: str) -> None:
+def save_panels(
+    path: Path,
+    image: np.ndarray,
+    relevance: np.ndarray,
+    side: int,
+    rows: list[tuple[str, dict[str, np.ndarray], dict[str, str]]],
+    title: str,
+) -> None:
     """One PNG: a row per budget, the relevance map then one panel per method.
 
     ``rows`` holds ``(row label, {method: kept indices}, {method: caption})``.

@@ -1,4 +1,4 @@
-"""Solvers of the preservation-set objective, one file each."""
+"""Solvers of the preservation-set objective, one file each (listed in :mod:`tops_core.registry`)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from tops_core.solvers.lazy import Lazy
 from tops_core.solvers.stochastic import Stochastic
 
 __all__ = [
-    "Exact", "Greedy", "Incremental", "Lazy", "Stochastic",
-    "SolverResult", "MAX_EXACT_N", "SOLVERS", "Solver",
+    "Exact",
+    "Greedy",
+    "Incremental",
+    "Lazy",
+    "Stochastic",
+    "SolverResult",
+    "MAX_EXACT_N",
 ]
-
-#: Solvers by the name ``select(method=...)`` accepts.
-SOLVERS = {"greedy": Greedy, "lazy": Lazy, "incremental": Incremental, "stochastic": Stochastic,
-           "exact": Exact}
-
-Solver = Greedy | Lazy | Stochastic | Exact | Incremental

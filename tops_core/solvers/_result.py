@@ -1,4 +1,4 @@
-"""What a solver hands back to ``select``, and the online bound they share."""
+"""What a solver hands back to ``select``, and the certificate's shared steps."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SolverResult", "top_sum"]
+__all__ = ["SolverResult", "top_sum", "CLOSES_RTOL", "certificate"]
+
+#: A bound within this relative gap of the value certifies the set as optimal
+#: (the value and the bound are sums of the same float64 gains, rounded apart).
+CLOSES_RTOL = 1e-12
 
 
 @dataclass(frozen=True)
@@ -33,5 +37,16 @@ def top_sum(values: np.ndarray, k: int) -> float:
         return 0.0
     pos = values[values > 0]
     if pos.size > k:
-        pos = np.partition(pos, pos.size - k)[pos.size - k:]
+        pos = np.partition(pos, pos.size - k)[pos.size - k :]
     return float(np.sort(pos).sum())
+
+
+def certificate(value: float, bound: float) -> tuple[float, bool]:
+    """The certificate of a set of value ``value``: ``(upper_bound, closes)``.
+
+    The bound is never below the value (rounding may put it there when the set
+    is optimal); ``closes`` says whether it meets the value within
+    :data:`CLOSES_RTOL`, which proves the set optimal.
+    """
+    bound = max(float(bound), value)
+    return bound, bound - value <= CLOSES_RTOL * max(1.0, abs(bound))

@@ -59,84 +59,109 @@ class Exact:
             )
         if k == 0:
             return SolverResult(np.zeros(0, np.int64), np.zeros(0), 0.0, True)
-        try:
-            from scipy.optimize import Bounds, LinearConstraint, milp
-            from scipy.sparse import coo_array
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "method='exact' needs SciPy: pip install 'tops-prune[exact]'"
-            ) from exc
-
+        scipy_optimize, scipy_sparse = _scipy()
         # The MILP: a float64 copy of sim, and up to N^2 assignment and N^2 / 2 pair
         # variables with their constraint rows (about 100 bytes each, measured roughly).
         check_memory(f"method='exact' on N = {n} tokens", 8.0 * n * n + 150.0 * n * n)
-        r = scores.astype(np.float64)
-        s = sim.astype(np.float64)
-        w = objective.row_weights(r)
-        a, b, c = objective.relevance, objective.coverage, objective.redundancy
-
-        cost_terms = [-a * r]
-        rows, cols, vals, lo, hi = [], [], [], [], []
-        n_rows = 0
-
-        def add_row(var_idx, coef, lower, upper):
-            nonlocal n_rows
-            rows.extend([n_rows] * len(var_idx))
-            cols.extend(var_idx)
-            vals.extend(coef)
-            lo.append(lower)
-            hi.append(upper)
-            n_rows += 1
-
-        add_row(list(range(n)), [1.0] * n, k, k)
-        n_vars = n
-        if b > 0:
-            jj, ii = np.nonzero((w[:, None] * s) > 0)
-            x_var = n_vars + np.arange(jj.size)
-            n_vars += jj.size
-            cost_terms.append(-b * w[jj] * s[jj, ii])
-            for j in range(n):
-                sel = np.flatnonzero(jj == j)
-                if sel.size:
-                    add_row(x_var[sel].tolist(), [1.0] * sel.size, -np.inf, 1.0)
-            for t in range(jj.size):
-                add_row([int(x_var[t]), int(ii[t])], [1.0, -1.0], -np.inf, 0.0)
-        if c > 0:
-            pi, pj = np.triu_indices(n, 1)
-            keep = s[pi, pj] > 0
-            pi, pj = pi[keep], pj[keep]
-            z_var = n_vars + np.arange(pi.size)
-            n_vars += pi.size
-            cost_terms.append(c * s[pi, pj])
-            for t in range(pi.size):
-                add_row([int(z_var[t]), int(pi[t]), int(pj[t])], [1.0, -1.0, -1.0], -1.0, np.inf)
-
-        matrix = coo_array((vals, (rows, cols)), shape=(n_rows, n_vars)).tocsr()
-        cost = np.concatenate(cost_terms)
+        rows, cost = _formulation(objective, scores.astype(np.float64), sim.astype(np.float64), k)
         # HiGHS works to absolute tolerances: costs scaled by a power of two to at
         # most 1 in magnitude (exact), the value and bound scaled back.
         scale = float(np.ldexp(1.0, int(np.frexp(np.abs(cost).max(initial=0.0))[1])))
         scale = scale if scale > 0 else 1.0
-        integrality = np.zeros(n_vars)
+        integrality = np.zeros(cost.size)
         integrality[:n] = 1
-        res = milp(
+        constraints = scipy_optimize.LinearConstraint(rows.matrix(scipy_sparse, cost.size), rows.lo, rows.hi)
+        res = scipy_optimize.milp(
             cost / scale,
-            constraints=LinearConstraint(matrix, lo, hi),
+            constraints=constraints,
             integrality=integrality,
-            bounds=Bounds(0.0, 1.0),
+            bounds=scipy_optimize.Bounds(0.0, 1.0),
             options={"time_limit": float(self.time_limit), "disp": False, "mip_rel_gap": 0.0},
         )
-        dual = getattr(res, "mip_dual_bound", None)
-        dual = None if dual is None else float(dual) * scale
-        chosen = None if res.x is None else np.flatnonzero(res.x[:n] > 0.5).astype(np.int64)
-        if chosen is None or chosen.size != k or not np.isfinite(res.fun):
-            # Stopped before a feasible set (a very short time limit): the greedy
-            # set, certified by the better of its own bound and HiGHS's.
-            greedy = Lazy().run(objective, scores, sim, k)
-            bound = greedy.upper_bound
-            if dual is not None and np.isfinite(dual):
-                bound = min(bound, float(-dual))
-            return SolverResult(np.sort(greedy.order), np.zeros(0), bound, False)
-        optimal = res.status == 0
-        bound = float(-res.fun * scale) if optimal or dual is None or not np.isfinite(dual) else -dual
-        return SolverResult(chosen, np.zeros(0), bound, bool(optimal))
+        return _result(res, scale, objective, scores, sim, k)
+
+
+def _scipy():
+    """SciPy's ``optimize`` and ``sparse`` (the ``[exact]`` extra)."""
+    try:
+        import scipy.optimize
+        import scipy.sparse
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("method='exact' needs SciPy: pip install 'tops-prune[exact]'") from exc
+    return scipy.optimize, scipy.sparse
+
+
+class _Rows:
+    """The constraint rows of the MILP, gathered as sparse triplets with their bounds."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.cols: list[int] = []
+        self.vals: list[float] = []
+        self.lo: list[float] = []
+        self.hi: list[float] = []
+
+    def add(self, var_idx: list[int], coef: list[float], lower: float, upper: float) -> None:
+        """Append the row ``lower <= sum coef * x[var_idx] <= upper``."""
+        self.rows.extend([len(self.lo)] * len(var_idx))
+        self.cols.extend(var_idx)
+        self.vals.extend(coef)
+        self.lo.append(lower)
+        self.hi.append(upper)
+
+    def matrix(self, scipy_sparse, n_vars: int):
+        """The rows as a CSR matrix over ``n_vars`` variables."""
+        shape = (len(self.lo), n_vars)
+        return scipy_sparse.coo_array((self.vals, (self.rows, self.cols)), shape=shape).tocsr()
+
+
+def _formulation(objective: Objective, r: np.ndarray, s: np.ndarray, k: int) -> tuple[_Rows, np.ndarray]:
+    """The MILP's constraint rows and cost (``-f`` in the order ``y, x, z``); see :class:`Exact`."""
+    n = r.shape[0]
+    w = objective.row_weights(r)
+    a, b, c = objective.relevance, objective.coverage, objective.redundancy
+    cost_terms = [-a * r]
+    rows = _Rows()
+    rows.add(list(range(n)), [1.0] * n, k, k)
+    n_vars = n
+    if b > 0:
+        jj, ii = np.nonzero((w[:, None] * s) > 0)
+        x_var = n_vars + np.arange(jj.size)
+        n_vars += jj.size
+        cost_terms.append(-b * w[jj] * s[jj, ii])
+        for j in range(n):
+            sel = np.flatnonzero(jj == j)
+            if sel.size:
+                rows.add(x_var[sel].tolist(), [1.0] * sel.size, -np.inf, 1.0)
+        for t in range(jj.size):
+            rows.add([int(x_var[t]), int(ii[t])], [1.0, -1.0], -np.inf, 0.0)
+    if c > 0:
+        pi, pj = np.triu_indices(n, 1)
+        keep = s[pi, pj] > 0
+        pi, pj = pi[keep], pj[keep]
+        z_var = n_vars + np.arange(pi.size)
+        cost_terms.append(c * s[pi, pj])
+        for t in range(pi.size):
+            rows.add([int(z_var[t]), int(pi[t]), int(pj[t])], [1.0, -1.0, -1.0], -1.0, np.inf)
+    return rows, np.concatenate(cost_terms)
+
+
+def _result(
+    res, scale: float, objective: Objective, scores: np.ndarray, sim: np.ndarray, k: int
+) -> SolverResult:
+    """The set HiGHS found and its certificate: the optimum, or HiGHS's dual bound at the time limit."""
+    n = scores.shape[0]
+    dual = getattr(res, "mip_dual_bound", None)
+    dual = None if dual is None else float(dual) * scale
+    chosen = None if res.x is None else np.flatnonzero(res.x[:n] > 0.5).astype(np.int64)
+    if chosen is None or chosen.size != k or not np.isfinite(res.fun):
+        # Stopped before a feasible set (a very short time limit): the greedy
+        # set, certified by the better of its own bound and HiGHS's.
+        greedy = Lazy().run(objective, scores, sim, k)
+        bound = greedy.upper_bound
+        if dual is not None and np.isfinite(dual):
+            bound = min(bound, float(-dual))
+        return SolverResult(np.sort(greedy.order), np.zeros(0), bound, False)
+    optimal = res.status == 0
+    bound = float(-res.fun * scale) if optimal or dual is None or not np.isfinite(dual) else -dual
+    return SolverResult(chosen, np.zeros(0), bound, bool(optimal))

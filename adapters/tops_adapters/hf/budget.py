@@ -10,7 +10,6 @@ from tops_core._validate import InvalidInputError
 __all__ = ["Budget", "Schedule", "split_budget"]
 
 
-
 @dataclass(frozen=True)
 class Budget:
     """How many visual tokens to keep out of ``N``.
@@ -36,11 +35,13 @@ class Budget:
             raise InvalidInputError(
                 f"Budget needs exactly one of keep= or ratio=; got keep={self.keep!r}, ratio={self.ratio!r}"
             )
-        if self.keep is not None and (isinstance(self.keep, bool) or not isinstance(self.keep, int)
-                                      or self.keep < 1):
+        if self.keep is not None and (
+            isinstance(self.keep, bool) or not isinstance(self.keep, int) or self.keep < 1
+        ):
             raise InvalidInputError(f"keep must be an int >= 1; got {self.keep!r}")
-        if self.ratio is not None and not (isinstance(self.ratio, (int, float))
-                                           and 0 < self.ratio <= 1 and math.isfinite(self.ratio)):
+        if self.ratio is not None and not (
+            isinstance(self.ratio, (int, float)) and 0 < self.ratio <= 1 and math.isfinite(self.ratio)
+        ):
             raise InvalidInputError(f"ratio must be a float in (0, 1]; got {self.ratio!r}")
 
     def tokens(self, n: int) -> int:

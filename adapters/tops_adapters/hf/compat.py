@@ -40,9 +40,20 @@ from transformers.cache_utils import Cache
 
 from tops_core._validate import InvalidInputError
 
-__all__ = ["TESTED_TRANSFORMERS", "find_cache", "output_cache", "cache_argument", "image_size_to_num_patches",
-           "encoded_images", "installed_transformers", "rotary_function", "rotary_embeddings", "layer_type",
-           "mask_mapping", "DEEPSTACK_ARGUMENTS"]
+__all__ = [
+    "TESTED_TRANSFORMERS",
+    "find_cache",
+    "output_cache",
+    "cache_argument",
+    "image_size_to_num_patches",
+    "encoded_images",
+    "installed_transformers",
+    "rotary_function",
+    "rotary_embeddings",
+    "layer_type",
+    "mask_mapping",
+    "DEEPSTACK_ARGUMENTS",
+]
 
 #: Qwen3-VL's language-model arguments that follow the visual tokens (gathered with the kept ones).
 DEEPSTACK_ARGUMENTS = ("visual_pos_masks", "deepstack_visual_embeds")
@@ -91,8 +102,9 @@ def cache_argument(module) -> str:
     for name in _CACHE_NAMES:
         if name in parameters:
             return name
-    raise InvalidInputError(f"{type(module).__name__}.forward takes no KV cache argument (looked for "
-                            f"{', '.join(_CACHE_NAMES)})")
+    raise InvalidInputError(
+        f"{type(module).__name__}.forward takes no KV cache argument (looked for {', '.join(_CACHE_NAMES)})"
+    )
 
 
 def image_size_to_num_patches(image_size, grid_pinpoints, patch_size) -> int:
@@ -168,8 +180,16 @@ def mask_mapping(inner, inputs_embeds, attention_mask, cache, position_ids, toke
             build = value.create_masks_for_generate
             break
     else:
-        raise InvalidInputError(f"{module.__name__} defines no create_masks_for_generate in the installed "
-                                "transformers; the mask mapping cannot be rebuilt for the pruned sequence")
+        raise InvalidInputError(
+            f"{module.__name__} defines no create_masks_for_generate in the installed "
+            "transformers; the mask mapping cannot be rebuilt for the pruned sequence"
+        )
     cache_name = next(name for name in _CACHE_NAMES if name in inspect.signature(build).parameters)
-    return build(config=inner.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                 position_ids=position_ids, token_type_ids=token_type_ids, **{cache_name: cache})
+    return build(
+        config=inner.config,
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        token_type_ids=token_type_ids,
+        **{cache_name: cache},
+    )

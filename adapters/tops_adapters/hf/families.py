@@ -82,31 +82,55 @@ class Family:
     notes: str = ""
 
 
-FAMILIES = {f.name: f for f in (
-    Family("llava", "LLaVA-1.5", has_cls=True),
-    Family("llava_next", "LLaVA-NeXT", has_cls=True, anyres=True),
-    Family("llava_onevision", "LLaVA-OneVision",
-           notes="anyres crops and `image_newline` tokens are ordinary candidates of one joint budget"),
-    Family("qwen2_vl", "Qwen2-VL", mrope=True),
-    Family("qwen2_5_vl", "Qwen2.5-VL", mrope=True),
-    Family("qwen3_vl", "Qwen3-VL", mrope=True, deepstack=True,
-           notes="q/k norms in the rater attention"),
-    Family("qwen3_5", "Qwen3.5", mrope=True, stage2="full_attention",
-           notes="gated query (`q_proj` holds the output gate) and q/k norms in the rater attention",
-           stage2_reason="linear-attention layers have no attention rows to rate with, and the model sizes "
-                         "every attention mask by the first full-attention layer's KV cache"),
-    Family("glm4v", "GLM-4.1V / GLM-4.5V", mrope=True,
-           notes="partial, interleaved rotary: the rater attention rotates with the model's own "
-                 "`apply_rotary_pos_emb`"),
-    Family("mistral3", "Mistral 3"),
-    Family("internvl", "InternVL", has_cls=True, cls_merge="pixel_shuffle",
-           notes="CLS attention mass of the patches the projector's pixel shuffle merges into each token"),
-    Family("idefics3", "Idefics3", language_model="text_model"),
-    Family("smolvlm", "SmolVLM", language_model="text_model"),
-    Family("gemma3", "Gemma 3", wrapper_mask=True, stage2="none",
-           stage2_reason="sliding-window layers keep a window of their own KV cache that a pruned "
-                         "layer cannot map"),
-)}
+FAMILIES = {
+    f.name: f
+    for f in (
+        Family("llava", "LLaVA-1.5", has_cls=True),
+        Family("llava_next", "LLaVA-NeXT", has_cls=True, anyres=True),
+        Family(
+            "llava_onevision",
+            "LLaVA-OneVision",
+            notes="anyres crops and `image_newline` tokens are ordinary candidates of one joint budget",
+        ),
+        Family("qwen2_vl", "Qwen2-VL", mrope=True),
+        Family("qwen2_5_vl", "Qwen2.5-VL", mrope=True),
+        Family("qwen3_vl", "Qwen3-VL", mrope=True, deepstack=True, notes="q/k norms in the rater attention"),
+        Family(
+            "qwen3_5",
+            "Qwen3.5",
+            mrope=True,
+            stage2="full_attention",
+            notes="gated query (`q_proj` holds the output gate) and q/k norms in the rater attention",
+            stage2_reason="linear-attention layers have no attention rows to rate with, and the model sizes "
+            "every attention mask by the first full-attention layer's KV cache",
+        ),
+        Family(
+            "glm4v",
+            "GLM-4.1V / GLM-4.5V",
+            mrope=True,
+            notes="partial, interleaved rotary: the rater attention rotates with the model's own "
+            "`apply_rotary_pos_emb`",
+        ),
+        Family("mistral3", "Mistral 3"),
+        Family(
+            "internvl",
+            "InternVL",
+            has_cls=True,
+            cls_merge="pixel_shuffle",
+            notes="CLS attention mass of the patches the projector's pixel shuffle merges into each token",
+        ),
+        Family("idefics3", "Idefics3", language_model="text_model"),
+        Family("smolvlm", "SmolVLM", language_model="text_model"),
+        Family(
+            "gemma3",
+            "Gemma 3",
+            wrapper_mask=True,
+            stage2="none",
+            stage2_reason="sliding-window layers keep a window of their own KV cache that a pruned "
+            "layer cannot map",
+        ),
+    )
+}
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -214,7 +238,7 @@ def merge_cls(inner, family: Family, cls_rows: torch.Tensor) -> torch.Tensor:
     if family.cls_merge != "pixel_shuffle":
         return cls_rows
     crops, patches = cls_rows.shape
-    side = int(patches ** 0.5)
+    side = int(patches**0.5)
     grid = cls_rows.reshape(crops, side, side, 1)
     merged = inner.pixel_shuffle(grid, scale_factor=inner.config.downsample_ratio)
     return merged.sum(dim=-1).reshape(crops, -1)
@@ -234,8 +258,9 @@ def next_layout(inner, cls_rows: torch.Tensor | None, image_sizes, strategy: str
     """
     cfg = inner.config
     counts = [
-        image_size_to_num_patches(image_size=size, grid_pinpoints=cfg.image_grid_pinpoints,
-                                  patch_size=cfg.vision_config.image_size)
+        image_size_to_num_patches(
+            image_size=size, grid_pinpoints=cfg.image_grid_pinpoints, patch_size=cfg.vision_config.image_size
+        )
         for size in image_sizes
     ]
     side = cfg.vision_config.image_size // cfg.vision_config.patch_size

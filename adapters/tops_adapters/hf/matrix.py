@@ -56,12 +56,16 @@ def _needs(family: Family) -> str:
 
 def support_matrix() -> str:
     """The Markdown table: one row per family of :data:`~tops_adapters.hf.families.FAMILIES`."""
-    rows = ["| family (`model_type`) | Stage I | Stage II | left-padded batch | positions | what it needs "
-            "| transformers |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| family (`model_type`) | Stage I | Stage II | left-padded batch | positions | what it needs "
+        "| transformers |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for family in FAMILIES.values():
-        rows.append(f"| {family.label} (`{family.name}`) | {_stage1(family)} | {_stage2(family)} | ✓ "
-                    f"| {_positions(family)} | {_needs(family)} | ≥ {family.min_transformers} |")
+        rows.append(
+            f"| {family.label} (`{family.name}`) | {_stage1(family)} | {_stage2(family)} | ✓ "
+            f"| {_positions(family)} | {_needs(family)} | ≥ {family.min_transformers} |"
+        )
     return "\n".join(rows)
 
 

@@ -82,8 +82,9 @@ def cls_attention(layer, hidden: torch.Tensor) -> torch.Tensor:
     return logits.softmax(dim=-1).mean(dim=1)[:, 0]
 
 
-def instruction_relevance(visual: torch.Tensor, tokens: torch.Tensor,
-                          text_mask: torch.Tensor) -> torch.Tensor:
+def instruction_relevance(
+    visual: torch.Tensor, tokens: torch.Tensor, text_mask: torch.Tensor
+) -> torch.Tensor:
     """Mean ``(1 + cos) / 2`` between each visual token and the instruction's tokens.
 
     Parameters

@@ -8,8 +8,15 @@ import torch
 
 from tops_core._validate import InvalidInputError
 
-__all__ = ["StageRecord", "PrunedSequence", "kept_columns", "encoded_rows", "per_row", "renumber",
-           "gather_mask"]
+__all__ = [
+    "StageRecord",
+    "PrunedSequence",
+    "kept_columns",
+    "encoded_rows",
+    "per_row",
+    "renumber",
+    "gather_mask",
+]
 
 
 @dataclass
@@ -41,14 +48,14 @@ class PrunedSequence:
 
     full_len: int
     pruned_len: int
-    columns: torch.Tensor              # (B, L') kept columns of the full prompt
-    valid: torch.Tensor                # (B, Lcur) non-padding, current stage
-    visual_pos: torch.Tensor           # (B, Ncur) visual positions, current stage
-    session: object = None             # the Pruning session that pruned it
-    prefilling: bool = True            # False once the prefill returned: later forwards decode
-    stages: list = field(default_factory=list)   # (layer, cum_columns in L' coords)
+    columns: torch.Tensor  # (B, L') kept columns of the full prompt
+    valid: torch.Tensor  # (B, Lcur) non-padding, current stage
+    visual_pos: torch.Tensor  # (B, Ncur) visual positions, current stage
+    session: object = None  # the Pruning session that pruned it
+    prefilling: bool = True  # False once the prefill returned: later forwards decode
+    stages: list = field(default_factory=list)  # (layer, cum_columns in L' coords)
     override: dict = field(default_factory=dict)  # prefill: per layer type, kwargs after a Stage II point
-    step: dict = field(default_factory=dict)     # decode: per (stage, layer type), kwargs of this step
+    step: dict = field(default_factory=dict)  # decode: per (stage, layer type), kwargs of this step
 
     def __deepcopy__(self, memo):
         # A copied KV cache (the prompt-reuse pattern) holds the same pruned prompt: the bookkeeping

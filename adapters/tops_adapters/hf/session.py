@@ -44,12 +44,24 @@ class Pruning(Stage2Mixin):
     context manager); :meth:`disable` removes every patch.
     """
 
-    def __init__(self, model, schedule: Schedule, *, objective=None, relevance="auto",
-                 positions="auto", raters="all_mean", crops="joint", newlines="keep", spatial=True):
+    def __init__(
+        self,
+        model,
+        schedule: Schedule,
+        *,
+        objective=None,
+        relevance="auto",
+        positions="auto",
+        raters="all_mean",
+        crops="joint",
+        newlines="keep",
+        spatial=True,
+    ):
         self.family, self.inner = family_of(model)
         if not isinstance(schedule, Schedule):
-            raise InvalidInputError(f"schedule must be a tops_adapters.transformers.Schedule; got "
-                                    f"{type(schedule).__name__}")
+            raise InvalidInputError(
+                f"schedule must be a tops_adapters.transformers.Schedule; got {type(schedule).__name__}"
+            )
         check_choice("relevance", relevance, _RELEVANCE)
         check_choice("positions", positions, _POSITIONS)
         check_choice("raters", raters, RATERS)
@@ -89,8 +101,8 @@ class Pruning(Stage2Mixin):
         self.history: list[StageRecord] = []
         self._pending = None
         self._cls_rows: list[torch.Tensor] = []
-        self._active: PrunedSequence | None = None   # the sequence of the forward running now
-        self._last: PrunedSequence | None = None     # the last pruned prompt
+        self._active: PrunedSequence | None = None  # the sequence of the forward running now
+        self._last: PrunedSequence | None = None  # the last pruned prompt
         self._hooks = []
         self._patched = []
         self._methods = []
@@ -168,12 +180,18 @@ class Pruning(Stage2Mixin):
             out = original(*args, **kwargs)
             bound = signature.bind_partial(*args, **kwargs).arguments
             strategy = bound.get("vision_feature_select_strategy") or getattr(
-                self.inner.config, "vision_feature_select_strategy", "default")
-            self._encoded = {"cls": torch.cat(self._cls_rows) if self._cls_rows else None,
-                             "image_sizes": bound.get("image_sizes"), "strategy": strategy,
-                             "rows": encoded_rows(out), "grid_thw": bound.get("image_grid_thw")}
+                self.inner.config, "vision_feature_select_strategy", "default"
+            )
+            self._encoded = {
+                "cls": torch.cat(self._cls_rows) if self._cls_rows else None,
+                "image_sizes": bound.get("image_sizes"),
+                "strategy": strategy,
+                "rows": encoded_rows(out),
+                "grid_thw": bound.get("image_grid_thw"),
+            }
             self._cls_rows = []
             return out
+
         return get_image_features
 
     def _wrap_inner(self, original):
@@ -183,8 +201,10 @@ class Pruning(Stage2Mixin):
             has_image, image = encoded_images(kwargs)
             self._pending = None
             if self.family.wrapper_mask:  # the language model gets a mask mapping; keep what it is built from
-                self._wrapper_mask = {"attention_mask": kwargs.get("attention_mask"),
-                                      "token_type_ids": kwargs.get("token_type_ids")}
+                self._wrapper_mask = {
+                    "attention_mask": kwargs.get("attention_mask"),
+                    "token_type_ids": kwargs.get("token_type_ids"),
+                }
             if not has_image:
                 self._refuse_prompt_without_images(ids, args, kwargs)
                 return original(*args, **kwargs)
@@ -201,6 +221,7 @@ class Pruning(Stage2Mixin):
                 )
             self._pending = {"input_ids": ids}
             return original(*args, **kwargs)
+
         return forward
 
     def _refuse_prompt_without_images(self, ids, args, kwargs):
@@ -259,6 +280,7 @@ class Pruning(Stage2Mixin):
                 delattr(cache, _SEQUENCE)
             self._refuse_lost_sequence(cache, kwargs, past, wrapper)
             return original(*args, **kwargs)  # a sequence this session never pruned
+
         return forward
 
     def _run(self, original, seq, args, kwargs):
@@ -339,30 +361,49 @@ class Pruning(Stage2Mixin):
         candidates = ~newline if (newline is not None and self.newlines == "keep") else None
         pool = n if candidates is None else int(candidates[0].sum())
         k = self.schedule.stage1.tokens(pool) if self.schedule.stage1 is not None else pool
-        kept, selection = self._choose(rel, feats, k, crop if self.crops == "crop" else None, candidates,
-                                       layouts=self._stage1_layouts(b, n))
+        kept, selection = self._choose(
+            rel,
+            feats,
+            k,
+            crop if self.crops == "crop" else None,
+            candidates,
+            layouts=self._stage1_layouts(b, n),
+        )
         columns = kept_columns(visual, visual_pos, kept)
         self.history = [StageRecord(0, visual_pos, rel, kept, columns, selection)]
         new_len = columns.shape[1]
         kwargs = dict(kwargs)
         kwargs["inputs_embeds"] = embeds.gather(1, columns[..., None].expand(-1, -1, dim))
         # an explicit all-ones mask keeps gathered positions from reading as packed sequences
-        kwargs["attention_mask"] = (mask.gather(1, columns) if mask is not None
-                                    else torch.ones(b, new_len, dtype=torch.long, device=dev))
-        kwargs["position_ids"] = self._stage1_positions(kwargs.get("position_ids"), columns, b, length,
-                                                        kwargs["attention_mask"], dev)
+        kwargs["attention_mask"] = (
+            mask.gather(1, columns)
+            if mask is not None
+            else torch.ones(b, new_len, dtype=torch.long, device=dev)
+        )
+        kwargs["position_ids"] = self._stage1_positions(
+            kwargs.get("position_ids"), columns, b, length, kwargs["attention_mask"], dev
+        )
         new_visual = visual.gather(1, columns)
         seq = PrunedSequence(
-            full_len=length, pruned_len=new_len, columns=columns, valid=kwargs["attention_mask"].bool(),
-            visual_pos=new_visual.nonzero()[:, 1].view(b, -1), session=self,
+            full_len=length,
+            pruned_len=new_len,
+            columns=columns,
+            valid=kwargs["attention_mask"].bool(),
+            visual_pos=new_visual.nonzero()[:, 1].view(b, -1),
+            session=self,
         )
         if self.family.deepstack:
             self._gather_deepstack(kwargs, columns, kept, visual, b, n)
         if self.family.wrapper_mask and wrapper is not None:
             types = wrapper["token_type_ids"]
             kwargs["attention_mask"] = mask_mapping(
-                self.inner, kwargs["inputs_embeds"], kwargs["attention_mask"], cache, kwargs["position_ids"],
-                types.to(dev).gather(1, columns) if types is not None else None)
+                self.inner,
+                kwargs["inputs_embeds"],
+                kwargs["attention_mask"],
+                cache,
+                kwargs["position_ids"],
+                types.to(dev).gather(1, columns) if types is not None else None,
+            )
         if self.family.mrope:
             self._store_rope_deltas(kwargs["position_ids"], kwargs["attention_mask"].bool())
         return kwargs, seq
@@ -391,8 +432,13 @@ class Pruning(Stage2Mixin):
         # features for every forward when use_cache=False)
         encoded = self._encoded
         if encoded is None:
-            encoded = {"cls": None, "image_sizes": None, "strategy": "default", "rows": None,
-                       "grid_thw": None}
+            encoded = {
+                "cls": None,
+                "image_sizes": None,
+                "strategy": "default",
+                "rows": None,
+                "grid_thw": None,
+            }
         pending = {**pending, **encoded}
         cls_rows = encoded["cls"]
         if self.relevance == "cls" and cls_rows is None:
@@ -403,8 +449,12 @@ class Pruning(Stage2Mixin):
         if self.family.anyres:
             if pending["image_sizes"] is None:
                 raise InvalidInputError("LLaVA-NeXT pruning needs image_sizes; got None")
-            rel, crop, newline = next_layout(self.inner, cls_rows if self.relevance == "cls" else None,
-                                             pending["image_sizes"], pending["strategy"])
+            rel, crop, newline = next_layout(
+                self.inner,
+                cls_rows if self.relevance == "cls" else None,
+                pending["image_sizes"],
+                pending["strategy"],
+            )
             layout = "the packed LLaVA-NeXT layout"
             rel, crop, newline = (per_row(x, b, n, layout) for x in (rel, crop, newline))
         elif self.relevance == "cls":
@@ -458,7 +508,7 @@ class Pruning(Stage2Mixin):
             extra = past - seq.pruned_len
             if mask.shape[1] == seq.full_len + extra + q:
                 prompt = mask.gather(1, seq.columns.to(mask.device))
-                kwargs["attention_mask"] = mask = torch.cat([prompt, mask[:, seq.full_len:]], dim=1)
+                kwargs["attention_mask"] = mask = torch.cat([prompt, mask[:, seq.full_len :]], dim=1)
             elif mask.shape[1] != past + q:
                 raise InvalidInputError(
                     f"attention_mask while decoding a pruned prompt must cover the full prompt "
@@ -476,10 +526,16 @@ class Pruning(Stage2Mixin):
             elif given is not None and self.positions == "contiguous":
                 kwargs["position_ids"] = given - removed
         if mapping:  # rebuilt on the pruned cache (generate drops token_type_ids after the prefill)
-            hidden = embeds if embeds is not None else torch.empty(
-                (*kwargs["input_ids"].shape, 0), dtype=self.lm.dtype, device=seq.columns.device)
-            kwargs["attention_mask"] = mask_mapping(self.inner, hidden, mask, cache,
-                                                    kwargs.get("position_ids"), None)
+            hidden = (
+                embeds
+                if embeds is not None
+                else torch.empty(
+                    (*kwargs["input_ids"].shape, 0), dtype=self.lm.dtype, device=seq.columns.device
+                )
+            )
+            kwargs["attention_mask"] = mask_mapping(
+                self.inner, hidden, mask, cache, kwargs.get("position_ids"), None
+            )
         return kwargs
 
     # ------------------------------------------------------------------ selection
@@ -503,7 +559,8 @@ class Pruning(Stage2Mixin):
         vision = self.inner.config.vision_config
         if self.family.name == "llava":
             strategy = (self._encoded or {}).get("strategy") or getattr(
-                self.inner.config, "vision_feature_select_strategy", "default")
+                self.inner.config, "vision_feature_select_strategy", "default"
+            )
             side = vision.image_size // vision.patch_size
             return [square_grids(side, n, self.family.label, cls=strategy == "full")] * b
         if not self.family.mrope:
@@ -553,8 +610,12 @@ class Pruning(Stage2Mixin):
                 if part >= where.shape[0]:
                     chosen.append(where)
                     continue
-                sel = tops_core.select(rel[row, where], cosine_similarity(feats[row, where][None])[0], part,
-                                       objective=self.objective)
+                sel = tops_core.select(
+                    rel[row, where],
+                    cosine_similarity(feats[row, where][None])[0],
+                    part,
+                    objective=self.objective,
+                )
                 selections.append(sel)
                 chosen.append(where[torch.as_tensor(sel.indices, device=dev).long()])
             rows.append(torch.cat(chosen).sort().values)

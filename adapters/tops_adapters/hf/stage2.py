@@ -49,6 +49,7 @@ class Stage2Mixin:
             if stage is not None:
                 kwargs.update(self._decode_overrides(seq, stage, kind, hidden, kwargs))
             return original(hidden, *args, **kwargs)
+
         return forward
 
     @staticmethod
@@ -96,8 +97,10 @@ class Stage2Mixin:
         else:
             cos, sin = own["position_embeddings"]
             index = cum[..., None].expand(-1, -1, cos.shape[-1])
-            override["position_embeddings"] = (cos.expand(b, -1, -1).gather(1, index),
-                                               sin.expand(b, -1, -1).gather(1, index))
+            override["position_embeddings"] = (
+                cos.expand(b, -1, -1).gather(1, index),
+                sin.expand(b, -1, -1).gather(1, index),
+            )
             if position_ids is not None:
                 override["position_ids"] = position_ids.expand(b, -1).gather(1, cum)
         seq.override[kind] = override

@@ -1,4 +1,4 @@
-"""TOPS visual-token pruning in vLLM: an out-of-tree plugin (Stage I, vision-side relevance).
+r"""TOPS visual-token pruning in vLLM: an out-of-tree plugin (Stage I, vision-side relevance).
 
 Installed with ``tops-prune[vllm]``, vLLM loads it through the
 ``vllm.general_plugins`` entry point in every process; a model opts in

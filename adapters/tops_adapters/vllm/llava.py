@@ -63,6 +63,7 @@ class TOPSLlavaForConditionalGeneration(PrunedModel, LlavaForConditionalGenerati
     """LLaVA keeping ``budget.tokens(N)`` of each image's ``N`` visual tokens (Stage I)."""
 
     def start_pruning(self, vllm_config) -> None:
+        """Refuse the Pixtral tower (variable image sizes): one patch grid per image is required."""
         if self.config.vision_config.model_type == "pixtral":
             raise InvalidInputError(
                 f"hf_overrides[{CONFIG_KEY!r}] prunes LLaVA with a CLIP or SigLIP tower (one patch grid per "

@@ -61,6 +61,7 @@ class MRoPEPruning(PrunedModel):
     """Model mixin for the Qwen-VL families: selection on the merged grid, kept tokens' M-RoPE positions."""
 
     def start_pruning(self, vllm_config) -> None:
+        """Allocate the per-token M-RoPE offsets the kept tokens' positions are shifted by."""
         # persistent, so a CUDA graph captured over forward reads this step's offsets
         self._tops_offsets = torch.zeros(3, max_scheduled_tokens(vllm_config), dtype=torch.long)
 
@@ -123,6 +124,7 @@ class MRoPEPruning(PrunedModel):
         return super().embed_input_ids(input_ids, multimodal_embeddings, is_multimodal=is_multimodal)
 
     def forward(self, input_ids, positions, intermediate_tensors=None, inputs_embeds=None, **kwargs):
+        """The model's forward with this step's M-RoPE offsets added to the positions."""
         if self.tops is not None and positions.ndim == 2:
             positions = positions + self._tops_offsets[:, : positions.shape[1]]
         return super().forward(input_ids, positions, intermediate_tensors, inputs_embeds, **kwargs)
@@ -215,7 +217,9 @@ class TOPSQwen3VLForConditionalGeneration(MRoPEPruning, Qwen3VLForConditionalGen
     """
 
     def row_width(self) -> int:
+        """Channels of an unpruned image row: the main features and the deepstack levels."""
         return self.visual_dim + self.multiscale_dim
 
     def selection_features(self, embeds: torch.Tensor) -> torch.Tensor:
+        """The main features (the selection does not read the deepstack levels)."""
         return embeds[:, : self.visual_dim]

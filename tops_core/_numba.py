@@ -1,0 +1,91 @@
+"""The optional Numba kernels: whether they apply, and the modules that hold them.
+
+Every compiled kernel lives in a module that imports Numba at its top; they are
+loaded here on first use only, so the core imports without the ``[fast]`` extra
+and without the cost of loading Numba. ``coverage_all`` and ``columns_of`` are
+the two Python steps every kernel user shares.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+import numpy as np
+
+from tops_core._validate import exactly_symmetric
+
+__all__ = [
+    "numba_available",
+    "fast_for",
+    "gain_kernels",
+    "matrix_kernels",
+    "greedy_kernels",
+    "rule_kernels",
+    "feature_kernels",
+    "coverage_all",
+    "columns_of",
+]
+
+# Rows of sim streamed per call when the initial gains are summed (bounds nothing
+# but the call overhead: the kernel reads the rows in place).
+_ROWS = 1024
+
+
+def numba_available() -> bool:
+    """Whether the optional Numba kernels can be used (without importing Numba)."""
+    return importlib.util.find_spec("numba") is not None
+
+
+def fast_for(sim: np.ndarray) -> bool:
+    """Whether the compiled kernels apply to ``sim`` (Numba installed, float32 or float64)."""
+    return sim.dtype in (np.float32, np.float64) and numba_available()
+
+
+def _load(name: str) -> ModuleType:
+    return importlib.import_module(f"tops_core.{name}")
+
+
+def gain_kernels() -> ModuleType:
+    """:mod:`tops_core._gain_kernels`, the compiled gain layer (imports Numba on first use)."""
+    return _load("_gain_kernels")
+
+
+def matrix_kernels() -> ModuleType:
+    """:mod:`tops_core._matrix_kernels` (transpose, max over columns)."""
+    return _load("_matrix_kernels")
+
+
+def greedy_kernels() -> ModuleType:
+    """:mod:`tops_core.solvers._greedy_kernels` (incremental greedy, gains along an order)."""
+    return _load("solvers._greedy_kernels")
+
+
+def rule_kernels() -> ModuleType:
+    """:mod:`tops_core._rule_kernels` (the TOPS rule's steps)."""
+    return _load("_rule_kernels")
+
+
+def feature_kernels() -> ModuleType:
+    """:mod:`tops_core._feature_kernels` (features mode after its pass)."""
+    return _load("_feature_kernels")
+
+
+def coverage_all(sim_rows: np.ndarray, w: np.ndarray, m: np.ndarray | None = None) -> np.ndarray:
+    """Canonical coverage gains of every token at running max ``m`` (default: ``S = {}``).
+
+    One row-major pass over ``sim``, bit-identical to the column-wise kernel.
+    """
+    kern = gain_kernels()
+    n = w.shape[0]
+    m = np.zeros(n) if m is None else m
+    lanes = np.zeros((8, sim_rows.shape[1]), dtype=np.float64)
+    for start in range(0, n, _ROWS):
+        kern.add_lanes(sim_rows[start : start + _ROWS], start, w, m, lanes)
+    return kern.combine_lanes(lanes)
+
+
+def columns_of(rows: np.ndarray) -> np.ndarray:
+    """``rows`` itself when exactly symmetric, else its transposed copy (columns contiguous)."""
+    return rows if exactly_symmetric(rows) else matrix_kernels().transpose(rows)
