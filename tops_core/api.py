@@ -25,7 +25,7 @@ from tops_core.registry import AUTO, RULES, SOLVERS, method_of
 from tops_core.rules import Rule, TopK, TOPSRule
 from tops_core.selection import ArrayT, Selection
 from tops_core.solvers._certificate import gains_along, online_bound
-from tops_core.solvers._result import SolverResult, certificate
+from tops_core.solvers._result import SolverResult, certified_selection
 
 __all__ = ["select", "resolve"]
 
@@ -351,13 +351,5 @@ def _solve_one(r, s, k, objective, solver, evaluator) -> Selection:
     order = result.order.astype(np.int64)
     best = result.best  # max over S of each row: the same whatever weighs it
     value = evaluator.value_of(r, s, order, best)
-    bound, closes = certificate(value, result.upper_bound)
-    return Selection(
-        indices=np.sort(order),
-        order=order,
-        gains=result.gains,
-        value=value,
-        upper_bound=bound,
-        method=name,
-        optimal=bool(result.optimal or closes or k == r.shape[0]),
-    )
+    proven = bool(result.optimal) or k == r.shape[0]
+    return certified_selection(order, result.gains, value, result.upper_bound, name, proven)

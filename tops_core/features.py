@@ -35,7 +35,7 @@ from tops_core._validate import (
 from tops_core.objective import LANES, Objective, lane_sum, lane_tree
 from tops_core.selection import Selection
 from tops_core.similarity import unit_rows
-from tops_core.solvers._result import certificate, top_sum
+from tops_core.solvers._result import certified_selection, top_sum
 
 __all__ = ["Features"]
 
@@ -343,16 +343,7 @@ def select_features(scores, feats: Features, k, objective: Objective, batch: int
     g_rest[order] = -np.inf
     bound = min(bound, math.fsum(state.g_gains) + top_sum(g_rest, k))
     value = objective.value_from(state.r, state.w, state.m, order, lambda: feats.take(order)[:, order])
-    bound, closes = certificate(value, bound)
-    return Selection(
-        indices=np.sort(order),
-        order=order,
-        gains=state.gains,
-        value=value,
-        upper_bound=bound,
-        method="lazy+features",
-        optimal=bool(closes or k == feats.n),
-    )
+    return certified_selection(order, state.gains, value, bound, "lazy+features", proven=k == feats.n)
 
 
 def _checked_scores(scores, feats: Features, k, objective: Objective, batch: int) -> tuple[np.ndarray, int]:

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SolverResult", "top_sum", "CLOSES_RTOL", "certificate"]
+from tops_core.selection import Selection
+
+__all__ = ["SolverResult", "top_sum", "CLOSES_RTOL", "certificate", "certified_selection"]
 
 #: A bound within this relative gap of the value certifies the set as optimal
 #: (the value and the bound are sums of the same float64 gains, rounded apart).
@@ -50,3 +52,23 @@ def certificate(value: float, bound: float) -> tuple[float, bool]:
     """
     bound = max(float(bound), value)
     return bound, bound - value <= CLOSES_RTOL * max(1.0, abs(bound))
+
+
+def certified_selection(
+    order: np.ndarray, gains: np.ndarray, value: float, bound: float, method: str, proven: bool
+) -> Selection[np.ndarray]:
+    """The NumPy :class:`~tops_core.Selection` of a set in pick order, with its certificate.
+
+    ``proven`` says the set is optimal whatever the bound (an exact solve, or ``k = N``);
+    otherwise it is optimal when the bound closes (:func:`certificate`).
+    """
+    bound, closes = certificate(value, bound)
+    return Selection(
+        indices=np.sort(order),
+        order=order,
+        gains=gains,
+        value=value,
+        upper_bound=bound,
+        method=method,
+        optimal=bool(proven or closes),
+    )
