@@ -204,6 +204,9 @@ def test_features_mode_through_the_full_pass(monkeypatch):
         ({"grid": (3, 4), "positions": np.zeros((12, 2))}, "got both"),
         ({"positions": np.zeros((11, 2))}, "one row per token (N = 12)"),
         ({"positions": np.full((12, 2), np.nan)}, "finite"),
+        ({"positions": [np.zeros((6, 2)), np.zeros((5, 2))]}, "(N = 12); got arrays of [6, 5] rows"),
+        ({"positions": [np.zeros((6, 2)), np.zeros((6, 3))]}, "same number of coordinates D"),
+        ({"positions": [np.zeros((6, 2)), np.zeros((0, 2))]}, "positions[1] must be a real array"),
         ({"grid": (3, 4), "strength": 1.5}, "0 <= strength <= 1.0"),
         ({"grid": (3, 4), "sigma": -1.0}, "sigma >= 0"),
         ({"grid": (3, 4), "form": "product"}, "form must be one of"),
@@ -223,3 +226,20 @@ def test_bad_similarity_is_described_not_printed():
         tops_core.spatial(np.ones((4, 4), dtype=np.int64), (2, 2))
     with pytest.raises(tops_core.InvalidInputError, match="to 6, but the features have N = 4"):
         tops_core.spatial(tops_core.Features(np.eye(4)), (2, 3))
+
+
+def test_positions_of_several_images_are_unrelated_across_images():
+    rng = np.random.default_rng(2)
+    sim = tops_core.cosine(rng.normal(size=(10, 5)))
+    first, second = layout((2, 2))[0][:, 1:], layout((2, 3))[0][:, 1:]
+    by_grid = tops_core.spatial(sim, [(2, 2), (2, 3)], strength=0.3, sigma=1.5)
+    by_pos = tops_core.spatial(sim, positions=[first, second + 0.0], strength=0.3, sigma=1.5)
+    np.testing.assert_allclose(by_pos, by_grid, rtol=1e-15)  # same place, different image: unrelated
+    nested = tops_core.spatial(sim[:4, :4], positions=first.tolist(), strength=0.3, sigma=1.5)
+    np.testing.assert_allclose(nested, by_grid[:4, :4], rtol=1e-15)  # a nested list is one array
+    feats = tops_core.spatial(tops_core.Features(rng.normal(size=(10, 5))), positions=[first, second])
+    np.testing.assert_array_equal(
+        feats.dense(), tops_core.spatial(feats.base.dense(), positions=[first, second])
+    )
+    for idx, col in (([0, 9], 0), ([5], 3)):
+        np.testing.assert_array_equal(feats.product(idx, col), feats.dense()[idx, col:])

@@ -133,28 +133,52 @@ def _kernel_like(coords_i, group_i, coords_j, group_j, table, xp):
     return xp.take(table, index)
 
 
-def _positions_kernel(positions: np.ndarray, sigma: float) -> np.ndarray:
-    """``exp(-|p_i - p_j|^2 / (2 sigma^2))`` for explicit coordinates, float64 on the host."""
-    diff = positions[:, None, :] - positions[None, :, :]
+def _explicit_kernel(p_i, group_i, p_j, group_j, sigma: float) -> np.ndarray:
+    """Kernel block of explicit coordinates: rows ``p_i``, columns ``p_j``, 0 where the groups differ."""
+    diff = p_i[:, None, :] - p_j[None, :, :]
     d2 = np.einsum("ijk,ijk->ij", diff, diff)
-    if sigma == 0:
-        return (d2 == 0).astype(np.float64)
-    return np.exp(-d2 / (2.0 * sigma * sigma))
+    g = (d2 == 0).astype(np.float64) if sigma == 0 else np.exp(-d2 / (2.0 * sigma * sigma))
+    return np.where(group_i[:, None] == group_j[None, :], g, 0.0)
 
 
-def _check_positions(positions, n_hint: int | None) -> np.ndarray:
+def _check_positions(positions, n_hint: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates ``(N, D)`` float64 and each token's group, from one array or a list of them."""
+    # a list of 2-D arrays is several images; a nested list of numbers is one (N, D) array
+    many = isinstance(positions, (list, tuple)) and len(positions) > 0 and _ndim(positions[0]) == 2
+    parts = list(positions) if many else [positions]
+    arrays = [
+        _one_positions(f"positions[{i}]" if many else "positions", part) for i, part in enumerate(parts)
+    ]
+    widths = {a.shape[1] for a in arrays}
+    if len(widths) > 1:
+        raise InvalidInputError(
+            f"positions must give every token the same number of coordinates D; got arrays of shapes "
+            f"{[a.shape for a in arrays]}"
+        )
+    p = np.concatenate(arrays)
+    group = np.concatenate([np.full(a.shape[0], i, dtype=np.int64) for i, a in enumerate(arrays)])
+    if n_hint is not None and p.shape[0] != n_hint:
+        shapes = f"arrays of {[a.shape[0] for a in arrays]} rows" if many else describe(positions)
+        raise InvalidInputError(f"positions must have one row per token (N = {n_hint}); got {shapes}")
+    return p, group
+
+
+def _ndim(x) -> int:
+    ndim = getattr(x, "ndim", None)
+    return int(ndim) if ndim is not None else np.ndim(x)
+
+
+def _one_positions(name: str, positions) -> np.ndarray:
     given = describe(positions)
     try:
         p = np.asarray(positions)
     except Exception as exc:
-        raise InvalidInputError(f"positions must be a real array of shape (N, D); got {given}") from exc
+        raise InvalidInputError(f"{name} must be a real array of shape (N, D); got {given}") from exc
     if p.ndim != 2 or p.shape[0] == 0 or p.shape[1] == 0 or p.dtype.kind not in "fiu":
-        raise InvalidInputError(f"positions must be a real array of shape (N, D) with N, D >= 1; got {given}")
+        raise InvalidInputError(f"{name} must be a real array of shape (N, D) with N, D >= 1; got {given}")
     p = p.astype(np.float64)
     if not np.isfinite(p).all():
-        raise InvalidInputError(f"positions must be finite (no NaN or inf); got {given} with NaN or inf")
-    if n_hint is not None and p.shape[0] != n_hint:
-        raise InvalidInputError(f"positions must have one row per token (N = {n_hint}); got {given}")
+        raise InvalidInputError(f"{name} must be finite (no NaN or inf); got {given} with NaN or inf")
     return p
 
 
@@ -193,12 +217,13 @@ def spatial(
         The layout: ``(h, w)`` for one image (row-major tokens), ``(t, h, w)``
         for video (frame-major), or a list of those for several images or
         crops, concatenated in order; their product(s) must add up to ``N``.
-    positions : array, shape (N, D), optional
+    positions : array, shape (N, D), or list of arrays (N_i, D), optional
         Instead of ``grid``: explicit coordinates in patches in a common
         frame, e.g. anyres crops placed where they sit in the original image
         (tokens of different crops are then related by their distance there).
-        The kernel is computed on the host in float64, then moved to ``sim``'s
-        device.
+        A list gives several images, their tokens concatenated in list order
+        and unrelated across arrays (as a list of grids). The kernel is
+        computed on the host in float64, then moved to ``sim``'s device.
     strength : float, default ``DEFAULT_STRENGTH``
         ``lam`` in ``[0, 1]``.
     sigma : float, default ``DEFAULT_SIGMA``
@@ -261,7 +286,8 @@ def spatial(
         raise InvalidInputError(f"sim must have a floating dtype; got {given}")
     n = shape[-1]
     if positions is not None:
-        kernel = _positions_kernel(_check_positions(positions, n), sigma)
+        p, group = _check_positions(positions, n)
+        kernel = _explicit_kernel(p, group, p, group, sigma)
         g = _host_to(kernel, sim, framework, xp)
     else:
         coords, group = layout(grid)
@@ -348,11 +374,12 @@ class SpatialFeatures(Features):
             raise InvalidInputError("SpatialFeatures needs exactly one of grid and positions")
         # Exactly one layout: explicit positions, or a grid's coordinates with their lookup table.
         self._positions: np.ndarray | None = None
+        self._position_group: np.ndarray | None = None
         self._coords: np.ndarray | None = None
         self._group: np.ndarray | None = None
         self._table: np.ndarray | None = None
         if positions is not None:
-            self._positions = _check_positions(positions, n)
+            self._positions, self._position_group = _check_positions(positions, n)
         else:
             coords, self._group = layout(grid)
             if coords.shape[0] != n:
@@ -367,11 +394,11 @@ class SpatialFeatures(Features):
         """Kernel rows ``g[indices, col_start:]`` in the features' dtype."""
         idx = np.asarray(indices, dtype=np.int64)
         if self._positions is not None:
-            p = self._positions
-            diff = p[idx][:, None, :] - p[col_start:][None, :, :]
-            d2 = np.einsum("ijk,ijk->ij", diff, diff)
-            g = np.exp(-d2 / (2.0 * self.sigma**2)) if self.sigma > 0 else (d2 == 0) * 1.0
-            return g.astype(self.dtype)
+            p, grp = self._positions, self._position_group
+            assert grp is not None  # set with the positions
+            return _explicit_kernel(p[idx], grp[idx], p[col_start:], grp[col_start:], self.sigma).astype(
+                self.dtype
+            )
         c, grp = self._coords, self._group
         assert c is not None and grp is not None  # without positions the grid's layout is set
         return _kernel_like(c[idx], grp[idx], c[col_start:], grp[col_start:], self._table, np)
