@@ -11,8 +11,9 @@ import functools
 import pytest
 import torch
 from tiny_hf import IMAGE_N as N
-from tiny_hf import MROPE_FAMILIES, NEW_FAMILIES, family_prompt, tiny_family
+from tiny_hf import LLAVA_IMAGE, MROPE_FAMILIES, NEW_FAMILIES, family_prompt, tiny_family
 from tops_adapters.hf.families import FAMILIES
+from tops_adapters.layouts import anyres_positions, joined, mixed
 from tops_adapters.transformers import Schedule, enable
 
 import tops_core
@@ -76,6 +77,16 @@ def first_layer_inputs(model):
     return records, handle
 
 
+def onevision_frame(model, features, side=4):
+    """One OneVision image's anyres layout, (rows, columns) read off its newline tokens."""
+    newline = (features == model.model.image_newline).all(dim=-1)
+    base = side * side
+    rows = int(newline[base:].sum()) if features.shape[0] > base + 1 else 0
+    columns = (features.shape[0] - base) // rows - 1 if rows else 0
+    assert int(newline.sum()) == max(rows, 1) and bool(newline[-1])
+    return anyres_positions(side, base, rows, columns)
+
+
 @torch.no_grad()
 def test_keeping_every_token_gives_the_unpruned_logits_exactly(case):
     kind, model, prompt = case
@@ -123,10 +134,9 @@ def test_stage1_keeps_the_selectors_answer_on_instruction_relevance(case):
 
 @torch.no_grad()
 def test_the_objective_is_position_aware_where_the_grid_is_known(case):
-    """M-RoPE families: tops_core.spatial on the merged grid.
+    """M-RoPE families: tops_core.spatial on the merged grid; OneVision: on its anyres frame.
 
-    Anyres, pixel-shuffled, pooled and variable-size layouts: the plain cosine (their layout is not
-    read yet).
+    Pixel-shuffled, pooled and variable-size layouts: the plain cosine (their layout is not read).
     """
     kind, model, prompt = case
     k, objective = 5, tops_core.Objective()
@@ -143,6 +153,8 @@ def test_the_objective_is_position_aware_where_the_grid_is_known(case):
     if kind in MROPE_FAMILIES:
         side = int(N**0.5)
         sim = tops_core.spatial(sim, (1, side, side))  # the 8 x 8 patches merged 2 x 2
+    if kind == "llava_onevision":
+        sim = mixed(sim, onevision_frame(model, torch.as_tensor(features)))
     expected = tops_core.select(session.history[0].relevance[0].numpy(), sim, k, objective=objective)
     assert session.history[0].kept[0].tolist() == expected.indices.tolist()
 
@@ -392,3 +404,30 @@ def test_anyres_options_are_refused_where_there_is_no_llava_next_layout():
     ):
         enable(model, keep=4, crops="crop")
     assert "forward" not in vars(model.model)
+
+
+@torch.no_grad()
+def test_onevision_multi_image_prompts_place_each_base_image_apart():
+    """batch_num_images > 1: each image is its base grid and one newline, unrelated to the other's."""
+    model, _ = built("llava_onevision")
+    torch.manual_seed(2)
+    pixels, sizes = torch.randn(2, 2, 3, 16, 16), torch.tensor([[16, 16], [16, 16]])
+    images = model.model.get_image_features(pixels, sizes, batch_num_images=torch.tensor([2])).pooler_output
+    assert [f.shape[0] for f in images] == [17, 17]
+    ids = torch.tensor([[1, 5, 6] + [LLAVA_IMAGE] * 34 + [7, 8, 9, 10]])
+    prompt = {
+        "input_ids": ids,
+        "pixel_values": pixels,
+        "image_sizes": sizes,
+        "batch_num_images": torch.tensor([2]),
+    }
+    k, objective = 6, tops_core.Objective()
+    with enable(model, keep=k, objective=objective) as session:
+        model(**prompt)
+    features = torch.cat(images).float()
+    sim = mixed(tops_core.cosine(features.numpy()), joined([onevision_frame(model, f) for f in images]))
+    want = tops_core.select(session.history[0].relevance[0].numpy(), sim, k, objective=objective)
+    assert session.history[0].kept[0].tolist() == want.indices.tolist()
+    with enable(model, keep=k, objective=objective, spatial=False) as plain:
+        model(**prompt)
+    assert plain.history[0].kept[0].tolist() != want.indices.tolist()  # the frame changed the choice

@@ -1,18 +1,33 @@
 """Each row's visual-token layout, as :func:`tops_core.spatial` takes it, for the model integrations.
 
-Framework-free: the transformers and mlx-vlm integrations both read the layout here from what the
+Framework-free: the transformers, mlx-vlm and vLLM integrations read the layout here from what the
 model tells (LLaVA's square patch grid; the ``image_grid_thw`` of the M-RoPE families, merged by the
-vision tower's ``spatial_merge_size``), so the two cannot drift apart.
+vision tower's ``spatial_merge_size``; the anyres packing of LLaVA-NeXT and LLaVA-OneVision), so they
+cannot drift apart.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from math import prod
 
+import numpy as np
+
+import tops_core
 from tops_core._validate import InvalidInputError
 
-__all__ = ["Grid", "NO_LAYOUT_HINT", "square_grids", "merged_grids", "rows_of"]
+__all__ = [
+    "Grid",
+    "Placed",
+    "NO_LAYOUT_HINT",
+    "square_grids",
+    "merged_grids",
+    "anyres_positions",
+    "joined",
+    "rows_of",
+    "mixed",
+]
 
 #: One image's token grid: ``(h, w)`` or ``(t, h, w)``, as :func:`tops_core.spatial` takes it.
 Grid = tuple[int, ...]
@@ -93,49 +108,145 @@ def merged_grids(grid_thw: Sequence[Sequence[int]], merge: int) -> list[Grid]:
     return grids
 
 
-def rows_of(grids: Sequence[Grid], b: int, n: int) -> list[list[Grid]]:
-    """Split the batch's image grids into its ``b`` rows of ``n`` image tokens each.
+def rows_of(grids: Sequence, b: int, n: int, *, size=prod, source: str = "image_grid_thw") -> list[list]:
+    """Split the batch's image layouts into its ``b`` rows of ``n`` image tokens each.
 
     Images come in row order; ``generate()`` encodes each row's images once and
     repeats them for beams and ``num_return_sequences``, so ``b`` may be a
-    multiple of the rows the grids cover (each row's layout is then repeated the
+    multiple of the rows the layouts cover (each row's layout is then repeated the
     same way).
 
     Parameters
     ----------
-    grids : sequence of tuple
-        Every image's token grid, in the batch's order.
+    grids : sequence
+        Every image's layout (a token grid, or a :class:`Placed`), in the batch's order.
     b : int
         Rows of the batch.
     n : int
         Image tokens per row.
+    size : callable, default ``math.prod``
+        Tokens of one image's layout.
+    source : str, default ``"image_grid_thw"``
+        What the layouts were read from, for the error.
 
     Returns
     -------
-    list of list of tuple
-        ``b`` layouts, each adding up to ``n`` tokens.
+    list of list
+        ``b`` rows of image layouts, each adding up to ``n`` tokens.
 
     Raises
     ------
     InvalidInputError
-        When the grids do not split into rows of ``n`` tokens that ``b`` is a multiple of.
+        When the layouts do not split into rows of ``n`` tokens that ``b`` is a multiple of.
     """
-    rows: list[list[Grid]] = []
-    current: list[Grid] = []
+    rows: list[list] = []
+    current: list = []
     count = 0
     for grid in grids:
-        current.append(tuple(grid))
-        count += prod(grid)
+        current.append(grid)
+        count += size(grid)
         if count == n:
             rows.append(current)
             current, count = [], 0
         elif count > n:
             break
     if current or not rows or b % len(rows):
-        sizes = [prod(g) for g in grids]
+        sizes = [size(g) for g in grids]
         raise InvalidInputError(
-            f"image_grid_thw must give each of the {b} rows its {n} image tokens (whole images, in row "
-            f"order); got grids of {sizes} tokens. {NO_LAYOUT_HINT}"
+            f"{source} must give each of the {b} rows its {n} image tokens (whole images, in row "
+            f"order); got images of {sizes} tokens. {NO_LAYOUT_HINT}"
         )
     repeat = b // len(rows)
     return [row for row in rows for _ in range(repeat)]
+
+
+@dataclass(frozen=True, eq=False)
+class Placed:
+    """A layout given by explicit positions: one ``(N_i, 2)`` array per unrelated group of tokens.
+
+    :func:`tops_core.spatial`'s ``positions=`` list: tokens of different arrays
+    (images, a CLS token) are spatially unrelated.
+    """
+
+    positions: tuple[np.ndarray, ...]
+
+    @property
+    def n(self) -> int:
+        """Tokens the layout places."""
+        return sum(p.shape[0] for p in self.positions)
+
+    def subset(self, where) -> Placed:
+        """The layout of tokens ``where`` (ascending indices), groups kept apart."""
+        index = np.asarray(where, dtype=np.int64)
+        group = np.concatenate([np.full(p.shape[0], i) for i, p in enumerate(self.positions)])
+        every = np.concatenate(self.positions)[index]
+        chosen = group[index]
+        return Placed(tuple(every[chosen == g] for g in np.unique(chosen)))
+
+
+#: A row's layout: grids (the patches' own grid) or explicit positions.
+Layout = list[Grid] | Placed
+
+
+def mixed(sim, layout: Layout):
+    """:func:`tops_core.spatial` of ``sim`` on ``layout`` (grids or :class:`Placed`), its defaults."""
+    if isinstance(layout, Placed):
+        return tops_core.spatial(sim, positions=list(layout.positions))
+    return tops_core.spatial(sim, layout)
+
+
+def anyres_positions(side: int, base: int, rows: int, columns: int) -> Placed:
+    """Where the tokens of one packed anyres image (LLaVA-NeXT, LLaVA-OneVision) sit, in one frame.
+
+    The packing is the base image's ``side x side`` patch grid (the whole image
+    squeezed to a square), then the crops' grid, unpadded to the image's aspect
+    ratio (and, for OneVision, shrunk to its token cap): ``rows`` rows of
+    ``columns`` tokens, each row followed by an ``image_newline`` token. The
+    frame is the crops' token grid, whose cells are square in the original
+    image: crop token ``(R, C)`` sits at ``(R, C)``, base patch ``(r, c)`` at its
+    centre there, ``((r + 1/2) rows / side - 1/2, (c + 1/2) columns / side - 1/2)``,
+    so base and crop tokens showing the same place are near. A newline token
+    sits just right of its row, ``(R, columns)``. Without crops (``rows == 0``:
+    OneVision's multi-image prompts) the frame is the base grid and its one
+    newline closes the last row.
+
+    Parameters
+    ----------
+    side : int
+        Patches per side of the base image.
+    base : int
+        Base tokens: ``side * side``, or one more with the CLS token first (the
+        ``"full"`` feature strategy).
+    rows, columns : int
+        The crops' packed grid (0, 0 without crops).
+
+    Returns
+    -------
+    Placed
+        Every packed token, newlines included, in token order (the CLS token
+        its own group, unrelated to the patches); :meth:`Placed.subset` keeps
+        the candidates.
+
+    Raises
+    ------
+    InvalidInputError
+        When ``base`` is neither ``side * side`` nor one more.
+    """
+    if base not in (side * side, side * side + 1):
+        raise InvalidInputError(
+            f"the anyres base image must pack {side}x{side} patch tokens (one more with its CLS token); "
+            f"got {base} base tokens. {NO_LAYOUT_HINT}"
+        )
+    cls = [np.zeros((1, 2))] if base == side * side + 1 else []
+    r, c = (np.indices((side, side)).reshape(2, -1) + 0.5) / side
+    if rows == 0:
+        patches = np.stack([r * side - 0.5, c * side - 0.5], axis=1)
+        return Placed((*cls, np.concatenate([patches, [[side - 1.0, float(side)]]])))
+    patches = np.stack([r, c], axis=1) * np.array([rows, columns], dtype=np.float64) - 0.5
+    crops = np.indices((rows, columns + 1)).reshape(2, -1).T.astype(np.float64)  # column `columns`: newline
+    return Placed((*cls, np.concatenate([patches, crops])))
+
+
+def joined(images: Sequence[Placed]) -> Placed:
+    """One row's layout from its images' (each image, and its CLS token, unrelated to the others)."""
+    return Placed(tuple(part for image in images for part in image.positions))

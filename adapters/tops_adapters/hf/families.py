@@ -9,10 +9,20 @@ import torch
 
 from tops_core._validate import InvalidInputError
 
+from ..layouts import NO_LAYOUT_HINT
 from . import compat
 from .compat import image_size_to_num_patches
 
-__all__ = ["Family", "FAMILIES", "family_of", "cls_layer", "merge_cls", "next_layout", "check_stage2_layers"]
+__all__ = [
+    "Family",
+    "FAMILIES",
+    "family_of",
+    "cls_layer",
+    "merge_cls",
+    "next_layout",
+    "packed_images",
+    "check_stage2_layers",
+]
 
 
 @dataclass(frozen=True)
@@ -31,7 +41,12 @@ class Family:
         their relevance is the instruction (see :func:`~tops_adapters.hf.scores.instruction_relevance`).
     anyres : bool
         LLaVA-NeXT's packed anyres layout (crops, ``image_newline``) is
-        reconstructed with the model's own ``pack_image_features``.
+        reconstructed with the model's own ``pack_image_features`` for its
+        relevance, crop budgets and newline policy.
+    packed : bool
+        The model packs anyres crops and ``image_newline`` tokens with its
+        ``pack_image_features`` (LLaVA-NeXT, LLaVA-OneVision): the
+        position-aware layout is read from that packing.
     mrope : bool
         3-D M-RoPE positions; they are kept as computed on the full sequence,
         so only the "original" position policy applies, and ``rope_deltas`` is
@@ -71,6 +86,7 @@ class Family:
     label: str
     has_cls: bool = False
     anyres: bool = False
+    packed: bool = False
     mrope: bool = False
     language_model: str = "language_model"
     deepstack: bool = False
@@ -86,10 +102,11 @@ FAMILIES = {
     f.name: f
     for f in (
         Family("llava", "LLaVA-1.5", has_cls=True),
-        Family("llava_next", "LLaVA-NeXT", has_cls=True, anyres=True),
+        Family("llava_next", "LLaVA-NeXT", has_cls=True, anyres=True, packed=True),
         Family(
             "llava_onevision",
             "LLaVA-OneVision",
+            packed=True,
             notes="anyres crops and `image_newline` tokens are ordinary candidates of one joint budget",
         ),
         Family("qwen2_vl", "Qwen2-VL", mrope=True),
@@ -280,3 +297,49 @@ def next_layout(inner, cls_rows: torch.Tensor | None, image_sizes, strategy: str
         maps[name] = torch.cat(packed)[:, 0]
     newline = torch.isnan(maps["crop"])
     return maps["relevance"].nan_to_num(0.0), maps["crop"].nan_to_num(-1).long(), newline
+
+
+def packed_images(pack, counts, per_crop: int, arguments: dict) -> list[tuple[int, int, int]]:
+    """``(base, rows, columns)`` of every image as the model's own ``pack_image_features`` packs it.
+
+    Runs ``pack`` (the unpatched method) with the arguments of the model's own
+    call on one-channel maps (base 0, crops 1, newline NaN), so unpadding and
+    OneVision's token cap are exactly the model's; then reads the structure
+    back: the base tokens, then ``rows`` rows of ``columns`` crop tokens each
+    closed by a newline (a base-only image: its base, then one newline).
+
+    Parameters
+    ----------
+    pack : callable
+        The model's ``pack_image_features``.
+    counts : list of int
+        Crops per image (the base image first), as the model split its features.
+    per_crop : int
+        Tokens per crop.
+    arguments : dict
+        The model's call's other arguments (``image_sizes``, strategy or aspect ratio).
+
+    Raises
+    ------
+    InvalidInputError
+        When a packed image is not laid out that way (a transformers change).
+    """
+    maps = [torch.cat([torch.zeros(1, per_crop, 1), torch.ones(n - 1, per_crop, 1)]) for n in counts]
+    packed, _ = pack(maps, image_newline=torch.full((1,), float("nan")), **arguments)
+    return [_structure(image[:, 0], per_crop) for image in packed]
+
+
+def _structure(kind: torch.Tensor, base: int) -> tuple[int, int, int]:
+    newline = torch.isnan(kind)
+    crops = int((kind == 1).sum())
+    rows = int(newline.sum()) if crops else 0
+    columns = crops // rows if rows else 0
+    expected = torch.zeros(base + rows * (columns + 1) if crops else base + 1, dtype=torch.bool)
+    expected[base + columns :: columns + 1] = True  # without crops: the one newline closing the base
+    laid_out = kind.shape[0] == expected.shape[0] and bool((newline == expected).all())
+    if not laid_out or bool((kind[:base] != 0).any()) or bool((kind[base:][~newline[base:]] != 1).any()):
+        raise InvalidInputError(
+            f"pack_image_features packed an image of {kind.shape[0]} tokens that is not its {base} base "
+            f"tokens then rows of crop tokens each closed by a newline. {NO_LAYOUT_HINT}"
+        )
+    return base, rows, columns

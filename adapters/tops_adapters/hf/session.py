@@ -17,10 +17,10 @@ import torch
 import tops_core
 from tops_core._validate import InvalidInputError, check_choice
 
-from ..layouts import NO_LAYOUT_HINT, merged_grids, rows_of, square_grids
+from ..layouts import NO_LAYOUT_HINT, anyres_positions, joined, merged_grids, mixed, rows_of, square_grids
 from .budget import Schedule, split_budget
 from .compat import DEEPSTACK_ARGUMENTS, encoded_images, find_cache, mask_mapping, output_cache
-from .families import check_stage2_layers, cls_layer, family_of, merge_cls, next_layout
+from .families import check_stage2_layers, cls_layer, family_of, merge_cls, next_layout, packed_images
 from .scores import RATERS, cls_attention, cosine_similarity, instruction_relevance
 from .sequence import PrunedSequence, StageRecord, encoded_rows, kept_columns, per_row, renumber
 from .stage2 import Stage2Mixin
@@ -107,6 +107,7 @@ class Pruning(Stage2Mixin):
         self._patched = []
         self._methods = []
         self._encoded = None
+        self._packing: list[dict] | None = None  # pack_image_features calls of the encoding running now
         self._wrapper_mask = None  # the 2-D mask the multimodal module received (wrapper_mask families)
         self.enabled = False
         self._enable()
@@ -131,6 +132,8 @@ class Pruning(Stage2Mixin):
         self.inner._tops_pruning = self
         self._patch(self.inner, self._wrap_inner)
         self._patch_method(self.inner, "get_image_features", self._wrap_image_features)
+        if self.family.packed:
+            self._patch_method(self.inner, "pack_image_features", self._wrap_pack)
         self._patch(self.lm, self._wrap_lm)
         if layer is not None:
             self._hooks.append(layer.register_forward_pre_hook(self._capture_cls, with_kwargs=True))
@@ -176,8 +179,11 @@ class Pruning(Stage2Mixin):
 
         @functools.wraps(original)
         def get_image_features(*args, **kwargs):
-            self._cls_rows = []
-            out = original(*args, **kwargs)
+            self._cls_rows, self._packing = [], []
+            try:
+                out = original(*args, **kwargs)
+            finally:
+                packing, self._packing = self._packing, None
             bound = signature.bind_partial(*args, **kwargs).arguments
             strategy = bound.get("vision_feature_select_strategy") or getattr(
                 self.inner.config, "vision_feature_select_strategy", "default"
@@ -188,11 +194,34 @@ class Pruning(Stage2Mixin):
                 "strategy": strategy,
                 "rows": encoded_rows(out),
                 "grid_thw": bound.get("image_grid_thw"),
+                "packing": packing[-1] if packing else None,
             }
             self._cls_rows = []
             return out
 
         return get_image_features
+
+    def _wrap_pack(self, original):
+        # the anyres packing the encoding running now asks for: its layout, re-packed on maps later
+        signature = inspect.signature(original)
+
+        @functools.wraps(original)
+        def pack_image_features(*args, **kwargs):
+            if self._packing is not None:
+                bound = signature.bind(*args, **kwargs).arguments
+                features = bound.pop("image_features")
+                bound.pop("image_newline", None)
+                self._packing.append(
+                    {
+                        "pack": original,
+                        "counts": [int(f.shape[0]) for f in features],
+                        "per_crop": int(features[0].shape[1]),
+                        "arguments": bound,
+                    }
+                )
+            return original(*args, **kwargs)
+
+        return pack_image_features
 
     def _wrap_inner(self, original):
         @functools.wraps(original)
@@ -438,6 +467,7 @@ class Pruning(Stage2Mixin):
                 "strategy": "default",
                 "rows": None,
                 "grid_thw": None,
+                "packing": None,
             }
         pending = {**pending, **encoded}
         cls_rows = encoded["cls"]
@@ -543,9 +573,10 @@ class Pruning(Stage2Mixin):
         """Each row's token layout for :func:`tops_core.spatial` at Stage I, or ``None`` (plain cosine).
 
         Position-aware only for an ``Objective`` (the study behind the default measured it, not
-        the rules) and where the layout is known: LLaVA's square patch grids and the M-RoPE
-        families' merged grids (``image_grid_thw``). LLaVA-NeXT's and OneVision's anyres crops,
-        pixel-shuffled (InternVL, Idefics3, SmolVLM), pooled (Gemma 3) and variable-size
+        the rules) and where the layout is known: LLaVA's square patch grids, the M-RoPE
+        families' merged grids (``image_grid_thw``) and LLaVA-NeXT's and OneVision's anyres
+        packing (base and crops in one frame, :func:`~tops_adapters.layouts.anyres_positions`).
+        Pixel-shuffled (InternVL, Idefics3, SmolVLM), pooled (Gemma 3) and variable-size
         (Mistral 3) layouts stay plain.
 
         Raises
@@ -563,6 +594,8 @@ class Pruning(Stage2Mixin):
             )
             side = vision.image_size // vision.patch_size
             return [square_grids(side, n, self.family.label, cls=strategy == "full")] * b
+        if self.family.packed:
+            return self._packed_layouts(b, n)
         if not self.family.mrope:
             return None
         grid_thw = (self._encoded or {}).get("grid_thw")
@@ -573,6 +606,21 @@ class Pruning(Stage2Mixin):
             )
         return rows_of(merged_grids(grid_thw.tolist(), vision.spatial_merge_size), b, n)
 
+    def _packed_layouts(self, b, n):
+        """LLaVA-NeXT / OneVision: each row's images placed by the model's own anyres packing."""
+        packing = (self._encoded or {}).get("packing")
+        if packing is None:
+            raise InvalidInputError(
+                f"spatial=True on {self.family.label} lays the tokens out by the model's anyres packing "
+                f"(pack_image_features); got a forward without it (pre-encoded image features?). "
+                f"{NO_LAYOUT_HINT}"
+            )
+        vision = self.inner.config.vision_config
+        side = vision.image_size // vision.patch_size
+        images = [anyres_positions(side, *shape) for shape in packed_images(**packing)]
+        rows = rows_of(images, b, n, size=lambda image: image.n, source="the anyres packing")
+        return [joined(row) for row in rows]
+
     @staticmethod
     def _similarity(feats, layouts=None):
         """Cosine similarity of (B, N, D) features, position-aware on each row's layout if given."""
@@ -580,14 +628,14 @@ class Pruning(Stage2Mixin):
         if layouts is None:
             return sim
         if all(layout == layouts[0] for layout in layouts):
-            return tops_core.spatial(sim, layouts[0])
-        return torch.stack([tops_core.spatial(row, layout) for row, layout in zip(sim, layouts)])
+            return mixed(sim, layouts[0])
+        return torch.stack([mixed(row, layout) for row, layout in zip(sim, layouts)])
 
     def _choose(self, rel, feats, k, crop=None, candidates=None, layouts=None):
         """Indices (B, k') into the N visual tokens to keep, ascending; k' adds always-kept ones.
 
-        ``layouts``: each row's token layout (Stage I, every token a candidate), for a
-        position-aware similarity; after a pruning point the grid is gone.
+        ``layouts``: each row's token layout (Stage I), for a position-aware similarity
+        (candidates and crops take their tokens' places); after a pruning point the grid is gone.
         """
         b, n = rel.shape
         dev = rel.device
@@ -610,12 +658,10 @@ class Pruning(Stage2Mixin):
                 if part >= where.shape[0]:
                     chosen.append(where)
                     continue
-                sel = tops_core.select(
-                    rel[row, where],
-                    cosine_similarity(feats[row, where][None])[0],
-                    part,
-                    objective=self.objective,
-                )
+                sim = cosine_similarity(feats[row, where][None])[0]
+                if layouts is not None:  # anyres: the candidates' places
+                    sim = mixed(sim, layouts[row].subset(where.tolist()))
+                sel = tops_core.select(rel[row, where], sim, part, objective=self.objective)
                 selections.append(sel)
                 chosen.append(where[torch.as_tensor(sel.indices, device=dev).long()])
             rows.append(torch.cat(chosen).sort().values)
