@@ -49,3 +49,12 @@ def test_subset_keeps_the_chosen_tokens_places_and_groups_apart():
     want = tops_core.spatial(sim, positions=[part.positions[0], part.positions[1]])
     np.testing.assert_array_equal(mixed(sim, part), want)
     assert want[0, 2] == want[1, 2] != want[0, 1]  # across images: no spatial tie however near
+
+
+def test_layouts_are_equal_when_every_groups_positions_are():
+    assert anyres_positions(2, 4, 2, 4) == anyres_positions(2, 4, 2, 4)
+    assert anyres_positions(2, 4, 2, 4) != anyres_positions(2, 4, 4, 2)
+    assert joined([anyres_positions(2, 4, 0, 0)] * 2) != Placed(
+        (np.concatenate([anyres_positions(2, 4, 0, 0).positions[0]] * 2),)
+    )
+    assert anyres_positions(2, 4, 0, 0) != [(2, 2)]

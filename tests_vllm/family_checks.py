@@ -36,6 +36,7 @@ import transformers
 from PIL import Image
 from tiny_models import FAMILIES
 from tops_adapters.hf.scores import cosine_similarity
+from tops_adapters.layouts import mixed
 from tops_adapters.transformers import enable
 
 import tops_core
@@ -204,7 +205,7 @@ def expected_kept(record: dict, grid, objective: str, spatial: bool) -> list[int
     """
     sim = cosine_similarity(record["features"][None])[0]
     if spatial:
-        sim = tops_core.spatial(sim, grid)
+        sim = mixed(sim, grid)
     selector = tops_core.TOPSRule() if objective == "tops" else tops_core.Objective()
     k = round(RATIO * record["features"].shape[0])
     return torch.as_tensor(tops_core.select(record["relevance"], sim, k, objective=selector).indices).tolist()

@@ -165,10 +165,18 @@ class Placed:
     """A layout given by explicit positions: one ``(N_i, 2)`` array per unrelated group of tokens.
 
     :func:`tops_core.spatial`'s ``positions=`` list: tokens of different arrays
-    (images, a CLS token) are spatially unrelated.
+    (images, a CLS token) are spatially unrelated. Equal when every group's
+    positions are.
     """
 
     positions: tuple[np.ndarray, ...]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Placed):
+            return NotImplemented
+        return len(self.positions) == len(other.positions) and all(
+            np.array_equal(a, b) for a, b in zip(self.positions, other.positions)
+        )
 
     @property
     def n(self) -> int:

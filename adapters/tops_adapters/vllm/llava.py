@@ -10,8 +10,10 @@ these families) renumbers it, so nothing but the embeddings changes.
   unpadded to the image's aspect ratio with an ``image_newline`` token closing
   each row. The newline tokens are always kept and the budget applies to the
   others (the transformers integration's ``newlines="keep"``, one joint budget
-  over base and crops: ``crops="joint"``); the layout for the position-aware
-  similarity is the list of the two grids.
+  over base and crops: ``crops="joint"``); the position-aware similarity places
+  base and crop tokens in one frame, the crops' token grid
+  (:func:`~tops_adapters.layouts.anyres_positions`), as the transformers
+  integration does.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from tops_core._validate import InvalidInputError
 
+from ..layouts import anyres_positions
 from .compat import (
     MULTIMODAL_REGISTRY,
     LlavaDummyInputsBuilder,
@@ -148,5 +151,6 @@ class TOPSLlavaNextForConditionalGeneration(PrunedModel, LlavaNextForConditional
         newline = (index >= base) & ((index - base) % (columns + 1) == columns)
         candidates = index[~newline]
         side = _patch_side(self.config)
-        kept = candidates[self.keep(embeds[candidates], [(side, side), (rows, columns)])]
+        placed = anyres_positions(side, base, rows, columns).subset(candidates.tolist())
+        kept = candidates[self.keep(embeds[candidates], placed)]
         return embeds[torch.cat([kept, index[newline]]).sort().values]

@@ -13,6 +13,7 @@ import tops_core
 from tops_core._validate import InvalidInputError
 
 from ..hf.scores import cosine_similarity
+from ..layouts import mixed
 from .compat import start_up_conflicts, with_replacement
 from .config import CONFIG_KEY, PruningConfig, pruning_config
 
@@ -81,8 +82,9 @@ class PrunedModel:
 
         ``budget.tokens(N)`` of them, chosen by :func:`tops_core.select` on the
         features' device from their cosine similarity, made position-aware on
-        ``grid`` (the candidates' layout, as :func:`tops_core.spatial` takes
-        it) when the settings say ``spatial``.
+        ``grid`` (the candidates' layout: grids, or
+        :class:`~tops_adapters.layouts.Placed` positions) when the settings say
+        ``spatial``.
         """
         n = features.shape[0]
         k = self.tops.tokens(n)
@@ -94,7 +96,7 @@ class PrunedModel:
         if k < n:
             sim = cosine_similarity(features[None])[0]
             if self.tops.spatial:
-                sim = tops_core.spatial(sim, grid)
+                sim = mixed(sim, grid)
             selection = tops_core.select(relevance, sim, k, objective=self.tops.selector())
             kept = torch.as_tensor(selection.indices, device=dev).long()
         else:
