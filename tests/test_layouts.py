@@ -5,7 +5,7 @@ Framework-free (NumPy only): the transformers and vLLM integrations both read th
 
 import numpy as np
 import pytest
-from tops_adapters.layouts import Placed, anyres_positions, joined, mixed
+from tops_adapters.layouts import Placed, anyres_positions, anyres_shape, joined, mixed
 
 import tops_core
 from tops_core import InvalidInputError
@@ -58,3 +58,31 @@ def test_layouts_are_equal_when_every_groups_positions_are():
         (np.concatenate([anyres_positions(2, 4, 0, 0).positions[0]] * 2),)
     )
     assert anyres_positions(2, 4, 0, 0) != [(2, 2)]
+
+
+def packed_newlines(base, rows, columns):
+    """Which tokens of a packed image are newlines, built from the packing's definition."""
+    row = [False] * columns + [True]
+    return np.array([False] * base + (row * rows if rows else [True]))
+
+
+def test_the_packed_shape_is_read_off_the_newlines():
+    assert anyres_shape(packed_newlines(4, 2, 4), 4, "pack") == (2, 4)
+    assert anyres_shape(packed_newlines(4, 3, 1), 4, "pack") == (3, 1)
+    assert anyres_shape(packed_newlines(4, 0, 0), 4, "pack") == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "newline",
+    [
+        np.zeros(10, dtype=bool),  # no newline at all
+        packed_newlines(4, 2, 4)[::-1],  # newlines first
+        np.r_[packed_newlines(4, 2, 4), False],  # a token after the last newline
+        np.r_[packed_newlines(4, 1, 3), packed_newlines(0, 1, 2)],  # rows of different lengths
+        np.array([False] * 4 + [True] * 3),  # rows without crop tokens
+        np.array([False] * 4),  # only the base
+    ],
+)
+def test_a_packing_of_another_shape_is_refused(newline):
+    with pytest.raises(InvalidInputError, match=r"pack packed an image of \d+ tokens that is not its 4 base"):
+        anyres_shape(newline, 4, "pack")

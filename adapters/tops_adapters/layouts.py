@@ -24,6 +24,7 @@ __all__ = [
     "square_grids",
     "merged_grids",
     "anyres_positions",
+    "anyres_shape",
     "joined",
     "rows_of",
     "mixed",
@@ -253,6 +254,43 @@ def anyres_positions(side: int, base: int, rows: int, columns: int) -> Placed:
     patches = np.stack([r, c], axis=1) * np.array([rows, columns], dtype=np.float64) - 0.5
     crops = np.indices((rows, columns + 1)).reshape(2, -1).T.astype(np.float64)  # column `columns`: newline
     return Placed((*cls, np.concatenate([patches, crops])))
+
+
+def anyres_shape(newline: np.ndarray, base: int, source: str) -> tuple[int, int]:
+    """``(rows, columns)`` of one packed anyres image, read off which of its tokens are newlines.
+
+    The packing :func:`anyres_positions` places: ``base`` tokens, then ``rows``
+    rows of ``columns`` crop tokens each closed by a newline; or, without
+    crops, the base and one newline (``(0, 0)``).
+
+    Parameters
+    ----------
+    newline : array of bool, shape (T,)
+        Which packed tokens are ``image_newline`` tokens.
+    base : int
+        Tokens of the base image.
+    source : str
+        What packed it, for the error.
+
+    Raises
+    ------
+    InvalidInputError
+        When the newlines are not where that packing puts them (an upstream change).
+    """
+    newline = np.asarray(newline, dtype=bool)
+    total = newline.shape[0]
+    rows = int(newline[base:].sum())
+    columns = (total - base) // rows - 1 if rows else -1
+    expected = np.zeros(total, dtype=bool)
+    if rows and columns >= 0 and base + rows * (columns + 1) == total:
+        expected[base + columns :: columns + 1] = True
+    base_only = rows == 1 and columns == 0
+    if not rows or not np.array_equal(newline, expected) or (columns == 0 and not base_only):
+        raise InvalidInputError(
+            f"{source} packed an image of {total} tokens that is not its {base} base tokens then rows "
+            f"of crop tokens each closed by a newline. {NO_LAYOUT_HINT}"
+        )
+    return (0, 0) if base_only else (rows, columns)
 
 
 def joined(images: Sequence[Placed]) -> Placed:

@@ -9,7 +9,7 @@ import torch
 
 from tops_core._validate import InvalidInputError
 
-from ..layouts import NO_LAYOUT_HINT
+from ..layouts import NO_LAYOUT_HINT, anyres_shape
 from . import compat
 from .compat import image_size_to_num_patches
 
@@ -331,15 +331,11 @@ def packed_images(pack, counts, per_crop: int, arguments: dict) -> list[tuple[in
 
 def _structure(kind: torch.Tensor, base: int) -> tuple[int, int, int]:
     newline = torch.isnan(kind)
-    crops = int((kind == 1).sum())
-    rows = int(newline.sum()) if crops else 0
-    columns = crops // rows if rows else 0
-    expected = torch.zeros(base + rows * (columns + 1) if crops else base + 1, dtype=torch.bool)
-    expected[base + columns :: columns + 1] = True  # without crops: the one newline closing the base
-    laid_out = kind.shape[0] == expected.shape[0] and bool((newline == expected).all())
-    if not laid_out or bool((kind[:base] != 0).any()) or bool((kind[base:][~newline[base:]] != 1).any()):
+    rows, columns = anyres_shape(newline.numpy(), base, "pack_image_features")
+    crops = kind[base:][~newline[base:]]
+    if bool((kind[:base] != 0).any()) or bool((crops != 1).any()) or crops.shape[0] != rows * columns:
         raise InvalidInputError(
-            f"pack_image_features packed an image of {kind.shape[0]} tokens that is not its {base} base "
-            f"tokens then rows of crop tokens each closed by a newline. {NO_LAYOUT_HINT}"
+            f"pack_image_features packed an image of {kind.shape[0]} tokens whose base and crop tokens "
+            f"are not its {base} base tokens then the crops'. {NO_LAYOUT_HINT}"
         )
     return base, rows, columns
