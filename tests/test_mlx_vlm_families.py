@@ -12,6 +12,7 @@ from mlx_vlm.models.cache import make_prompt_cache
 from mlx_vlm.utils import StoppingCriteria
 from tiny_mlx_vlm import BUILDERS, N, available, build
 from tops_adapters import mlx_vlm_compat as compat
+from tops_adapters.layouts import anyres_positions, mixed
 from tops_adapters.mlx_vlm import enable
 
 import tops_core
@@ -46,6 +47,16 @@ def tokens(model, ids, pixels, extra, steps=4):
     mask = mx.ones(ids.shape, dtype=mx.int32)
     stream = generate_step(ids, model, pixels, mask, max_tokens=steps, **extra)
     return [tok for (tok, _), _ in zip(stream, range(steps))]
+
+
+def onevision_frame(model, image):
+    """One OneVision image's anyres layout, (rows, columns) read off its newline tokens."""
+    side = model.config.vision_config.image_size // model.config.vision_config.patch_size
+    newline = (image == np.array(model.image_newline)).all(axis=-1)
+    rows = int(newline.sum())
+    columns = (image.shape[0] - side * side) // rows - 1
+    assert newline[side * side + columns :: columns + 1].all()
+    return anyres_positions(side, side * side, rows, columns)
 
 
 def expanded(model, ids, length):
@@ -110,9 +121,10 @@ def test_the_kept_tokens_are_the_selectors_answer_for_instruction_relevance(case
 
 
 def test_the_objective_is_position_aware_where_the_grid_is_known(case):
-    """LLaVA's square patch grid and the M-RoPE families' merged grids: tops_core.spatial on them.
+    """LLaVA's square patch grid, the M-RoPE families' merged grids, OneVision's anyres frame.
 
-    Anyres, pixel-shuffled, pooled and variable-size layouts: the plain cosine.
+    mlx-vlm's LLaVA-NeXT (crops not packed on the image), pixel-shuffled, pooled and
+    variable-size layouts: the plain cosine.
     """
     name, model, ids, pixels, extra = case
     objective = tops_core.Objective()
@@ -126,6 +138,8 @@ def test_the_objective_is_position_aware_where_the_grid_is_known(case):
         t, h, w = np.array(extra["image_grid_thw"])[0].tolist()
         merge = vision.spatial_merge_size
         sim = tops_core.spatial(sim, (t, h // merge, w // merge))
+    elif name == "llava_onevision":
+        sim = mixed(sim, onevision_frame(model, full[visual]))
     with enable(model, keep=K, relevance="instruction", objective=objective) as session:
         features(model, ids, pixels, extra)
     record = session.history[0]
@@ -285,3 +299,25 @@ def test_instruction_relevance_without_text_raises_instead_of_scoring_uniformly(
     only_image = mx.array([[compat.image_token_id(model)] * N])
     with enable(model, keep=K), pytest.raises(InvalidInputError, match="row 0 has none"):
         features(model, only_image, pixels, extra)
+
+
+@pytest.mark.skipif(not available("llava_onevision"), reason="mlx-vlm < 0.7.10 has no llava_onevision")
+def test_onevision_frame_follows_the_models_token_cap_and_needs_its_packing():
+    """A 16 x 32 image's 1 x 2 tiles (4 x 8 tokens) shrunk by anyres_max_1 to 2 x 5 before packing."""
+    model, ids, pixels, extra = build("llava_onevision", pinpoints=((16, 32),), size=(16, 32))
+    objective = tops_core.Objective()
+    full = np.array(features(model, ids, pixels, extra).inputs_embeds)[0].astype(np.float32)
+    image = full[np.array(ids)[0] == compat.image_token_id(model)]
+    assert image.shape[0] == 16 + 2 * (5 + 1)
+    sim = mixed(tops_core.cosine(image), onevision_frame(model, image))
+    with enable(model, keep=K, relevance="instruction", objective=objective) as session:
+        features(model, ids, pixels, extra)
+        cached = model.get_image_features(pixels, extra["image_sizes"])
+        with pytest.raises(InvalidInputError, match=r"anyres packing .*cached image features.*spatial=False"):
+            features(model, ids, pixels, {**extra, "cached_image_features": cached})
+    want = tops_core.select(session.history[0].relevance[0], sim, K, objective=objective)
+    assert session.history[0].kept[0].tolist() == want.indices.tolist()
+    with enable(model, keep=K, relevance="instruction", objective=objective, spatial=False) as plain:
+        features(model, ids, pixels, {**extra, "cached_image_features": cached})
+    assert plain.history[0].kept[0].tolist() != want.indices.tolist()
+    assert "pack_image_features" not in vars(model)  # disabled: the model's own method again

@@ -91,7 +91,8 @@ def llava_next():
     return model, _prompt(IMAGE, n=1), pixels, {"image_sizes": mx.array([[16, 16]])}
 
 
-def llava_onevision():
+def llava_onevision(pinpoints=((16, 16),), size=(16, 16)):
+    """One ``size`` (height, width) image; its tiles over ``pinpoints``, packed to at most one tile."""
     m = _module("llava_onevision")
     text = m.TextConfig(
         hidden_size=32,
@@ -115,12 +116,13 @@ def llava_onevision():
             vision_config=vision,
             image_token_index=IMAGE,
             vocab_size=128,
-            image_grid_pinpoints=[[16, 16]],
+            image_grid_pinpoints=[list(p) for p in pinpoints],
             vision_aspect_ratio="anyres_max_1",
         )
     )
-    sizes = mx.array([[16, 16]])
-    pixels = mx.random.normal((1, 2, 3, 16, 16))
+    sizes = mx.array([list(size)])
+    tiles = m.llava_onevision.image_size_to_num_patches(list(size), model.config.image_grid_pinpoints, 16)
+    pixels = mx.random.normal((1, tiles, 3, 16, 16))
     n = model.get_image_features(pixels, sizes).shape[0]  # AnyRes packing: base + tile + newlines
     return model, _prompt(IMAGE, n=n), pixels, {"image_sizes": sizes}
 

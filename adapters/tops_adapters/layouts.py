@@ -26,6 +26,7 @@ __all__ = [
     "anyres_positions",
     "anyres_shape",
     "joined",
+    "packed_rows",
     "rows_of",
     "mixed",
 ]
@@ -296,3 +297,9 @@ def anyres_shape(newline: np.ndarray, base: int, source: str) -> tuple[int, int]
 def joined(images: Sequence[Placed]) -> Placed:
     """One row's layout from its images' (each image, and its CLS token, unrelated to the others)."""
     return Placed(tuple(part for image in images for part in image.positions))
+
+
+def packed_rows(images: Sequence[Placed], b: int, n: int) -> list[Placed]:
+    """Each of the ``b`` rows' layout from the batch's packed images, in row order (as :func:`rows_of`)."""
+    rows = rows_of(images, b, n, size=lambda image: image.n, source="the anyres packing")
+    return [joined(row) for row in rows]

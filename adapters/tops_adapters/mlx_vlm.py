@@ -33,7 +33,16 @@ import numpy as np
 import tops_core
 from tops_adapters import mlx_vlm_compat as compat
 from tops_adapters.hf.budget import Budget, Schedule
-from tops_adapters.layouts import NO_LAYOUT_HINT, merged_grids, rows_of, square_grids
+from tops_adapters.layouts import (
+    NO_LAYOUT_HINT,
+    anyres_positions,
+    anyres_shape,
+    merged_grids,
+    mixed,
+    packed_rows,
+    rows_of,
+    square_grids,
+)
 from tops_core._validate import InvalidInputError, check_choice
 
 __all__ = ["enable", "MLXPruning", "MLXStageRecord"]
@@ -221,6 +230,7 @@ class MLXPruning:
         self._ids = None
         self._batch = None
         self._stage2 = None
+        self._packing = None  # what pack_image_features packed in the running call (packed families)
         self._restore = []
         self.enabled = False
         self._enable()
@@ -233,6 +243,8 @@ class MLXPruning:
         original = self.model.get_input_embeddings
         self.model.get_input_embeddings = self._wrap_embeddings(original)
         session = self
+        if self.family.packed:
+            compat.record_packing(self.model, lambda newlines: setattr(session, "_packing", newlines))
 
         lm = self.model.language_model
         signature = compat.language_signature(lm)  # argument order differs between families
@@ -282,8 +294,9 @@ class MLXPruning:
 
     def disable(self) -> None:
         """Remove the wrappers: the model behaves exactly as before."""
-        if "get_input_embeddings" in vars(self.model):
-            del self.model.get_input_embeddings
+        for wrapped in ("get_input_embeddings", "pack_image_features"):
+            if wrapped in vars(self.model):
+                delattr(self.model, wrapped)
         for module, cls in self._restore:
             module.__class__ = cls
         self._restore = []
@@ -326,7 +339,7 @@ class MLXPruning:
 
     def _wrap_embeddings(self, original):
         def get_input_embeddings(input_ids=None, pixel_values=None, **kwargs):
-            self._cls = None
+            self._cls = self._packing = None
             out = original(input_ids, pixel_values, **kwargs)
             self._stage2 = None
             if pixel_values is None or input_ids is None:
@@ -558,8 +571,9 @@ class MLXPruning:
 
         As the transformers integration (:mod:`tops_adapters.layouts`): only for an
         ``Objective`` (what the study behind the default measured), on LLaVA's square patch
-        grids and the M-RoPE families' merged grids (``image_grid_thw``); other layouts stay
-        plain. Where the layout is known but the images do not fit it, this raises.
+        grids, the M-RoPE families' merged grids (``image_grid_thw``) and LLaVA-OneVision's
+        anyres packing; other layouts stay plain (mlx-vlm's LLaVA-NeXT does not pack its
+        crops on the image). Where the layout is known but the images do not fit it, this raises.
         """
         if not (self.spatial and isinstance(self.objective, tops_core.Objective)):
             return None
@@ -567,6 +581,8 @@ class MLXPruning:
         if self.kind == "llava":
             full = getattr(self.model.config, "vision_feature_select_strategy", "default") == "full"
             return [square_grids(vision.image_size // vision.patch_size, n, self.family.label, cls=full)] * b
+        if self.family.packed:
+            return self._packed_layouts(b, n)
         if self.family.positions != "mrope":
             return None
         grid_thw = kwargs.get("image_grid_thw")
@@ -577,11 +593,32 @@ class MLXPruning:
             )
         return rows_of(merged_grids(np.array(grid_thw).tolist(), vision.spatial_merge_size), b, n)
 
+    def _packed_layouts(self, b, n):
+        """LLaVA-OneVision: each row's images placed by the model's own anyres packing."""
+        if self._packing is None:
+            why = (
+                "got a model without image_newline tokens to read it by"
+                if self.model.image_newline is None
+                else "got get_input_embeddings without it (cached image features?)"
+            )
+            raise InvalidInputError(
+                f"spatial=True on {self.family.label} lays the tokens out by the model's anyres packing "
+                f"(pack_image_features); {why}. {NO_LAYOUT_HINT}"
+            )
+        vision = self.model.config.vision_config
+        side = vision.image_size // vision.patch_size
+        base = side * side
+        images = [
+            anyres_positions(side, base, *anyres_shape(newline, base, "pack_image_features"))
+            for newline in self._packing
+        ]
+        return packed_rows(images, b, n)
+
     @staticmethod
     def _similarity(feats, layout=None):
         """Stage I's cosine similarity of one row's tokens, position-aware on ``layout`` if given."""
         sim = cosine_similarity(feats)
-        return sim if layout is None else tops_core.spatial(sim, layout)
+        return sim if layout is None else mixed(sim, layout)
 
     def _relevance(self, feats, embeds, visual, text):
         b = len(feats)

@@ -25,6 +25,7 @@ import inspect
 from dataclasses import dataclass
 
 import mlx.core as mx
+import numpy as np
 
 __all__ = [
     "TESTED_VERSIONS",
@@ -94,6 +95,9 @@ class Family:
         visual tokens.
     layer_masks : the language model hands its layers mask arrays (Gemma 3's
         sliding-window layers); Stage II rebuilds them for the pruned sequence.
+    packed : the model packs anyres tiles and ``image_newline`` tokens with
+        its ``pack_image_features`` (LLaVA-OneVision): the position-aware
+        layout is read from that packing (:func:`record_packing`).
     batch_since : the first tested mlx-vlm whose own model takes a batch of
         prompts (``None``: none does) — where ``batch_generate`` can prune.
     min_version : the first tested mlx-vlm with the family.
@@ -110,6 +114,7 @@ class Family:
     square_mask: str | None = None
     deepstack: bool = False
     layer_masks: bool = False
+    packed: bool = False
     batch_since: str | None = "0.6.8"
     min_version: str = "0.6.8"
     notes: str = ""
@@ -154,7 +159,9 @@ FAMILIES = {
             "LLaVA-OneVision",
             "llava_onevision",
             min_version="0.7.10",
-            notes="SigLIP (no CLS): instruction relevance; not in mlx-vlm 0.6.8",
+            packed=True,
+            notes="SigLIP (no CLS): instruction relevance; anyres tiles and newlines placed by the "
+            "model's `pack_image_features`; not in mlx-vlm 0.6.8",
         ),
         Family(
             "qwen2_vl",
@@ -220,6 +227,29 @@ def cache_offset(cache) -> int:
         return 0
     offset = cache[0].offset
     return int(offset.max().item()) if isinstance(offset, mx.array) else int(offset)
+
+
+def record_packing(model, on_pack) -> None:
+    """Wrap ``model.pack_image_features`` (OneVision's anyres packing) to report what it packed.
+
+    Each call hands ``on_pack`` one boolean newline mask per packed image (which
+    tokens are ``model.image_newline``), or ``None`` when the model has no
+    newline parameter to read the packing by. Undo with ``del
+    model.pack_image_features``.
+    """
+    original = model.pack_image_features
+
+    def pack_image_features(image_features, image_sizes):
+        packed = original(image_features, image_sizes)
+        newline = model.image_newline
+        on_pack(
+            None
+            if newline is None
+            else [np.array(mx.all(image == newline[None].astype(image.dtype), axis=-1)) for image in packed]
+        )
+        return packed
+
+    model.pack_image_features = pack_image_features
 
 
 def swap_call(module, call):

@@ -17,7 +17,15 @@ import torch
 import tops_core
 from tops_core._validate import InvalidInputError, check_choice
 
-from ..layouts import NO_LAYOUT_HINT, anyres_positions, joined, merged_grids, mixed, rows_of, square_grids
+from ..layouts import (
+    NO_LAYOUT_HINT,
+    anyres_positions,
+    merged_grids,
+    mixed,
+    packed_rows,
+    rows_of,
+    square_grids,
+)
 from .budget import Schedule, split_budget
 from .compat import DEEPSTACK_ARGUMENTS, encoded_images, find_cache, mask_mapping, output_cache
 from .families import check_stage2_layers, cls_layer, family_of, merge_cls, next_layout, packed_images
@@ -617,9 +625,7 @@ class Pruning(Stage2Mixin):
             )
         vision = self.inner.config.vision_config
         side = vision.image_size // vision.patch_size
-        images = [anyres_positions(side, *shape) for shape in packed_images(**packing)]
-        rows = rows_of(images, b, n, size=lambda image: image.n, source="the anyres packing")
-        return [joined(row) for row in rows]
+        return packed_rows([anyres_positions(side, *shape) for shape in packed_images(**packing)], b, n)
 
     @staticmethod
     def _similarity(feats, layouts=None):
