@@ -431,3 +431,25 @@ def test_onevision_multi_image_prompts_place_each_base_image_apart():
     with enable(model, keep=k, objective=objective, spatial=False) as plain:
         model(**prompt)
     assert plain.history[0].kept[0].tolist() != want.indices.tolist()  # the frame changed the choice
+
+
+@torch.no_grad()
+def test_onevision_frame_follows_the_models_token_cap():
+    """vision_aspect_ratio="anyres_max_1": a 16 x 32 image's 4 x 8 crop tokens shrunk to 2 x 5."""
+    model = tiny_family("llava_onevision")
+    model.config.vision_aspect_ratio = "anyres_max_1"
+    torch.manual_seed(3)
+    pixels, sizes = torch.randn(1, 3, 3, 16, 16), torch.tensor([[16, 32]])
+    options = {"image_sizes": sizes}
+    [image] = model.model.get_image_features(pixels, **options).pooler_output
+    assert image.shape[0] == 16 + 2 * (5 + 1)
+    ids = torch.tensor([[1, 5, 6] + [LLAVA_IMAGE] * image.shape[0] + [7, 8, 9, 10]])
+    k, objective = 8, tops_core.Objective()
+    with enable(model, keep=k, objective=objective) as session:
+        model(input_ids=ids, pixel_values=pixels, **options)
+    sim = mixed(tops_core.cosine(image.float().numpy()), onevision_frame(model, image))
+    want = tops_core.select(session.history[0].relevance[0].numpy(), sim, k, objective=objective)
+    assert session.history[0].kept[0].tolist() == want.indices.tolist()
+    with enable(model, keep=k, objective=objective, spatial=False) as plain:
+        model(input_ids=ids, pixel_values=pixels, **options)
+    assert plain.history[0].kept[0].tolist() != want.indices.tolist()
