@@ -107,7 +107,8 @@ FAMILIES = {
             "llava_onevision",
             "LLaVA-OneVision",
             packed=True,
-            notes="anyres crops and `image_newline` tokens are ordinary candidates of one joint budget",
+            notes="anyres crops and `image_newline` tokens are ordinary candidates of one joint budget, "
+            "placed in the anyres frame",
         ),
         Family("qwen2_vl", "Qwen2-VL", mrope=True),
         Family("qwen2_5_vl", "Qwen2.5-VL", mrope=True),
