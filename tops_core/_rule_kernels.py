@@ -106,6 +106,12 @@ def _mean_errors(n, alpha, lam, r_sc, d_sc, c_sc, r_abs, d_abs, c_max, eps_c):
 
 
 @njit(cache=True)
+def _rule_bound(err_r, alpha, err_d, lam, err_c, top):
+    """Bound on |running score - transcription's score|: the terms' errors and 16 eps of the scores' size."""
+    return err_r + alpha * err_d + lam * err_c + 16.0 * EPS * (top + 1.0)
+
+
+@njit(cache=True)
 def _scan(r, m, c, chosen, r_lo, d_lo, c_lo, inv_r, inv_d, inv_c):
     """``(pick, best, second, top)``: the leader of the step scores, the runner-up, max ``sum |terms|``."""
     best = -np.inf
@@ -172,7 +178,7 @@ def _settled_pick(r, m, c, chosen, count, alpha, lam, minmax, c_max, updates):
     if not (abs(inv_r) < np.inf and abs(inv_d) < np.inf and abs(inv_c) < np.inf):
         return -1
     pick, best, second, top = _scan(r, m, c, chosen, r_lo, d_lo, c_lo, inv_r, inv_d, inv_c)
-    bound = err_r + alpha * err_d + lam * err_c + 16.0 * EPS * (top + 1.0)
+    bound = _rule_bound(err_r, alpha, err_d, lam, err_c, top)
     # Written so that NaN or inf anywhere sends the step to the transcription.
     if not (best - second > 2.0 * bound and bound < np.inf):
         return -1

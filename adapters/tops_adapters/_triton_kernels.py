@@ -8,6 +8,19 @@ tensors (Triton reads it when it is imported).
 import triton
 import triton.language as tl
 
+from ._triton_gain import (
+    bound_gain,
+    coverage_term,
+    greedy_tol,
+    mean_coverage_error,
+    mean_term_error,
+    minmax_coverage_error,
+    row_drop,
+    rule_bound,
+    running_drift,
+    step_gain,
+)
+
 __all__ = ["initial_gains", "greedy_steps", "tops_rule_coverage", "tops_rule_steps"]
 
 
@@ -82,7 +95,7 @@ def initial_gains(
             acc += tl.sum(tile * tl.where(in_rows, w, 0.0)[:, None], axis=0)
     r = tl.load(r_ptr + row0 + cols, mask=in_cols, other=0.0).to(tl.float64)
     tl.store(cov_ptr + row0 + cols, acc, mask=in_cols)
-    tl.store(g0_ptr + row0 + cols, a * tl.maximum(r, 0.0) + bw * acc, mask=in_cols)
+    tl.store(g0_ptr + row0 + cols, bound_gain(a, r, bw, acc), mask=in_cols)
 
 
 @triton.jit
@@ -158,7 +171,6 @@ def greedy_steps(
     updates = tl.zeros((), tl.float64)
     pen_max = tl.zeros((), tl.float64)
     near = tl.zeros((), tl.int32)
-    eps = 2.220446049250313e-16
     stash_row = stash_ptr + b.to(tl.int64) * (k + 1) * n
     # With a coverage term, each step's last pass (the gain update, which finalises every
     # candidate's gain) also takes the next step's argmax: one pass fewer per step.
@@ -167,37 +179,34 @@ def greedy_steps(
     second = tl.full((), float("-inf"), tl.float64)
     pick = tl.zeros((), tl.int32)
     if FOLDED:  # step 0's argmax (nothing chosen yet; the drift bound at S = {})
-        tol = 8.0 * eps * ((n + 16.0) * bw * g_max + a * r_max + bw * g_max)
+        tol = greedy_tol(n, updates, a, r_max, bw, g_max, c, pen_max)
         for i0 in range(0, n, BLOCK):
             idx = i0 + lane
             live = idx < n
             r_i = tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
             cov_i = tl.load(cov_ptr + row0 + idx, mask=live, other=0.0)
-            f = a * r_i
-            f += bw * cov_i
-            f = tl.where(live, f, float("-inf"))
+            f = tl.where(live, step_gain(a, r_i, bw, cov_i, c, 0.0, False), float("-inf"))  # no penalty yet
             if CERT == 1:  # greedy's bound: the padded g gains at S = {}
-                g_i = a * tl.maximum(r_i, 0.0) + bw * cov_i + bw * tol
+                g_i = bound_gain(a, r_i, bw, cov_i) + bw * tol
                 tl.store(stash_row + idx, tl.where(live, g_i, float("-inf")), mask=live)
             best, second, pick = fold_argmax(f, i0, idx, best, second, pick)
     for t in range(0, k):
         # The core's drift bound at this step (its greedy_steps' tol).
-        tol = 8.0 * eps * ((n + 4.0 * updates + 16.0) * bw * g_max + a * r_max + bw * g_max + c * pen_max)
+        tol = greedy_tol(n, updates, a, r_max, bw, g_max, c, pen_max)
         # 1. argmax of f over the candidates, block by block (first maximum wins ties),
         #    and the runner-up, to flag a lead within the drift (FOLDED: taken last step).
         if FORCED:
             pick = tl.load(forced_ptr + b * k + t).to(tl.int32)
-            best = a * tl.load(r_ptr + row0 + pick).to(tl.float64)
-            best += bw * tl.load(cov_ptr + row0 + pick)
-            if HAS_PEN:
-                best -= c * tl.load(pen_ptr + row0 + pick)
+            r_p = tl.load(r_ptr + row0 + pick).to(tl.float64)
+            pen_p = tl.load(pen_ptr + row0 + pick) if HAS_PEN else 0.0
+            best = step_gain(a, r_p, bw, tl.load(cov_ptr + row0 + pick), c, pen_p, HAS_PEN)
             if CERT == 1:  # greedy's bound along the given order: the candidates' padded g gains
                 for i0 in range(0, n, BLOCK):
                     idx = i0 + lane
                     live = idx < n
                     r_i = tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
                     cov_i = tl.load(cov_ptr + row0 + idx, mask=live, other=0.0)
-                    g_i = a * tl.maximum(r_i, 0.0) + bw * cov_i + bw * tol
+                    g_i = bound_gain(a, r_i, bw, cov_i) + bw * tol
                     taken = tl.load(chosen_ptr + row0 + idx, mask=live, other=1)
                     tl.store(
                         stash_row + t * n + idx, tl.where(live & (taken == 0), g_i, float("-inf")), mask=live
@@ -211,15 +220,13 @@ def greedy_steps(
                 live = idx < n
                 r_i = tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
                 cov_i = tl.load(cov_ptr + row0 + idx, mask=live, other=0.0)
-                f = a * r_i
-                f += bw * cov_i
-                if HAS_PEN:
-                    f -= c * tl.load(pen_ptr + row0 + idx, mask=live, other=0.0)
+                pen_i = tl.load(pen_ptr + row0 + idx, mask=live, other=0.0) if HAS_PEN else 0.0
+                f = step_gain(a, r_i, bw, cov_i, c, pen_i, HAS_PEN)
                 taken = tl.load(chosen_ptr + row0 + idx, mask=live, other=1)
                 open_i = live & (taken == 0)
                 f = tl.where(open_i, f, float("-inf"))
                 if CERT == 1:  # greedy's bound: this step's padded g gains over the candidates
-                    g_i = a * tl.maximum(r_i, 0.0) + bw * cov_i + bw * tol
+                    g_i = bound_gain(a, r_i, bw, cov_i) + bw * tol
                     tl.store(stash_row + t * n + idx, tl.where(open_i, g_i, float("-inf")), mask=live)
                 best, second, pick = fold_argmax(f, i0, idx, best, second, pick)
         # Written so that NaN also flags (the core re-decides such a step too).
@@ -230,7 +237,7 @@ def greedy_steps(
         # 2. record the pick: its f gain and its g gain (g drops the penalty, clips r at 0).
         r_p = tl.load(r_ptr + row0 + pick).to(tl.float64)
         cov_p = tl.load(cov_ptr + row0 + pick)
-        g_p = a * tl.maximum(r_p, 0.0) + bw * cov_p
+        g_p = bound_gain(a, r_p, bw, cov_p)
         tl.store(order_ptr + b * k + t, pick.to(tl.int64))
         tl.store(f_ptr + b * k + t, best)
         tl.store(g_ptr + b * k + t, g_p)
@@ -243,11 +250,9 @@ def greedy_steps(
                 taken = tl.load(chosen_ptr + row0 + idx, mask=live, other=1)
                 r_i = tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
                 cov_i = tl.load(cov_ptr + row0 + idx, mask=live, other=0.0)
-                f = a * r_i
-                f += bw * cov_i
-                if HAS_PEN:
-                    f -= c * tl.load(pen_ptr + row0 + idx, mask=live, other=0.0)
-                g_i = a * tl.maximum(r_i, 0.0) + bw * cov_i
+                pen_i = tl.load(pen_ptr + row0 + idx, mask=live, other=0.0) if HAS_PEN else 0.0
+                f = step_gain(a, r_i, bw, cov_i, c, pen_i, HAS_PEN)
+                g_i = bound_gain(a, r_i, bw, cov_i)
                 old_f = tl.load(stale_f_ptr + row0 + idx, mask=live, other=0.0)
                 old_g = tl.load(stale_g_ptr + row0 + idx, mask=live, other=0.0)
                 above = (old_f > best) | ((old_f == best) & (idx < pick)) | (idx == pick) | (t == 0)
@@ -295,9 +300,7 @@ def greedy_steps(
             tl.debug_barrier()  # the compacted rows and the new m, visible to every thread
             updates += count.to(tl.float64)
             # The next step's drift bound (its updates and penalty are final now).
-            tol_next = (
-                8.0 * eps * ((n + 4.0 * updates + 16.0) * bw * g_max + a * r_max + bw * g_max + c * pen_max)
-            )
+            tol_next = greedy_tol(n, updates, a, r_max, bw, g_max, c, pen_max)
             picked = pick
             if FOLDED:
                 best = tl.full((), float("-inf"), tl.float64)
@@ -320,20 +323,17 @@ def greedy_steps(
                         mask=in_rows[:, None] & in_cand[None, :],
                         other=0.0,
                     ).to(tl.float64)
-                    drop = tl.maximum(tl.minimum(tile, hi[:, None]) - lo[:, None], 0.0) * wj[:, None]
-                    cov -= tl.sum(drop, axis=0)
+                    cov -= tl.sum(row_drop(tile, hi[:, None], lo[:, None], wj[:, None]), axis=0)
                 tl.store(cov_ptr + row0 + cand, cov, mask=in_cand)
                 if FOLDED:
                     r_i = tl.load(r_ptr + row0 + cand, mask=in_cand, other=0.0).to(tl.float64)
-                    f = a * r_i
-                    f += bw * cov
-                    if HAS_PEN:
-                        f -= c * tl.load(pen_ptr + row0 + cand, mask=in_cand, other=0.0)
+                    pen_i = tl.load(pen_ptr + row0 + cand, mask=in_cand, other=0.0) if HAS_PEN else 0.0
+                    f = step_gain(a, r_i, bw, cov, c, pen_i, HAS_PEN)
                     taken = tl.load(chosen_ptr + row0 + cand, mask=in_cand, other=1)
                     open_i = in_cand & (taken == 0) & (cand != picked)
                     f = tl.where(open_i, f, float("-inf"))
                     if CERT == 1:  # greedy's bound: the next step's padded g gains (row k: the final one)
-                        g_i = a * tl.maximum(r_i, 0.0) + bw * cov + bw * tol_next
+                        g_i = bound_gain(a, r_i, bw, cov) + bw * tol_next
                         tl.store(
                             stash_row + (t + 1) * n + cand, tl.where(open_i, g_i, float("-inf")), mask=in_cand
                         )
@@ -348,12 +348,12 @@ def greedy_steps(
             value += bw * tl.sum(
                 tl.where(live, w * tl.load(m_ptr + row0 + idx, mask=live, other=0.0), 0.0), axis=0
             )
-    tol = 8.0 * eps * ((n + 4.0 * updates + 16.0) * bw * g_max + a * r_max + bw * g_max + c * pen_max)
+    tol = greedy_tol(n, updates, a, r_max, bw, g_max, c, pen_max)
     for i0 in range(0, n, BLOCK):
         idx = i0 + lane
         live = idx < n
         r = tl.load(r_ptr + row0 + idx, mask=live, other=0.0).to(tl.float64)
-        g = a * tl.maximum(r, 0.0) + bw * tl.load(cov_ptr + row0 + idx, mask=live, other=0.0) + bw * tol
+        g = bound_gain(a, r, bw, tl.load(cov_ptr + row0 + idx, mask=live, other=0.0)) + bw * tol
         taken = tl.load(chosen_ptr + row0 + idx, mask=live, other=1)
         g = tl.where(taken == 0, g, float("-inf"))
         tl.store(gfin_ptr + row0 + idx, g, mask=live)
@@ -413,7 +413,7 @@ def tops_rule_coverage(cols_ptr, r_ptr, c_ptr, n, BLOCK_J: tl.constexpr, BLOCK_I
             mask=keep[:, None] & in_cand[None, :],
             other=0.0,
         ).to(tl.float64)
-        acc += tl.sum(tl.where(keep[:, None], tl.maximum(tile - m[:, None], 0.0), 0.0), axis=0)
+        acc += tl.sum(tl.where(keep[:, None], coverage_term(tile, m[:, None], 1.0), 0.0), axis=0)
     tl.store(c_ptr + row0 + cand, acc, mask=in_cand)
 
 
@@ -494,7 +494,6 @@ def tops_rule_steps(
     row0 = b * n
     base = cols_ptr + b.to(tl.int64) * n * n
     lane = tl.arange(0, BLOCK)
-    eps = 2.220446049250313e-16
     inf = float("inf")
     seed = first_argmax(r_ptr, row0, n, BLOCK)
     tl.store(order_ptr + b * k, seed.to(tl.int64))
@@ -544,7 +543,7 @@ def tops_rule_steps(
     updates = tl.zeros((), tl.float64)
     count = n - 1
     for t in range(1, k):
-        eps_c = 8.0 * eps * (n + 4.0 * updates + 16.0) * c_max
+        eps_c = running_drift(n, updates, c_max)
         # 1. The per-step normalisation over the candidates (d_i = 1 - m_i).
         if MINMAX:
             r_lo = lo_r
@@ -573,29 +572,17 @@ def tops_rule_steps(
         err_c = tl.zeros((), tl.float64)
         if MINMAX:
             if HAS_C:
-                fine = fine & (c_sc > 4.0 * eps_c)
-                c_safe = tl.where(c_sc > 4.0 * eps_c, c_sc, 1.0)
-                err_c = 2.0 * eps_c / c_safe + ((c_safe + 2.0 * eps_c) / c_safe) * (
-                    2.0 * eps_c / (c_safe - 2.0 * eps_c)
-                )
+                c_fine, err_c = minmax_coverage_error(c_sc, eps_c)
+                fine = fine & c_fine
         else:
-            dm_r = 4.0 * n * eps * r_abs
-            r_ok = (tl.abs(r_sc) > 2.0 * dm_r) & (r_abs > 0.0)
-            fine = fine & (r_ok | (r_abs == 0.0))
-            r_safe = tl.where(r_ok, tl.abs(r_sc), 1.0)
-            err_r = tl.where(r_ok, (r_abs / r_safe) * (dm_r / (r_safe - dm_r)), 0.0)
+            r_fine, err_r = mean_term_error(n, r_sc, r_abs)
+            fine = fine & r_fine
             if HAS_D:
-                dm_d = 4.0 * n * eps * d_abs
-                d_ok = (tl.abs(d_sc) > 2.0 * dm_d) & (d_abs > 0.0)
-                fine = fine & (d_ok | (d_abs == 0.0))
-                d_safe = tl.where(d_ok, tl.abs(d_sc), 1.0)
-                err_d = tl.where(d_ok, (d_abs / d_safe) * (dm_d / (d_safe - dm_d)), 0.0)
+                d_fine, err_d = mean_term_error(n, d_sc, d_abs)
+                fine = fine & d_fine
             if HAS_C:
-                dm_c = 4.0 * n * eps * (c_max + eps_c) + eps_c
-                c_ok = tl.abs(c_sc) > 2.0 * dm_c
-                fine = fine & c_ok
-                c_safe = tl.where(c_ok, tl.abs(c_sc), 1.0)
-                err_c = eps_c / c_safe + ((c_max + eps_c) / c_safe) * (dm_c / (c_safe - dm_c))
+                c_fine, err_c = mean_coverage_error(n, c_sc, c_max, eps_c)
+                fine = fine & c_fine
         # 3. Scores as the transcription computes them; first maximum; runner-up for the bound.
         r_div = tl.where(r_sc == 0.0, 1.0, r_sc)
         d_div = tl.where(d_sc == 0.0, 1.0, d_sc)
@@ -631,7 +618,7 @@ def tops_rule_steps(
             second = tl.where(better, tl.maximum(best, block_second), tl.maximum(second, block_best))
             pick = tl.where(better, block_pick, pick)
             best = tl.where(better, block_best, best)
-        bound = err_r + alpha * err_d + lam * err_c + 16.0 * eps * (top + 1.0)
+        bound = rule_bound(err_r, alpha, err_d, lam, err_c, top)
         # Written so that NaN or inf anywhere flags the row (the core runs the transcription there).
         clear = fine & (best - second > 2.0 * bound) & (bound < inf)
         near = tl.where(clear | (count == 1), near, 1)
@@ -665,7 +652,7 @@ def tops_rule_steps(
             new_m = tl.where(rose, hi, m)
             if HAS_C:
                 c_i = tl.load(c_ptr + row0 + idx, mask=live, other=0.0)
-                tl.store(c_ptr + row0 + idx, c_i - tl.maximum(hi - m_p, 0.0), mask=live)
+                tl.store(c_ptr + row0 + idx, c_i - coverage_term(hi, m_p, 1.0), mask=live)
                 # 5. Compact the candidate rows whose running max rises.
                 moved = rose & open_i
                 slot = n_changed + tl.cumsum(moved.to(tl.int32), axis=0) - 1
@@ -712,7 +699,7 @@ def tops_rule_steps(
                         mask=in_rows[:, None] & in_cand[None, :],
                         other=0.0,
                     ).to(tl.float64)
-                    drop = tl.maximum(tl.minimum(tile, hi[:, None]) - lo[:, None], 0.0)
+                    drop = row_drop(tile, hi[:, None], lo[:, None], 1.0)
                     c_i -= tl.sum(tl.where(in_rows[:, None], drop, 0.0), axis=0)
                 tl.store(c_ptr + row0 + cand, c_i, mask=in_cand)
                 taken = tl.load(chosen_ptr + row0 + cand, mask=in_cand, other=1)
