@@ -13,19 +13,7 @@ triton = pytest.importorskip("triton")  # TRITON_INTERPRET=1 without a GPU: set 
 pytest.importorskip("numba")
 
 import triton.language as tl  # noqa: E402
-from tops_adapters._triton_gain import (  # noqa: E402
-    EPS,
-    bound_gain,
-    coverage_term,
-    greedy_tol,
-    mean_coverage_error,
-    mean_term_error,
-    minmax_coverage_error,
-    row_drop,
-    rule_bound,
-    running_drift,
-    step_gain,
-)
+from tops_adapters import _triton_gain as gain  # noqa: E402
 
 from tops_core import _gain_kernels, _rule_kernels  # noqa: E402
 from tops_core.solvers import _greedy_kernels  # noqa: E402
@@ -37,11 +25,7 @@ DEVICE = "cpu" if not torch.cuda.is_available() else "cuda"
 
 @triton.jit
 def _evaluate(x_ptr, out_ptr, N: tl.constexpr):
-    """Every formula of the layer on the columns of ``x`` (9 rows of N inputs); 13 rows out.
-
-    The helpers are called by their own names, as the kernels call them (the interpreter
-    runs a helper reached through a module attribute as plain Python).
-    """
+    """Every formula of the layer on the columns of ``x`` (9 rows of N inputs); 13 rows out."""
     i = tl.arange(0, N)
     n = tl.load(x_ptr + i)
     updates = tl.load(x_ptr + N + i)
@@ -52,24 +36,24 @@ def _evaluate(x_ptr, out_ptr, N: tl.constexpr):
     x6 = tl.load(x_ptr + 6 * N + i)
     x7 = tl.load(x_ptr + 7 * N + i)
     x8 = tl.load(x_ptr + 8 * N + i)
-    tl.store(out_ptr + 0 * N + i, running_drift(n, updates, x2))
-    tl.store(out_ptr + 1 * N + i, greedy_tol(n, updates, x3, x4, x5, x6, x7, x8))
-    tl.store(out_ptr + 2 * N + i, step_gain(x3, x4, x5, x6, x7, x8, True))
-    tl.store(out_ptr + 3 * N + i, bound_gain(x3, x4, x5, x6))
-    tl.store(out_ptr + 4 * N + i, coverage_term(x4, x6, x5))
-    tl.store(out_ptr + 5 * N + i, row_drop(x4, x6, x7, x5))
+    tl.store(out_ptr + 0 * N + i, gain.running_drift(n, updates, x2))
+    tl.store(out_ptr + 1 * N + i, gain.greedy_tol(n, updates, x3, x4, x5, x6, x7, x8))
+    tl.store(out_ptr + 2 * N + i, gain.step_gain(x3, x4, x5, x6, x7, x8, True))
+    tl.store(out_ptr + 3 * N + i, gain.bound_gain(x3, x4, x5, x6))
+    tl.store(out_ptr + 4 * N + i, gain.coverage_term(x4, x6, x5))
+    tl.store(out_ptr + 5 * N + i, gain.row_drop(x4, x6, x7, x5))
     size = tl.abs(x3)  # magnitudes: |r|, |d|, c_max and eps_c are never negative
     eps_c = tl.abs(x4)
-    fine, err = mean_term_error(n, x2, size)
+    fine, err = gain.mean_term_error(n, x2, size)
     tl.store(out_ptr + 6 * N + i, fine.to(tl.float64))
     tl.store(out_ptr + 7 * N + i, err)
-    fine, err = mean_coverage_error(n, x2, size, eps_c)
+    fine, err = gain.mean_coverage_error(n, x2, size, eps_c)
     tl.store(out_ptr + 8 * N + i, fine.to(tl.float64))
     tl.store(out_ptr + 9 * N + i, err)
-    fine, err = minmax_coverage_error(x2, eps_c)
+    fine, err = gain.minmax_coverage_error(x2, eps_c)
     tl.store(out_ptr + 10 * N + i, fine.to(tl.float64))
     tl.store(out_ptr + 11 * N + i, err)
-    tl.store(out_ptr + 12 * N + i, rule_bound(x2, x3, x4, x5, x6, x7))
+    tl.store(out_ptr + 12 * N + i, gain.rule_bound(x2, x3, x4, x5, x6, x7))
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +78,7 @@ def test_the_drift_bounds_are_the_cores(evaluated):
         assert out[1, i] == _greedy_kernels._greedy_tol(
             int(n[i]), updates[i], a[i], r_max[i], b[i], g0[i], c[i], pen_max[i]
         )
-    assert EPS.value == np.finfo(np.float64).eps == _gain_kernels.EPS
+    assert gain.EPS.value == np.finfo(np.float64).eps == _gain_kernels.EPS
 
 
 def test_the_gains_and_drops_are_the_cores(evaluated):
