@@ -121,10 +121,11 @@ def test_the_kept_tokens_are_the_selectors_answer_for_instruction_relevance(case
 
 
 def test_the_objective_is_position_aware_where_the_grid_is_known(case):
-    """LLaVA's square patch grid, the M-RoPE families' merged grids, OneVision's anyres frame.
+    """Where the layout is known: tops_core.spatial on it.
 
-    mlx-vlm's LLaVA-NeXT (crops not packed on the image), pixel-shuffled, pooled and
-    variable-size layouts: the plain cosine.
+    LLaVA's patch grid, Gemma 3's pooled grid, the M-RoPE families' and Mistral 3's merged
+    grids, OneVision's anyres frame. mlx-vlm's LLaVA-NeXT (crops not packed on the image) and
+    pixel-shuffled layouts: the plain cosine.
     """
     name, model, ids, pixels, extra = case
     objective = tops_core.Objective()
@@ -140,6 +141,10 @@ def test_the_objective_is_position_aware_where_the_grid_is_known(case):
         sim = tops_core.spatial(sim, (t, h // merge, w // merge))
     elif name == "llava_onevision":
         sim = mixed(sim, onevision_frame(model, full[visual]))
+    elif name == "gemma3":  # 8 x 8 patches average-pooled to mm_tokens_per_image = 4 x 4
+        sim = tops_core.spatial(sim, (4, 4))
+    elif name == "mistral3":  # 16 x 16 pixels: 8 x 8 patches of 2, merged 2 x 2
+        sim = tops_core.spatial(sim, (4, 4))
     with enable(model, keep=K, relevance="instruction", objective=objective) as session:
         features(model, ids, pixels, extra)
     record = session.history[0]
@@ -321,3 +326,27 @@ def test_onevision_frame_follows_the_models_token_cap_and_needs_its_packing():
         features(model, ids, pixels, {**extra, "cached_image_features": cached})
     assert plain.history[0].kept[0].tolist() != want.indices.tolist()
     assert "pack_image_features" not in vars(model)  # disabled: the model's own method again
+
+
+def test_mistral3_grids_follow_the_images_size():
+    """A 16 x 8 image: 8 x 4 patches merged 2 x 2, the row-major 4 x 2 grid (not its transpose)."""
+    model, _, _, _ = build("mistral3")
+    mx.random.seed(3)
+    pixels, extra = mx.random.normal((1, 3, 16, 8)), {"image_sizes": mx.array([[16, 8]])}
+    image = compat.image_token_id(model)
+    ids = mx.array([[1, 5, 6] + [image] * 8 + [7, 8]])
+    objective = tops_core.Objective()
+    full = np.array(features(model, ids, pixels, extra).inputs_embeds)[0].astype(np.float32)
+    cosine = tops_core.cosine(full[np.array(ids)[0] == image])
+    with enable(model, keep=3, relevance="instruction", objective=objective) as session:
+        features(model, ids, pixels, extra)
+        with pytest.raises(InvalidInputError, match=r"lays the tokens out on image_sizes.*spatial=False"):
+            session._stage1_layouts(1, 8, {})
+    rel = session.history[0].relevance[0]
+    want = tops_core.select(rel, tops_core.spatial(cosine, (4, 2)), 3, objective=objective)
+    assert session.history[0].kept[0].tolist() == want.indices.tolist()
+    transposed = tops_core.select(rel, tops_core.spatial(cosine, (2, 4)), 3, objective=objective)
+    assert transposed.indices.tolist() != want.indices.tolist()  # the orientation is what is tested
+    with enable(model, keep=3, relevance="instruction", objective=objective, spatial=False) as plain:
+        features(model, ids, pixels, extra)
+    assert plain.history[0].kept[0].tolist() != want.indices.tolist()

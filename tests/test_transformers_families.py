@@ -134,9 +134,9 @@ def test_stage1_keeps_the_selectors_answer_on_instruction_relevance(case):
 
 @torch.no_grad()
 def test_the_objective_is_position_aware_where_the_grid_is_known(case):
-    """M-RoPE families: tops_core.spatial on the merged grid; OneVision: on its anyres frame.
+    """M-RoPE families and Mistral 3: the merged grid; Gemma 3: the pooled grid; OneVision: its frame.
 
-    Pixel-shuffled, pooled and variable-size layouts: the plain cosine (their layout is not read).
+    Pixel-shuffled layouts (InternVL, Idefics3, SmolVLM): the plain cosine (their layout is not read).
     """
     kind, model, prompt = case
     k, objective = 5, tops_core.Objective()
@@ -150,9 +150,11 @@ def test_the_objective_is_position_aware_where_the_grid_is_known(case):
     full = records[0][0][0]
     features = full[prompt["input_ids"][0] == model.config.image_token_id].float().numpy()
     sim = tops_core.cosine(features)
+    side = int(N**0.5)
     if kind in MROPE_FAMILIES:
-        side = int(N**0.5)
         sim = tops_core.spatial(sim, (1, side, side))  # the 8 x 8 patches merged 2 x 2
+    if kind in ("gemma3", "mistral3"):  # 8 x 8 patches pooled 2 x 2 (Gemma 3) or merged 2 x 2
+        sim = tops_core.spatial(sim, (side, side))
     if kind == "llava_onevision":
         sim = mixed(sim, onevision_frame(model, torch.as_tensor(features)))
     expected = tops_core.select(session.history[0].relevance[0].numpy(), sim, k, objective=objective)
@@ -453,3 +455,29 @@ def test_onevision_frame_follows_the_models_token_cap():
     with enable(model, keep=k, objective=objective, spatial=False) as plain:
         model(input_ids=ids, pixel_values=pixels, **options)
     assert plain.history[0].kept[0].tolist() != want.indices.tolist()
+
+
+@torch.no_grad()
+def test_mistral3_grids_follow_each_images_size():
+    """A 32 x 16 and a 16 x 32 image: 8 x 4 and 4 x 8 patches merged 2 x 2, row-major 4 x 2 and 2 x 4."""
+    model, _ = built("mistral3")
+    torch.manual_seed(4)
+    pixels, sizes = torch.randn(2, 3, 32, 32), torch.tensor([[32, 16], [16, 32]])
+    images = model.model.get_image_features(pixels, sizes).pooler_output
+    assert [f.shape[0] for f in images] == [8, 8]
+    ids = torch.tensor([[1, 5, 6] + [LLAVA_IMAGE] * 16 + [7, 8, 9, 10]])
+    k, objective = 5, tops_core.Objective()
+    with enable(model, keep=k, objective=objective) as session:
+        model(input_ids=ids, pixel_values=pixels, image_sizes=sizes)
+    cosine, rel = tops_core.cosine(torch.cat(images).float().numpy()), session.history[0].relevance[0].numpy()
+    want = tops_core.select(rel, tops_core.spatial(cosine, [(4, 2), (2, 4)]), k, objective=objective)
+    assert session.history[0].kept[0].tolist() == want.indices.tolist()
+    transposed = tops_core.select(rel, tops_core.spatial(cosine, [(2, 4), (4, 2)]), k, objective=objective)
+    assert transposed.indices.tolist() != want.indices.tolist()  # the orientation is what is tested
+    with enable(model, keep=k, objective=objective, spatial=False) as plain:
+        model(input_ids=ids, pixel_values=pixels, image_sizes=sizes)
+    assert plain.history[0].kept[0].tolist() != want.indices.tolist()
+    with enable(model, keep=k, objective=objective) as session:
+        session._encoded = None  # what a forward on pre-encoded image features leaves
+        with pytest.raises(InvalidInputError, match=r"lays the tokens out on image_sizes.*spatial=False"):
+            session._stage1_layouts(1, 16)

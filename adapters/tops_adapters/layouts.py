@@ -23,6 +23,7 @@ __all__ = [
     "NO_LAYOUT_HINT",
     "square_grids",
     "merged_grids",
+    "sized_grids",
     "anyres_positions",
     "anyres_shape",
     "joined",
@@ -108,6 +109,15 @@ def merged_grids(grid_thw: Sequence[Sequence[int]], merge: int) -> list[Grid]:
             )
         grids.append((sizes[0], sizes[1] // merge, sizes[2] // merge))
     return grids
+
+
+def sized_grids(image_sizes: Sequence[Sequence[int]], ratio: int) -> list[Grid]:
+    """Each image's ``(H // ratio, W // ratio)`` token grid, from its pixel size (Mistral 3).
+
+    Pixtral's patches (``patch_size`` pixels) are merged ``spatial_merge_size``
+    squared by an unfold, row-major: ``ratio`` is their product.
+    """
+    return [(int(h) // ratio, int(w) // ratio) for h, w in image_sizes]
 
 
 def rows_of(grids: Sequence, b: int, n: int, *, size=prod, source: str = "image_grid_thw") -> list[list]:

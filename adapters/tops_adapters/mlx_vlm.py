@@ -41,6 +41,7 @@ from tops_adapters.layouts import (
     mixed,
     packed_rows,
     rows_of,
+    sized_grids,
     square_grids,
 )
 from tops_core._validate import InvalidInputError, check_choice
@@ -571,9 +572,10 @@ class MLXPruning:
 
         As the transformers integration (:mod:`tops_adapters.layouts`): only for an
         ``Objective`` (what the study behind the default measured), on LLaVA's square patch
-        grids, the M-RoPE families' merged grids (``image_grid_thw``) and LLaVA-OneVision's
-        anyres packing; other layouts stay plain (mlx-vlm's LLaVA-NeXT does not pack its
-        crops on the image). Where the layout is known but the images do not fit it, this raises.
+        grids, Gemma 3's pooled square grids, the M-RoPE families' and Mistral 3's merged
+        grids (``image_grid_thw``, ``image_sizes``) and LLaVA-OneVision's anyres packing;
+        other layouts stay plain (pixel shuffle; mlx-vlm's LLaVA-NeXT does not pack its crops
+        on the image). Where the layout is known but the images do not fit it, this raises.
         """
         if not (self.spatial and isinstance(self.objective, tops_core.Objective)):
             return None
@@ -581,6 +583,17 @@ class MLXPruning:
         if self.kind == "llava":
             full = getattr(self.model.config, "vision_feature_select_strategy", "default") == "full"
             return [square_grids(vision.image_size // vision.patch_size, n, self.family.label, cls=full)] * b
+        if self.kind == "gemma3":  # the projector average-pools each image to a square grid
+            return [square_grids(compat.pooled_side(self.model), n, self.family.label)] * b
+        if self.kind == "mistral3":
+            sizes = kwargs.get("image_sizes")
+            if sizes is None:
+                raise InvalidInputError(
+                    f"spatial=True on {self.family.label} lays the tokens out on image_sizes; got "
+                    f"get_input_embeddings without them. {NO_LAYOUT_HINT}"
+                )
+            ratio = compat.merge_ratio(self.model)
+            return rows_of(sized_grids(np.array(sizes).tolist(), ratio), b, n, source="image_sizes")
         if self.family.packed:
             return self._packed_layouts(b, n)
         if self.family.positions != "mrope":

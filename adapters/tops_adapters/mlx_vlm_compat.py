@@ -252,6 +252,16 @@ def record_packing(model, on_pack) -> None:
     model.pack_image_features = pack_image_features
 
 
+def pooled_side(model) -> int:
+    """Gemma 3: tokens per side of each image's average-pooled grid (its projector's ``tokens_per_side``)."""
+    return int(model.multi_modal_projector.tokens_per_side)
+
+
+def merge_ratio(model) -> int:
+    """Mistral 3: pixels per merged token side (the vision ``patch_size`` times ``spatial_merge_size``)."""
+    return int(model.config.vision_config.patch_size) * int(model.config.spatial_merge_size)
+
+
 def swap_call(module, call):
     """Give one module instance its own ``__call__`` (special methods are looked up on the type).
 

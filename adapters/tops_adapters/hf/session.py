@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 
 import torch
 
@@ -24,6 +25,7 @@ from ..layouts import (
     mixed,
     packed_rows,
     rows_of,
+    sized_grids,
     square_grids,
 )
 from .budget import Schedule, split_budget
@@ -581,11 +583,11 @@ class Pruning(Stage2Mixin):
         """Each row's token layout for :func:`tops_core.spatial` at Stage I, or ``None`` (plain cosine).
 
         Position-aware only for an ``Objective`` (the study behind the default measured it, not
-        the rules) and where the layout is known: LLaVA's square patch grids, the M-RoPE
-        families' merged grids (``image_grid_thw``) and LLaVA-NeXT's and OneVision's anyres
+        the rules) and where the layout is known: LLaVA's square patch grids, Gemma 3's
+        square grid of pooled tokens, the M-RoPE families' merged grids (``image_grid_thw``),
+        Mistral 3's merged grids (``image_sizes``) and LLaVA-NeXT's and OneVision's anyres
         packing (base and crops in one frame, :func:`~tops_adapters.layouts.anyres_positions`).
-        Pixel-shuffled (InternVL, Idefics3, SmolVLM), pooled (Gemma 3) and variable-size
-        (Mistral 3) layouts stay plain.
+        Pixel-shuffled layouts (InternVL, Idefics3, SmolVLM) stay plain.
 
         Raises
         ------
@@ -602,6 +604,11 @@ class Pruning(Stage2Mixin):
             )
             side = vision.image_size // vision.patch_size
             return [square_grids(side, n, self.family.label, cls=strategy == "full")] * b
+        if self.family.name == "gemma3":  # the projector average-pools each image to a square grid
+            side = math.isqrt(self.inner.config.mm_tokens_per_image)
+            return [square_grids(side, n, self.family.label)] * b
+        if self.family.name == "mistral3":
+            return self._sized_layouts(b, n)
         if self.family.packed:
             return self._packed_layouts(b, n)
         if not self.family.mrope:
@@ -613,6 +620,17 @@ class Pruning(Stage2Mixin):
                 f"without it (pre-encoded image features?). {NO_LAYOUT_HINT}"
             )
         return rows_of(merged_grids(grid_thw.tolist(), vision.spatial_merge_size), b, n)
+
+    def _sized_layouts(self, b, n):
+        """Mistral 3: each image's patch grid merged ``spatial_merge_size`` squared (:func:`sized_grids`)."""
+        sizes = (self._encoded or {}).get("image_sizes")
+        if sizes is None:
+            raise InvalidInputError(
+                f"spatial=True on {self.family.label} lays the tokens out on image_sizes; got a forward "
+                f"without them (pre-encoded image features?). {NO_LAYOUT_HINT}"
+            )
+        ratio = self.inner.config.vision_config.patch_size * self.inner.config.spatial_merge_size
+        return rows_of(sized_grids(torch.as_tensor(sizes).tolist(), ratio), b, n, source="image_sizes")
 
     def _packed_layouts(self, b, n):
         """LLaVA-NeXT / OneVision: each row's images placed by the model's own anyres packing."""
