@@ -124,8 +124,8 @@ def test_the_objective_is_position_aware_where_the_grid_is_known(case):
     """Where the layout is known: tops_core.spatial on it.
 
     LLaVA's patch grid, Gemma 3's pooled grid, the M-RoPE families' and Mistral 3's merged
-    grids, OneVision's anyres frame. mlx-vlm's LLaVA-NeXT (crops not packed on the image) and
-    pixel-shuffled layouts: the plain cosine.
+    grids, Idefics3's and SmolVLM's tiles, OneVision's anyres frame. mlx-vlm's LLaVA-NeXT (crops
+    not packed on the image): the plain cosine.
     """
     name, model, ids, pixels, extra = case
     objective = tops_core.Objective()
@@ -145,6 +145,9 @@ def test_the_objective_is_position_aware_where_the_grid_is_known(case):
         sim = tops_core.spatial(sim, (4, 4))
     elif name == "mistral3":  # 16 x 16 pixels: 8 x 8 patches of 2, merged 2 x 2
         sim = tops_core.spatial(sim, (4, 4))
+    elif name in ("idefics3", "smolvlm"):  # each tile's patches pixel-shuffled to a square grid
+        side = compat.tile_side(model)
+        sim = tops_core.spatial(sim, [(side, side)] * (sim.shape[0] // side**2))
     with enable(model, keep=K, relevance="instruction", objective=objective) as session:
         features(model, ids, pixels, extra)
     record = session.history[0]

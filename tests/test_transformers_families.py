@@ -136,7 +136,7 @@ def test_stage1_keeps_the_selectors_answer_on_instruction_relevance(case):
 def test_the_objective_is_position_aware_where_the_grid_is_known(case):
     """M-RoPE families and Mistral 3: the merged grid; Gemma 3: the pooled grid; OneVision: its frame.
 
-    Pixel-shuffled layouts (InternVL, Idefics3, SmolVLM): the plain cosine (their layout is not read).
+    The pixel-shuffled InternVL, Idefics3, SmolVLM: the merged grid of their one tile.
     """
     kind, model, prompt = case
     k, objective = 5, tops_core.Objective()
@@ -153,7 +153,13 @@ def test_the_objective_is_position_aware_where_the_grid_is_known(case):
     side = int(N**0.5)
     if kind in MROPE_FAMILIES:
         sim = tops_core.spatial(sim, (1, side, side))  # the 8 x 8 patches merged 2 x 2
-    if kind in ("gemma3", "mistral3"):  # 8 x 8 patches pooled 2 x 2 (Gemma 3) or merged 2 x 2
+    if kind in (
+        "gemma3",
+        "mistral3",
+        "internvl",
+        "idefics3",
+        "smolvlm",
+    ):  # 8 x 8 patches pooled or merged 2 x 2
         sim = tops_core.spatial(sim, (side, side))
     if kind == "llava_onevision":
         sim = mixed(sim, onevision_frame(model, torch.as_tensor(features)))
@@ -481,3 +487,25 @@ def test_mistral3_grids_follow_each_images_size():
         session._encoded = None  # what a forward on pre-encoded image features leaves
         with pytest.raises(InvalidInputError, match=r"lays the tokens out on image_sizes.*spatial=False"):
             session._stage1_layouts(1, 16)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("kind", ["idefics3", "smolvlm"])
+def test_pixel_shuffled_tiles_are_each_their_own_grid(kind):
+    """Two tiles of one image (Idefics3's split): two 4 x 4 grids, unrelated to each other."""
+    model, _ = built(kind)
+    torch.manual_seed(5)
+    pixels = torch.randn(1, 2, 3, 32, 32)
+    tiles = model.model.get_image_features(pixels).pooler_output
+    features = torch.cat([tile.reshape(-1, tile.shape[-1]) for tile in tiles])
+    assert features.shape[0] == 2 * N
+    ids = torch.tensor([[1, 5, 6] + [LLAVA_IMAGE] * 2 * N + [7, 8, 9, 10]])
+    k, objective = 6, tops_core.Objective()
+    with enable(model, keep=k, objective=objective) as session:
+        model(input_ids=ids, pixel_values=pixels)
+    side = int(N**0.5)
+    cosine, rel = tops_core.cosine(features.float().numpy()), session.history[0].relevance[0].numpy()
+    want = tops_core.select(rel, tops_core.spatial(cosine, [(side, side)] * 2), k, objective=objective)
+    assert session.history[0].kept[0].tolist() == want.indices.tolist()
+    plain = tops_core.select(rel, cosine, k, objective=objective)
+    assert plain.indices.tolist() != want.indices.tolist()

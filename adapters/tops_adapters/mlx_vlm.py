@@ -572,10 +572,11 @@ class MLXPruning:
 
         As the transformers integration (:mod:`tops_adapters.layouts`): only for an
         ``Objective`` (what the study behind the default measured), on LLaVA's square patch
-        grids, Gemma 3's pooled square grids, the M-RoPE families' and Mistral 3's merged
-        grids (``image_grid_thw``, ``image_sizes``) and LLaVA-OneVision's anyres packing;
-        other layouts stay plain (pixel shuffle; mlx-vlm's LLaVA-NeXT does not pack its crops
-        on the image). Where the layout is known but the images do not fit it, this raises.
+        grids, Gemma 3's pooled square grids, Idefics3's and SmolVLM's pixel-shuffled tiles (a
+        square grid each), the M-RoPE families' and Mistral 3's merged grids
+        (``image_grid_thw``, ``image_sizes``) and LLaVA-OneVision's anyres packing; mlx-vlm's
+        LLaVA-NeXT stays plain (it does not pack its crops on the image). Where the layout is
+        known but the images do not fit it, this raises.
         """
         if not (self.spatial and isinstance(self.objective, tops_core.Objective)):
             return None
@@ -585,6 +586,8 @@ class MLXPruning:
             return [square_grids(vision.image_size // vision.patch_size, n, self.family.label, cls=full)] * b
         if self.kind == "gemma3":  # the projector average-pools each image to a square grid
             return [square_grids(compat.pooled_side(self.model), n, self.family.label)] * b
+        if self.kind in ("idefics3", "smolvlm"):  # a square grid per tile, tiles unrelated
+            return [square_grids(compat.tile_side(self.model), n, self.family.label)] * b
         if self.kind == "mistral3":
             sizes = kwargs.get("image_sizes")
             if sizes is None:

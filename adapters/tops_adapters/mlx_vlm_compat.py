@@ -257,6 +257,12 @@ def pooled_side(model) -> int:
     return int(model.multi_modal_projector.tokens_per_side)
 
 
+def tile_side(model) -> int:
+    """Idefics3 / SmolVLM: tokens per side of one tile after the connector's pixel shuffle (row-major)."""
+    vision = model.config.vision_config
+    return (int(vision.image_size) // int(vision.patch_size)) // int(model.config.scale_factor)
+
+
 def merge_ratio(model) -> int:
     """Mistral 3: pixels per merged token side (the vision ``patch_size`` times ``spatial_merge_size``)."""
     return int(model.config.vision_config.patch_size) * int(model.config.spatial_merge_size)

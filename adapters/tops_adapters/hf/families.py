@@ -21,6 +21,8 @@ __all__ = [
     "merge_cls",
     "next_layout",
     "packed_images",
+    "tile_side",
+    "LAYOUTS",
     "check_stage2_layers",
 ]
 
@@ -43,10 +45,9 @@ class Family:
         LLaVA-NeXT's packed anyres layout (crops, ``image_newline``) is
         reconstructed with the model's own ``pack_image_features`` for its
         relevance, crop budgets and newline policy.
-    packed : bool
-        The model packs anyres crops and ``image_newline`` tokens with its
-        ``pack_image_features`` (LLaVA-NeXT, LLaVA-OneVision): the
-        position-aware layout is read from that packing.
+    layout : str
+        Where each visual token sits, for the position-aware similarity
+        (:data:`LAYOUTS`).
     mrope : bool
         3-D M-RoPE positions; they are kept as computed on the full sequence,
         so only the "original" position policy applies, and ``rope_deltas`` is
@@ -86,7 +87,7 @@ class Family:
     label: str
     has_cls: bool = False
     anyres: bool = False
-    packed: bool = False
+    layout: str = "patches"
     mrope: bool = False
     language_model: str = "language_model"
     deepstack: bool = False
@@ -97,26 +98,49 @@ class Family:
     cls_merge: str = ""
     notes: str = ""
 
+    @property
+    def packed(self) -> bool:
+        """The model packs anyres crops and newlines with its ``pack_image_features``."""
+        return self.layout == "anyres"
+
+
+#: Each :attr:`Family.layout`: how the integration reads where every visual token sits.
+LAYOUTS = {
+    "patches": "one square patch grid per image (the CLS token its own grid under `full`)",
+    "pooled": "one square grid of pooled tokens per image (`mm_tokens_per_image`)",
+    "shuffled": "one square grid per tile, after the projector's pixel shuffle; tiles unrelated",
+    "image_sizes": "each image's merged patch grid, from `image_sizes`",
+    "anyres": "base and crops in one frame, read from the model's `pack_image_features`",
+    "grid_thw": "each image's merged grid, from `image_grid_thw`",
+}
 
 FAMILIES = {
     f.name: f
     for f in (
         Family("llava", "LLaVA-1.5", has_cls=True),
-        Family("llava_next", "LLaVA-NeXT", has_cls=True, anyres=True, packed=True),
+        Family("llava_next", "LLaVA-NeXT", has_cls=True, anyres=True, layout="anyres"),
         Family(
             "llava_onevision",
             "LLaVA-OneVision",
-            packed=True,
+            layout="anyres",
             notes="anyres crops and `image_newline` tokens are ordinary candidates of one joint budget, "
             "placed in the anyres frame",
         ),
-        Family("qwen2_vl", "Qwen2-VL", mrope=True),
-        Family("qwen2_5_vl", "Qwen2.5-VL", mrope=True),
-        Family("qwen3_vl", "Qwen3-VL", mrope=True, deepstack=True, notes="q/k norms in the rater attention"),
+        Family("qwen2_vl", "Qwen2-VL", mrope=True, layout="grid_thw"),
+        Family("qwen2_5_vl", "Qwen2.5-VL", mrope=True, layout="grid_thw"),
+        Family(
+            "qwen3_vl",
+            "Qwen3-VL",
+            mrope=True,
+            layout="grid_thw",
+            deepstack=True,
+            notes="q/k norms in the rater attention",
+        ),
         Family(
             "qwen3_5",
             "Qwen3.5",
             mrope=True,
+            layout="grid_thw",
             stage2="full_attention",
             notes="gated query (`q_proj` holds the output gate) and q/k norms in the rater attention",
             stage2_reason="linear-attention layers have no attention rows to rate with, and the model sizes "
@@ -126,22 +150,25 @@ FAMILIES = {
             "glm4v",
             "GLM-4.1V / GLM-4.5V",
             mrope=True,
+            layout="grid_thw",
             notes="partial, interleaved rotary: the rater attention rotates with the model's own "
             "`apply_rotary_pos_emb`",
         ),
-        Family("mistral3", "Mistral 3"),
+        Family("mistral3", "Mistral 3", layout="image_sizes"),
         Family(
             "internvl",
             "InternVL",
             has_cls=True,
             cls_merge="pixel_shuffle",
+            layout="shuffled",
             notes="CLS attention mass of the patches the projector's pixel shuffle merges into each token",
         ),
-        Family("idefics3", "Idefics3", language_model="text_model"),
-        Family("smolvlm", "SmolVLM", language_model="text_model"),
+        Family("idefics3", "Idefics3", language_model="text_model", layout="shuffled"),
+        Family("smolvlm", "SmolVLM", language_model="text_model", layout="shuffled"),
         Family(
             "gemma3",
             "Gemma 3",
+            layout="pooled",
             wrapper_mask=True,
             stage2="none",
             stage2_reason="sliding-window layers keep a window of their own KV cache that a pruned "
@@ -340,3 +367,19 @@ def _structure(kind: torch.Tensor, base: int) -> tuple[int, int, int]:
             f"are not its {base} base tokens then the crops'. {NO_LAYOUT_HINT}"
         )
     return base, rows, columns
+
+
+def tile_side(inner) -> int:
+    """Tokens per side of one tile after the projector's pixel shuffle (InternVL, Idefics3, SmolVLM).
+
+    The shuffle merges each ``r x r`` block of a tile's square patch grid into one
+    token and leaves the tokens row-major on the merged grid (``r`` = 1 /
+    ``downsample_ratio`` or ``scale_factor``).
+    """
+    config, vision = inner.config, inner.config.vision_config
+    size, patch = vision.image_size, vision.patch_size
+    side = (size[0] if isinstance(size, (list, tuple)) else size) // (
+        patch[0] if isinstance(patch, (list, tuple)) else patch
+    )
+    ratio = getattr(config, "downsample_ratio", None)
+    return int(side * ratio) if ratio is not None else side // config.scale_factor

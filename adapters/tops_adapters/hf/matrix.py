@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .families import FAMILIES, Family
+from .families import FAMILIES, LAYOUTS, Family
 
 __all__ = ["support_matrix", "write_matrix", "START", "END"]
 
@@ -57,14 +57,15 @@ def _needs(family: Family) -> str:
 def support_matrix() -> str:
     """The Markdown table: one row per family of :data:`~tops_adapters.hf.families.FAMILIES`."""
     rows = [
-        "| family (`model_type`) | Stage I | Stage II | left-padded batch | positions | what it needs "
-        "| transformers |",
-        "|---|---|---|---|---|---|---|",
+        "| family (`model_type`) | Stage I | Stage II | left-padded batch | positions | position-aware "
+        "layout | what it needs | transformers |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for family in FAMILIES.values():
         rows.append(
             f"| {family.label} (`{family.name}`) | {_stage1(family)} | {_stage2(family)} | ✓ "
-            f"| {_positions(family)} | {_needs(family)} | ≥ {family.min_transformers} |"
+            f"| {_positions(family)} | {LAYOUTS[family.layout]} | {_needs(family)} "
+            f"| ≥ {family.min_transformers} |"
         )
     return "\n".join(rows)
 

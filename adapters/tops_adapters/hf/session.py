@@ -30,7 +30,15 @@ from ..layouts import (
 )
 from .budget import Schedule, split_budget
 from .compat import DEEPSTACK_ARGUMENTS, encoded_images, find_cache, mask_mapping, output_cache
-from .families import check_stage2_layers, cls_layer, family_of, merge_cls, next_layout, packed_images
+from .families import (
+    check_stage2_layers,
+    cls_layer,
+    family_of,
+    merge_cls,
+    next_layout,
+    packed_images,
+    tile_side,
+)
 from .scores import RATERS, cls_attention, cosine_similarity, instruction_relevance
 from .sequence import PrunedSequence, StageRecord, encoded_rows, kept_columns, per_row, renumber
 from .stage2 import Stage2Mixin
@@ -583,11 +591,11 @@ class Pruning(Stage2Mixin):
         """Each row's token layout for :func:`tops_core.spatial` at Stage I, or ``None`` (plain cosine).
 
         Position-aware only for an ``Objective`` (the study behind the default measured it, not
-        the rules) and where the layout is known: LLaVA's square patch grids, Gemma 3's
-        square grid of pooled tokens, the M-RoPE families' merged grids (``image_grid_thw``),
-        Mistral 3's merged grids (``image_sizes``) and LLaVA-NeXT's and OneVision's anyres
-        packing (base and crops in one frame, :func:`~tops_adapters.layouts.anyres_positions`).
-        Pixel-shuffled layouts (InternVL, Idefics3, SmolVLM) stay plain.
+        the rules), on the family's :attr:`~tops_adapters.hf.families.Family.layout`: square
+        grids per image (LLaVA's patches, Gemma 3's pooled tokens) or per tile (the
+        pixel-shuffled InternVL, Idefics3, SmolVLM), merged grids from ``image_grid_thw``
+        (M-RoPE families) or ``image_sizes`` (Mistral 3), and LLaVA-NeXT's and OneVision's
+        anyres packing (base and crops in one frame, :func:`~tops_adapters.layouts.anyres_positions`).
 
         Raises
         ------
@@ -597,29 +605,43 @@ class Pruning(Stage2Mixin):
         """
         if not (self.spatial and isinstance(self.objective, tops_core.Objective)):
             return None
+        reader = {
+            "patches": self._patch_layouts,
+            "pooled": self._pooled_layouts,
+            "shuffled": self._tile_layouts,
+            "image_sizes": self._sized_layouts,
+            "anyres": self._packed_layouts,
+            "grid_thw": self._grid_thw_layouts,
+        }[self.family.layout]
+        return reader(b, n)
+
+    def _patch_layouts(self, b, n):
+        """LLaVA-1.5: each image's square patch grid (its CLS token apart under ``"full"``)."""
         vision = self.inner.config.vision_config
-        if self.family.name == "llava":
-            strategy = (self._encoded or {}).get("strategy") or getattr(
-                self.inner.config, "vision_feature_select_strategy", "default"
-            )
-            side = vision.image_size // vision.patch_size
-            return [square_grids(side, n, self.family.label, cls=strategy == "full")] * b
-        if self.family.name == "gemma3":  # the projector average-pools each image to a square grid
-            side = math.isqrt(self.inner.config.mm_tokens_per_image)
-            return [square_grids(side, n, self.family.label)] * b
-        if self.family.name == "mistral3":
-            return self._sized_layouts(b, n)
-        if self.family.packed:
-            return self._packed_layouts(b, n)
-        if not self.family.mrope:
-            return None
+        strategy = (self._encoded or {}).get("strategy") or getattr(
+            self.inner.config, "vision_feature_select_strategy", "default"
+        )
+        side = vision.image_size // vision.patch_size
+        return [square_grids(side, n, self.family.label, cls=strategy == "full")] * b
+
+    def _pooled_layouts(self, b, n):
+        """Gemma 3: the projector average-pools each image to a square grid."""
+        return [square_grids(math.isqrt(self.inner.config.mm_tokens_per_image), n, self.family.label)] * b
+
+    def _tile_layouts(self, b, n):
+        """InternVL, Idefics3, SmolVLM: a square grid per tile (:func:`~.families.tile_side`)."""
+        return [square_grids(tile_side(self.inner), n, self.family.label)] * b
+
+    def _grid_thw_layouts(self, b, n):
+        """M-RoPE families: each image's ``image_grid_thw`` merged by ``spatial_merge_size``."""
         grid_thw = (self._encoded or {}).get("grid_thw")
         if grid_thw is None:
             raise InvalidInputError(
                 f"spatial=True on {self.family.label} lays the tokens out on image_grid_thw; got a forward "
                 f"without it (pre-encoded image features?). {NO_LAYOUT_HINT}"
             )
-        return rows_of(merged_grids(grid_thw.tolist(), vision.spatial_merge_size), b, n)
+        merge = self.inner.config.vision_config.spatial_merge_size
+        return rows_of(merged_grids(grid_thw.tolist(), merge), b, n)
 
     def _sized_layouts(self, b, n):
         """Mistral 3: each image's patch grid merged ``spatial_merge_size`` squared (:func:`sized_grids`)."""
