@@ -86,3 +86,8 @@ def test_the_packed_shape_is_read_off_the_newlines():
 def test_a_packing_of_another_shape_is_refused(newline):
     with pytest.raises(InvalidInputError, match=r"pack packed an image of \d+ tokens that is not its 4 base"):
         anyres_shape(newline, 4, "pack")
+
+
+def test_subset_refuses_indices_out_of_order():
+    with pytest.raises(InvalidInputError, match="where must be ascending token indices"):
+        anyres_positions(2, 4, 0, 0).subset([2, 1])

@@ -198,6 +198,10 @@ class Placed:
     def subset(self, where) -> Placed:
         """The layout of tokens ``where`` (ascending indices), groups kept apart."""
         index = np.asarray(where, dtype=np.int64)
+        if index.ndim != 1 or (index.size > 1 and not bool((np.diff(index) > 0).all())):
+            raise InvalidInputError(
+                f"where must be ascending token indices; got an array of shape {index.shape}"
+            )
         group = np.concatenate([np.full(p.shape[0], i) for i, p in enumerate(self.positions)])
         every = np.concatenate(self.positions)[index]
         chosen = group[index]

@@ -361,7 +361,7 @@ def _structure(kind: torch.Tensor, base: int) -> tuple[int, int, int]:
     newline = torch.isnan(kind)
     rows, columns = anyres_shape(newline.numpy(), base, "pack_image_features")
     crops = kind[base:][~newline[base:]]
-    if bool((kind[:base] != 0).any()) or bool((crops != 1).any()) or crops.shape[0] != rows * columns:
+    if bool((kind[:base] != 0).any()) or bool((crops <= 0.5).any()) or crops.shape[0] != rows * columns:
         raise InvalidInputError(
             f"pack_image_features packed an image of {kind.shape[0]} tokens whose base and crop tokens "
             f"are not its {base} base tokens then the crops'. {NO_LAYOUT_HINT}"
