@@ -24,6 +24,7 @@ import resource
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tops_core  # noqa: E402
+from tops_core._threads import thread_count  # noqa: E402
 from tops_core.solvers import Greedy, Lazy  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -211,22 +213,63 @@ def sweep_one(n, repeats, peer_budget_s, apricot, slow) -> dict:
     return row
 
 
+@contextmanager
+def threads(count: int | None):
+    """Run the block with ``TOPS_NUM_THREADS=count`` (``None``: the library's default)."""
+    before = os.environ.pop("TOPS_NUM_THREADS", None)
+    if count is not None:
+        os.environ["TOPS_NUM_THREADS"] = str(count)
+    try:
+        yield
+    finally:
+        os.environ.pop("TOPS_NUM_THREADS", None)
+        if before is not None:
+            os.environ["TOPS_NUM_THREADS"] = before
+
+
 def where_time_goes(r, sim, k) -> dict:
-    """The floor (one read of sim) and the parts of one ``select`` call, each timed alone."""
+    """The floor (one read of sim) and the parts of one ``select`` call, each timed alone.
+
+    The reads that split across threads are timed on one thread and on the
+    library's default (``tops_core._threads``), side by side.
+    """
     from tops_core._numba import coverage_all
-    from tops_core._validate import exactly_symmetric
+    from tops_core._validate import _extremes, exactly_symmetric, symmetry_memo
     from tops_core.solvers import Incremental
 
     w = PLAIN.row_weights(r.astype(np.float64))
-    solver = Incremental(symmetric=True)
-    parts = {
-        "one read of sim (np.sum, the floor)": lambda: sim.sum(dtype=np.float32),
-        "validation (min, max)": lambda: (sim.min(), sim.max()),
-        "exact symmetry check": lambda: exactly_symmetric(sim),
-        "initial gains (one pass)": lambda: coverage_all(sim, w),
-        "solver (initial gains + incremental steps)": lambda: solver.run(PLAIN, r, sim, k),
-    }
-    return {name: best_of(fn, 20, 2.0)[0] for name, fn in parts.items()}
+    solver = Incremental()
+
+    def steps_alone():
+        with symmetry_memo():
+            exactly_symmetric(sim)  # remembered: the solver starts no check
+            t0 = time.perf_counter()
+            solver.run(PLAIN, r, sim, k)
+            return time.perf_counter() - t0
+
+    n_threads = thread_count()
+    one, default = (1, "one thread"), (None, f"{n_threads} threads")
+    parts = [
+        (FLOOR, None, lambda: sim.max()),
+        *(
+            (f"validation (min, max), {label}", count, lambda: _extremes(sim))
+            for count, label in (one, default)
+        ),
+        *(
+            (f"exact symmetry check, {label}", count, lambda: exactly_symmetric(sim))
+            for count, label in (one, default)
+        ),
+        ("initial gains (one pass)", None, lambda: coverage_all(sim, w)),
+    ]
+    out = {}
+    for name, count, fn in parts:
+        with threads(count):
+            out[name] = best_of(fn, 20, 2.0)[0]
+    out["solver: initial gains + steps, symmetry already known"] = min(steps_alone() for _ in range(10))
+    for count, label in ((1, "check first, one thread"), (None, f"check overlapped, {n_threads} threads")):
+        with threads(count):
+            out[f"solver: {label}"] = best_of(lambda: solver.run(PLAIN, r, sim, k), 10, 5.0)[0]
+    return out
 
 
 def target_cases(repeats: int, with_peers: bool, quick: bool) -> list[dict]:
@@ -248,10 +291,13 @@ def target_cases(repeats: int, with_peers: bool, quick: bool) -> list[dict]:
     r, sim = problem(2880)
     k = 640
     t, sel = best_of(lambda: tops_core.select(r, sim, k, objective=PLAIN), repeats, 10.0)
+    with threads(1):
+        t_one, _ = best_of(lambda: tops_core.select(r, sim, k, objective=PLAIN), repeats, 10.0)
     ref = Greedy().run(PLAIN, r, sim, k) if not quick else Lazy().run(PLAIN, r, sim, k)
     case = {
         "case": "N=2880, k=640, plain, auto",
         "time_s": t,
+        "one_thread_s": t_one,
         "target_s": 1e-2,
         "same_as_greedy": bool(np.array_equal(sel.order, ref.order)),
         "value": sel.value,
@@ -351,7 +397,7 @@ def features_case(n: int, d: int, k: int, runs: int = 2) -> dict:
 
 
 # ------------------------------------------------------------------ reports
-FLOOR = "one read of sim (np.sum, the floor)"
+FLOOR = "one read of sim (np.max, the floor)"
 
 
 def render_markdown(data: dict, plot_path: str = "assets/bench/cpu_scaling.png") -> str:
@@ -366,8 +412,10 @@ def render_markdown(data: dict, plot_path: str = "assets/bench/cpu_scaling.png")
         f"Measured by `{data['command']}` on {env['cpus']} CPU cores "
         f"({env['machine']}, Python {env['python']}, NumPy {env['versions']['numpy']}, "
         f"Numba {env['versions']['numba']}, apricot-select {env['versions']['apricot-select']}, "
-        f"submodlib-py {env['versions']['submodlib-py']}); load average at start "
-        f"{env['load_at_start']:.2f} (shared machine: minimum over repeats). Float32 inputs.",
+        f"submodlib-py {env['versions']['submodlib-py']}); "
+        f"{env.get('threads', 1)} tops-prune threads (TOPS_NUM_THREADS; the peers use one); "
+        f"load average at start {env['load_at_start']:.2f} (shared machine: minimum over repeats). "
+        "Float32 inputs.",
         "",
     ]
     lines += _targets_table(data["targets"])
@@ -413,6 +461,12 @@ def _peers_table(case: dict) -> list[str]:
         "|---|---:|---:|---|---:|",
         f"| tops-prune auto | {ours * 1e3:.1f} | 1.0x | {case['same_as_greedy']} | 0 |",
     ]
+    if "one_thread_s" in case:
+        t = case["one_thread_s"]
+        lines.append(
+            f"| tops-prune auto, one thread (TOPS_NUM_THREADS=1) | {t * 1e3:.1f} | {t / ours:.1f}x | "
+            f"{case['same_as_greedy']} | 0 |"
+        )
     for name, t in case["peers_s"].items():
         base = name.replace(" (incl. build)", "")
         lines.append(
@@ -525,6 +579,7 @@ def main(argv=None) -> int:
             "python": platform.python_version(),
             "versions": peer_versions(),
             "load_at_start": os.getloadavg()[0],
+            "threads": thread_count(),
         },
     }
     data["targets"] = target_cases(repeats, with_peers, args.quick)

@@ -102,7 +102,7 @@ def dense_sweep(tiles, block, n, m, w, cov, counts):
             counts[c0 + q] = kept[q]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def dense_row(tiles, block, n, p, out):
     """Row (= column) ``p`` of the similarity, from the tiles."""
     pb = p // block
@@ -170,7 +170,7 @@ def keep_block(tiles, block, n, cb, m, skip, starts, idx, val):
                     pos[q - qa] = at
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _accumulate(ids, vals, lo, length, m, w, lanes):
     """Add one part of a token's kept entries to its lanes; drop those now at or below ``m``.
 
@@ -191,7 +191,7 @@ def _accumulate(ids, vals, lo, length, m, w, lanes):
     return keep
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _gain(store, token, m, w, lanes):
     """Canonical coverage gain of ``token`` from its kept entries (pruning them)."""
     idx_blocks, val_blocks, starts, lengths, block = store
@@ -210,7 +210,7 @@ def _sweep(store, tokens, m, w, cov):
         cov[t] = _gain(store, tokens[t], m, w, lanes)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _add(store, token, m):
     """Raise the running max by a pick's kept entries (those left out are at or below it)."""
     idx_blocks, val_blocks, starts, lengths, block = store
@@ -224,13 +224,13 @@ def _add(store, token, m):
     lengths[token] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _better(f, a, b):
     """Heap order: larger bound first, lower index first on ties (greedy's tie rule)."""
     return f[a] > f[b] or (f[a] == f[b] and a < b)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _sift_down(heap, size, pos, f):
     item = heap[pos]
     while True:
@@ -246,7 +246,7 @@ def _sift_down(heap, size, pos, f):
     heap[pos] = item
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def heapify(heap, f):
     """Arrange ``heap`` (token ids) as a max-heap of the bounds ``f`` (ties: lower id on top)."""
     size = heap.shape[0]
@@ -254,7 +254,7 @@ def heapify(heap, f):
         _sift_down(heap, size, pos, f)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def lazy_steps(
     store,
     m,

@@ -20,20 +20,20 @@ from numba import njit
 EPS = float(np.finfo(np.float64).eps)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def combine8(a0, a1, a2, a3, a4, a5, a6, a7):
     """The fixed tree that ends every canonical reduction: ``((a0+a1)+(a2+a3))+((a4+a5)+(a6+a7))``."""
     return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def coverage_term(s, mj, wj):
     """One canonical coverage term ``w_j max(s - m_j, 0)``."""
     d = s - mj
     return (d if d > 0.0 else 0.0) * wj
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def step_gain(a, ri, b, cov, c, pen):
     """The gain ``a r_i + b cov_i - c p_i`` of a candidate (the penalty only when ``c > 0``)."""
     f = a * ri + b * cov
@@ -42,7 +42,7 @@ def step_gain(a, ri, b, cov, c, pen):
     return f
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def running_drift(n, updates, scale):
     """Bound on the rounding drift of running sums of ``n`` terms after ``updates`` row updates.
 
@@ -53,7 +53,7 @@ def running_drift(n, updates, scale):
     return 8.0 * EPS * (n + 4.0 * updates + 16.0) * scale
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def lane_gain(col, m, w):
     """Canonical coverage gain ``sum_j w_j max(col_j - m_j, 0)`` of one candidate."""
     n = col.shape[0]
@@ -83,7 +83,7 @@ def lane_gain(col, m, w):
     )
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def add_lanes(rows, row_start, w, m, lanes):
     """Stream rows ``s[row_start + t, :]`` into per-candidate lane sums at running max ``m``.
 
@@ -120,7 +120,7 @@ def add_lanes(rows, row_start, w, m, lanes):
             t += 8
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def combine_lanes(lanes):
     """Tree-combine lane sums ``(8, N)`` into the canonical reductions ``(N,)``."""
     n = lanes.shape[1]
@@ -139,7 +139,7 @@ def combine_lanes(lanes):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _drop(s, hi, lo, wj):
     """Row ``j``'s loss of gain for a candidate with entry ``s``: ``w_j (min(s, hi) - lo)^+``.
 
@@ -149,7 +149,7 @@ def _drop(s, hi, lo, wj):
     return wj * (x if x > 0.0 else 0.0)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def lower_gains(rows, changed, old, m, w, n_changed, cov):
     """Apply the rows whose running max rose from ``old[t]`` to ``m[j]`` to the gains ``cov``.
 
@@ -197,7 +197,7 @@ def lower_gains(rows, changed, old, m, w, n_changed, cov):
         t += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def raise_max(col, m, changed, old):
     """Raise the running max ``m`` by a pick's column; record the rows that rose (and from what).
 

@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def transpose(a):
     """Blocked transpose into a new C-contiguous array (cache-friendly tiles)."""
     n0, n1 = a.shape
@@ -25,7 +25,7 @@ def transpose(a):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def max_over_columns(sim, idx):
     """``best_j = max_{i in idx} sim[j, i]`` as float64 (idx non-empty)."""
     n = sim.shape[0]

@@ -2,19 +2,24 @@
 
 Every compiled kernel lives in a module that imports Numba at its top; they are
 loaded here on first use only, so the core imports without the ``[fast]`` extra
-and without the cost of loading Numba. ``coverage_all`` and ``columns_of`` are
-the two Python steps every kernel user shares.
+and without the cost of loading Numba. ``coverage_all``, ``columns_of`` and
+``run_on_columns`` are the Python steps every kernel user shares.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from types import ModuleType
+from typing import TypeVar
 
 import numpy as np
 
-from tops_core._validate import exactly_symmetric
+from tops_core._threads import in_background, threads_for
+from tops_core._validate import exactly_symmetric, known_symmetry
+
+T = TypeVar("T")
 
 __all__ = [
     "numba_available",
@@ -26,6 +31,7 @@ __all__ = [
     "feature_kernels",
     "coverage_all",
     "columns_of",
+    "run_on_columns",
 ]
 
 # Rows of sim streamed per call when the initial gains are summed (bounds nothing
@@ -89,3 +95,22 @@ def coverage_all(sim_rows: np.ndarray, w: np.ndarray, m: np.ndarray | None = Non
 def columns_of(rows: np.ndarray) -> np.ndarray:
     """``rows`` itself when exactly symmetric, else its transposed copy (columns contiguous)."""
     return rows if exactly_symmetric(rows) else matrix_kernels().transpose(rows)
+
+
+def run_on_columns(rows: np.ndarray, run: Callable[[np.ndarray], T]) -> T:
+    """``run(cols)``, ``cols`` holding ``rows``' columns contiguously, the symmetry check overlapped.
+
+    A symmetric ``rows`` is its own column store. When its symmetry is not
+    known yet and ``rows`` is large, ``run(rows)`` starts at once while a pool
+    thread checks (:mod:`tops_core._threads`; the kernels release the GIL), so
+    the check costs no time on a second core. Should ``rows`` turn out
+    asymmetric (rare: similarities are symmetric by construction), that answer
+    is discarded and ``run`` runs again on the transposed copy.
+    """
+    check = None
+    if known_symmetry(rows) is None and threads_for(rows.size) > 1:
+        check = in_background(exactly_symmetric, rows)
+    if check is None:
+        return run(columns_of(rows))
+    speculative = run(rows)
+    return speculative if check.result() else run(matrix_kernels().transpose(rows))

@@ -14,13 +14,13 @@ from numba import njit
 from tops_core._gain_kernels import EPS, coverage_term, lower_gains, running_drift
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _ordinary(x):
     """Whether ``x`` is 0 or a normal float well inside the range (relative bounds hold)."""
     return x == 0.0 or 1e-290 <= abs(x) <= 1e290
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _norm_from(total, lo, hi, count, minmax):
     """(shift, scale, degenerate) of the per-step normalisation from the candidates' stats."""
     if minmax:
@@ -29,7 +29,7 @@ def _norm_from(total, lo, hi, count, minmax):
     return 0.0, mean, mean == 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _normalisations(r, m, c, chosen, count, minmax):
     """The per-step normalisation of relevance, diversity and coverage over the candidates.
 
@@ -67,7 +67,7 @@ def _normalisations(r, m, c, chosen, count, minmax):
     return r_lo, r_sc, r_deg, d_lo, d_sc, d_deg, c_lo, c_sc, c_deg, r_abs, d_abs
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _minmax_errors(lam, c_sc, eps_c):
     """``(safe, err_c)``: the bound on the running coverage's min-max term (the others are exact)."""
     safe = c_sc > 4.0 * eps_c
@@ -79,7 +79,7 @@ def _minmax_errors(lam, c_sc, eps_c):
     return safe or lam == 0.0, err_c
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _mean_errors(n, alpha, lam, r_sc, d_sc, c_sc, r_abs, d_abs, c_max, eps_c):
     """``(safe, err_r, err_d, err_c)``: bounds on |running - transcription| of each mean-normalised term.
 
@@ -105,13 +105,13 @@ def _mean_errors(n, alpha, lam, r_sc, d_sc, c_sc, r_abs, d_abs, c_max, eps_c):
     return safe, err_r, err_d, err_c
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rule_bound(err_r, alpha, err_d, lam, err_c, top):
     """Bound on |running score - transcription's score|: the terms' errors and 16 eps of the scores' size."""
     return err_r + alpha * err_d + lam * err_c + 16.0 * EPS * (top + 1.0)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scan(r, m, c, chosen, r_lo, d_lo, c_lo, inv_r, inv_d, inv_c):
     """``(pick, best, second, top)``: the leader of the step scores, the runner-up, max ``sum |terms|``."""
     best = -np.inf
@@ -135,7 +135,7 @@ def _scan(r, m, c, chosen, r_lo, d_lo, c_lo, inv_r, inv_d, inv_c):
     return pick, best, second, top
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _settled_pick(r, m, c, chosen, count, alpha, lam, minmax, c_max, updates):
     """The step's pick when the rounding bounds settle it on running values; ``-1`` when they do not.
 
@@ -185,7 +185,7 @@ def _settled_pick(r, m, c, chosen, count, alpha, lam, minmax, c_max, updates):
     return pick
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _take(pick, cols, m, c, chosen, changed, old, ones):
     """Move ``pick`` into the set: update the running max and every candidate's coverage ``c``.
 
@@ -211,7 +211,7 @@ def _take(pick, cols, m, c, chosen, changed, old, ones):
     return n_changed
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def tops_rule_steps(rows, cols, r, alpha, lam, minmax, k, order, step, m, chosen, c, c_max, updates, forced):
     """Run the TOPS rule from ``step`` with incrementally maintained coverage ``c``.
 

@@ -10,12 +10,15 @@ import difflib
 import math
 import numbers
 import os
+import threading
 import weakref
 from collections.abc import Iterable
 from contextlib import contextmanager
 from contextvars import ContextVar
 
 import numpy as np
+
+from tops_core._threads import split_map, threads_for
 
 __all__ = [
     "InvalidInputError",
@@ -246,10 +249,22 @@ def _as_real_array(name: str, x: np.ndarray, given: str) -> tuple[np.ndarray, fl
         return x, 0.0, 0.0
     # Two streaming reductions instead of an elementwise isfinite (and a second
     # pass for the sign): min and max propagate NaN, and any inf shows in one of them.
-    lo, hi = x.min(), x.max()
+    lo, hi = _extremes(x)
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise InvalidInputError(f"{name} must be finite (no NaN or inf); got {given} with NaN or inf")
     return x, float(lo), float(hi)
+
+
+def _extremes(x: np.ndarray) -> tuple[float, float]:
+    """``(x.min(), x.max())``; a large ``x`` in slabs along its first long axis, one per thread."""
+    parts = threads_for(x.size)
+    axis = next((a for a, length in enumerate(x.shape) if length >= parts), None)
+    if parts == 1 or axis is None:
+        return x.min(), x.max()
+    slabs = np.array_split(x, parts, axis=axis)
+    found = split_map(lambda slab: (slab.min(), slab.max()), slabs)
+    # NaN must survive the combination as it survives min and max (Python's min drops it).
+    return np.min([lo for lo, _ in found]), np.max([hi for _, hi in found])
 
 
 # Exact-symmetry answers per array object within one ``select`` call: validation,
@@ -267,11 +282,20 @@ def symmetry_memo():
         _SYMMETRY_MEMO.reset(token)
 
 
-def exactly_symmetric(a: np.ndarray) -> bool:
-    """Whether the 2-D ``a`` equals its transpose exactly, tile by tile (the first miss stops)."""
+def known_symmetry(a: np.ndarray) -> bool | None:
+    """The remembered :func:`exactly_symmetric` answer for ``a`` in this call, or ``None``."""
     memo = _SYMMETRY_MEMO.get()
     if memo is not None and id(a) in memo and memo[id(a)][0]() is a:
         return memo[id(a)][1]
+    return None
+
+
+def exactly_symmetric(a: np.ndarray) -> bool:
+    """Whether the 2-D ``a`` equals its transpose exactly, tile by tile (the first miss stops)."""
+    known = known_symmetry(a)
+    if known is not None:
+        return known
+    memo = _SYMMETRY_MEMO.get()
     if a.shape[0] != a.shape[1]:
         result = False
     else:
@@ -286,15 +310,29 @@ def exactly_symmetric(a: np.ndarray) -> bool:
 # NumPy's blocks compare a block with its mirror through a strided view (not vectorised). Compiled
 # tile kernels were measured against them at N = 2880 float32: faster on a 2-core Xeon (5.0 vs 7.2
 # ms, a 16 x 16 mirror transposed into L1) but 2-5x slower on a 2-core AMD EPYC (12-31 ms vs 6.1
-# ms, every tile shape tried), so the blocks stay: the best worst case.
+# ms, every tile shape tried), so the blocks stay: the best worst case. A large ``a`` splits its
+# block rows across threads (interleaved: the triangle's rows shrink; 1.7x on 2 cores); the first
+# miss in any thread stops them all.
 def _blocks_equal_transposed(a: np.ndarray) -> bool:
     n = a.shape[0]
     block = 128 if n <= 768 else 256  # measured: 128 wins while a fits in L2, 256 beyond
-    for i0 in range(0, n, block):
-        for j0 in range(i0, n, block):
-            if not np.array_equal(a[i0 : i0 + block, j0 : j0 + block], a[j0 : j0 + block, i0 : i0 + block].T):
-                return False
-    return True
+    starts = range(0, n, block)
+    parts = threads_for(a.size)
+    miss = threading.Event()
+
+    def band_equal(band: range) -> bool:
+        for i0 in band:
+            for j0 in range(i0, n, block):
+                if miss.is_set():
+                    return False
+                if not np.array_equal(
+                    a[i0 : i0 + block, j0 : j0 + block], a[j0 : j0 + block, i0 : i0 + block].T
+                ):
+                    miss.set()
+                    return False
+        return True
+
+    return all(split_map(band_equal, [starts[p::parts] for p in range(min(parts, len(starts)))]))
 
 
 def _symmetric(sim: np.ndarray, lo: float, hi: float, block: int = 256) -> bool:

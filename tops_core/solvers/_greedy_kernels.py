@@ -13,13 +13,13 @@ from numba import njit
 from tops_core._gain_kernels import EPS, lane_gain, lower_gains, raise_max, running_drift, step_gain
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _greedy_tol(n, updates, a, r_max, b, g0, c, pen_max):
     """Drift bound of the running gains: the running coverage plus the final combination's roundings."""
     return running_drift(n, updates, b * g0) + 8.0 * EPS * (a * r_max + b * g0 + c * pen_max)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _lead(r, cov, offset, a, b):
     """``(pick, best, second)``: the first index of the largest running gain and the runner-up.
 
@@ -56,7 +56,7 @@ def _lead(r, cov, offset, a, b):
     return where[top], best[top], runner
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _redecide(cols, r, w, m, cov, penalty, chosen, a, b, c, floor):
     """The pick among contenders within the drift (running gain ``>= floor``), on canonical gains.
 
@@ -76,7 +76,7 @@ def _redecide(cols, r, w, m, cov, penalty, chosen, a, b, c, floor):
     return pick
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def greedy_steps(rows, cols, r, r_pos, w, a, b, c, k, cov):
     """Exact greedy with incrementally maintained gains and verified picks.
 
@@ -149,7 +149,7 @@ def greedy_steps(rows, cols, r, r_pos, w, a, b, c, k, cov):
     return order, f_gains, g_gains, upper_value, tol, m, penalty
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def gains_along(rows, cols, r, r_pos, w, a, b, c, order):
     """Canonical gains of ``f`` and ``g`` along a given order, and the final ``m``, penalty."""
     n = r.shape[0]

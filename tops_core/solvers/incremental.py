@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tops_core._numba import columns_of, coverage_all, fast_for, greedy_kernels
+from tops_core._numba import coverage_all, fast_for, greedy_kernels, run_on_columns
 from tops_core._validate import InvalidInputError, exactly_symmetric
 from tops_core.objective import Objective
 from tops_core.solvers._result import SolverResult, top_sum
@@ -59,14 +59,14 @@ class Incremental:
         r = scores.astype(np.float64)
         w = objective.row_weights(r)
         rows = np.ascontiguousarray(sim)
-        if objective.coverage == 0:
-            cov0 = np.zeros(n)
-        else:
-            cov0 = coverage_all(rows, w)
+
         # Columns must be read contiguously (a strided column costs a cache miss
         # per entry): a symmetric sim is its own transpose; otherwise copy once.
-        cols = columns_of(rows)  # the rows themselves when symmetric (memoised check)
-        return run_from_coverage(objective, r, rows, cols, w, cov0, k)
+        def from_columns(cols: np.ndarray) -> SolverResult:
+            cov0 = np.zeros(n) if objective.coverage == 0 else coverage_all(rows, w)
+            return run_from_coverage(objective, r, rows, cols, w, cov0, k)
+
+        return run_on_columns(rows, from_columns)
 
 
 def run_from_coverage(objective, r, rows, cols, w, cov0, k) -> SolverResult:
