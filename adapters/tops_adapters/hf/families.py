@@ -98,6 +98,25 @@ class Family:
     cls_merge: str = ""
     notes: str = ""
 
+    def __post_init__(self):
+        """Refuse an entry whose fields contradict each other (a typo would otherwise read as a policy)."""
+        if self.layout not in LAYOUTS:
+            raise ValueError(
+                f"Family {self.name!r}: layout must be one of {sorted(LAYOUTS)}; got {self.layout!r}"
+            )
+        if self.anyres and self.layout != "anyres":
+            raise ValueError(f"Family {self.name!r}: anyres=True needs layout 'anyres'; got {self.layout!r}")
+        if self.stage2 not in ("all", "full_attention", "none"):
+            raise ValueError(
+                f"Family {self.name!r}: stage2 must be 'all', 'full_attention' or 'none'; got {self.stage2!r}"
+            )
+        if self.stage2 != "all" and not self.stage2_reason:
+            raise ValueError(f"Family {self.name!r}: stage2={self.stage2!r} needs its stage2_reason")
+        if self.cls_merge not in ("", "pixel_shuffle"):
+            raise ValueError(
+                f"Family {self.name!r}: cls_merge must be '' or 'pixel_shuffle'; got {self.cls_merge!r}"
+            )
+
     @property
     def packed(self) -> bool:
         """The model packs anyres crops and newlines with its ``pack_image_features``."""
