@@ -17,7 +17,7 @@ from typing import TypeVar
 import numpy as np
 
 from tops_core._threads import in_background, threads_for
-from tops_core._validate import exactly_symmetric, known_symmetry
+from tops_core._validate import exactly_symmetric, known_symmetry, spot_asymmetry
 
 T = TypeVar("T")
 
@@ -101,16 +101,16 @@ def run_on_columns(rows: np.ndarray, run: Callable[[np.ndarray], T]) -> T:
     """``run(cols)``, ``cols`` holding ``rows``' columns contiguously, the symmetry check overlapped.
 
     A symmetric ``rows`` is its own column store. When its symmetry is not
-    known yet and ``rows`` is large, ``run(rows)`` starts at once while a pool
-    thread checks (:mod:`tops_core._threads`; the kernels release the GIL), so
-    the check costs no time on a second core. Should ``rows`` turn out
-    asymmetric (rare: similarities are symmetric by construction), that answer
-    is discarded and ``run`` runs again on the transposed copy.
+    known yet, ``rows`` is large and its first rows match its first columns,
+    ``run(rows)`` starts at once while a pool thread checks the rest
+    (:mod:`tops_core._threads`; the kernels release the GIL), so the check
+    costs no time on a second core. Should ``rows`` still turn out asymmetric,
+    that answer is discarded and ``run`` runs again on the transposed copy.
     """
     check = None
-    if known_symmetry(rows) is None and threads_for(rows.size) > 1:
+    if known_symmetry(rows) is None and threads_for(rows.size) > 1 and not spot_asymmetry(rows):
         check = in_background(exactly_symmetric, rows)
     if check is None:
         return run(columns_of(rows))
     speculative = run(rows)
-    return speculative if check.result() else run(matrix_kernels().transpose(rows))
+    return speculative if check() else run(matrix_kernels().transpose(rows))

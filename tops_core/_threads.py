@@ -20,7 +20,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["MAX_THREADS", "SPLIT_ENTRIES", "thread_count", "threads_for", "split_map", "in_background"]
+__all__ = [
+    "MAX_THREADS",
+    "MAX_SETTING",
+    "SPLIT_ENTRIES",
+    "thread_count",
+    "threads_for",
+    "split_map",
+    "in_background",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -30,8 +38,12 @@ MAX_THREADS = 4
 #: Below this many entries one thread reads faster than a split (a hand-off costs ~50 us).
 SPLIT_ENTRIES = 1 << 20
 
+#: Largest ``TOPS_NUM_THREADS`` taken (a larger one is refused, not clamped).
+MAX_SETTING = 256
+
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 _worker = threading.local()
 
 
@@ -41,20 +53,22 @@ def thread_count() -> int:
     Raises
     ------
     ValueError
-        When ``TOPS_NUM_THREADS`` is set to something other than a positive integer.
+        When ``TOPS_NUM_THREADS`` is set to anything but an integer from 1 to ``MAX_SETTING``.
     """
     env = os.environ.get("TOPS_NUM_THREADS")
     if env is not None:
-        if not env.strip().isdigit() or int(env) < 1:
-            raise ValueError(f"TOPS_NUM_THREADS must be a positive integer; got {env[:20]!r}")
-        return int(env)
+        value = env.strip()
+        if not (value.isascii() and value.isdecimal()) or not 1 <= int(value) <= MAX_SETTING:
+            raise ValueError(f"TOPS_NUM_THREADS must be an integer from 1 to {MAX_SETTING}; got {env[:20]!r}")
+        return int(value)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(MAX_THREADS, cores))
 
 
 def threads_for(entries: int) -> int:
     """Threads worth using to read ``entries`` array entries (1 below :data:`SPLIT_ENTRIES`)."""
-    return thread_count() if entries >= SPLIT_ENTRIES else 1
+    count = thread_count()  # a bad setting is refused whatever the size
+    return count if entries >= SPLIT_ENTRIES else 1
 
 
 def _mark_worker() -> None:
@@ -62,12 +76,15 @@ def _mark_worker() -> None:
 
 
 def _executor() -> ThreadPoolExecutor:
-    global _pool
+    """The pool, sized by the current :func:`thread_count` (a changed setting gets a new pool)."""
+    global _pool, _pool_size
+    size = thread_count()
     with _lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(
-                max_workers=max(1, thread_count()), thread_name_prefix="tops", initializer=_mark_worker
-            )
+        if _pool is None or _pool_size != size:
+            if _pool is not None:
+                _pool.shutdown(wait=False)  # its queued work still runs
+            _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="tops", initializer=_mark_worker)
+            _pool_size = size
         return _pool
 
 
@@ -82,30 +99,48 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _on_worker() -> bool:
-    return getattr(_worker, "active", False)
+def _submit(fn: Callable[..., R], *args: object) -> Future[R] | None:
+    """``fn(*args)`` queued on the pool, or ``None`` where the caller must run it itself.
+
+    ``None`` with one thread, on a pool thread (a worker never waits on the
+    pool, so the pool cannot deadlock), and once the interpreter shuts down
+    (the pool then takes no new work, while user threads may still call).
+    """
+    if getattr(_worker, "active", False) or thread_count() == 1:
+        return None
+    try:
+        return _executor().submit(fn, *args)
+    except RuntimeError:
+        return None
+
+
+def _answer(future: Future[R] | None, fn: Callable[..., R], *args: object) -> R:
+    # Work no pool thread has started is taken back and run here: under load
+    # the caller computes instead of waiting behind a busy pool.
+    if future is None or future.cancel():
+        return fn(*args)
+    return future.result()
 
 
 def split_map(fn: Callable[[T], R], parts: Sequence[T]) -> list[R]:
-    """``[fn(p) for p in parts]``, the parts run concurrently (the last on the calling thread).
+    """``[fn(p) for p in parts]``, the parts run concurrently (the last on the calling thread)."""
+    futures = [_submit(fn, p) for p in parts[:-1]]
+    last = [fn(parts[-1])] if parts else []
+    return [_answer(f, fn, p) for f, p in zip(futures, parts[:-1], strict=True)] + last
 
-    Serial with one thread, one part, or when called from a pool thread (a
-    worker never waits on the pool, so the pool cannot deadlock).
+
+def in_background(fn: Callable[..., R], *args: object) -> Callable[[], R] | None:
+    """Start ``fn(*args)`` on a pool thread, in a copy of the caller's context.
+
+    Returns
+    -------
+    callable or None
+        Gives the answer (computing it on the calling thread if no pool thread
+        has started it); ``None`` where nothing can run in the background, so
+        the caller runs ``fn`` itself.
     """
-    if len(parts) <= 1 or _on_worker() or thread_count() == 1:
-        return [fn(p) for p in parts]
-    pool = _executor()
-    futures = [pool.submit(contextvars.copy_context().run, fn, p) for p in parts[:-1]]
-    last = fn(parts[-1])
-    return [f.result() for f in futures] + [last]
-
-
-def in_background(fn: Callable[..., R], *args: object) -> Future[R] | None:
-    """Start ``fn(*args)`` on a pool thread (in a copy of the caller's context); ``None`` when serial.
-
-    ``None`` (one thread, or already on a pool thread) tells the caller to run
-    ``fn`` itself when it needs the answer.
-    """
-    if _on_worker() or thread_count() == 1:
+    context = contextvars.copy_context()
+    future = _submit(context.run, fn, *args)
+    if future is None:
         return None
-    return _executor().submit(contextvars.copy_context().run, fn, *args)
+    return lambda: _answer(future, context.run, fn, *args)

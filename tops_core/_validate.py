@@ -290,6 +290,23 @@ def known_symmetry(a: np.ndarray) -> bool | None:
     return None
 
 
+def spot_asymmetry(a: np.ndarray, rows: int = 32) -> bool:
+    """Whether the 2-D ``a`` is already seen asymmetric in its first ``rows`` rows (then remembered).
+
+    A probe of ``rows x N`` entries against the matching columns, before a
+    caller bets on symmetry: ``True`` proves ``a`` is not symmetric, ``False``
+    proves nothing.
+    """
+    if a.shape[0] != a.shape[1]:
+        return True
+    if np.array_equal(a[:rows], a[:, :rows].T):
+        return False
+    memo = _SYMMETRY_MEMO.get()
+    if memo is not None:
+        memo[id(a)] = (weakref.ref(a), False)
+    return True
+
+
 def exactly_symmetric(a: np.ndarray) -> bool:
     """Whether the 2-D ``a`` equals its transpose exactly, tile by tile (the first miss stops)."""
     known = known_symmetry(a)
