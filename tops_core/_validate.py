@@ -290,6 +290,16 @@ def known_symmetry(a: np.ndarray) -> bool | None:
     return None
 
 
+def _remember(a: np.ndarray, symmetric: bool) -> bool:
+    """Record ``a``'s exact symmetry for the rest of the call (when a memo is live); return it."""
+    memo = _SYMMETRY_MEMO.get()
+    if memo is not None:
+        # A weak reference: temporaries (contiguous copies) are not kept alive,
+        # and a dead entry whose id was reused never matches.
+        memo[id(a)] = (weakref.ref(a), symmetric)
+    return symmetric
+
+
 def spot_asymmetry(a: np.ndarray, rows: int = 32) -> bool:
     """Whether the 2-D ``a`` is already seen asymmetric in its first ``rows`` rows (then remembered).
 
@@ -301,9 +311,7 @@ def spot_asymmetry(a: np.ndarray, rows: int = 32) -> bool:
         return True
     if np.array_equal(a[:rows], a[:, :rows].T):
         return False
-    memo = _SYMMETRY_MEMO.get()
-    if memo is not None:
-        memo[id(a)] = (weakref.ref(a), False)
+    _remember(a, False)
     return True
 
 
@@ -312,16 +320,7 @@ def exactly_symmetric(a: np.ndarray) -> bool:
     known = known_symmetry(a)
     if known is not None:
         return known
-    memo = _SYMMETRY_MEMO.get()
-    if a.shape[0] != a.shape[1]:
-        result = False
-    else:
-        result = _blocks_equal_transposed(a)
-    if memo is not None:
-        # A weak reference: temporaries (contiguous copies) are not kept alive,
-        # and a dead entry whose id was reused never matches.
-        memo[id(a)] = (weakref.ref(a), result)
-    return result
+    return _remember(a, a.shape[0] == a.shape[1] and _blocks_equal_transposed(a))
 
 
 # NumPy's blocks compare a block with its mirror through a strided view (not vectorised). Compiled
